@@ -1,0 +1,1 @@
+"""Subcommand modules of the `mlseal` CLI (see `mlseal.cli.COMMANDS`)."""

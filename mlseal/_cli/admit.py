@@ -1,0 +1,16 @@
+"""`mlseal admit` (being built; see the issue tracker)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlseal.errors import ConfigurationError
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("admit", help="(not yet available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise ConfigurationError("'mlseal admit' is not available in this build yet")

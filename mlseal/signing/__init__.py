@@ -1,0 +1,9 @@
+"""Signing: keys, DSSE envelopes, artifact digests, OMS bundles and trust policy.
+
+    >>> from mlseal.signing.keys import LocalKeySigner
+    >>> from mlseal.signing import dsse
+    >>> signer = LocalKeySigner.generate()
+    >>> env = dsse.sign(signer, "application/example", b"hello")
+    >>> dsse.verify(dsse.parse(env), [signer.verifier()]).payload
+    b'hello'
+"""
