@@ -17,3 +17,12 @@ def testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.fail(f"conformance data not found at {TESTDATA} (set MLSEAL_TESTDATA)")
     return TESTDATA
+
+# Each area keeps its fixtures in its own module, so that areas do not edit one file.
+pytest_plugins = [
+    "tests.fixtures_ledger",
+    "tests.fixtures_vault",
+    "tests.fixtures_signing",
+    "tests.fixtures_admission",
+    "tests.fixtures_pipeline",
+]

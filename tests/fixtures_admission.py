@@ -1,0 +1,1 @@
+"""Pytest fixtures for the admission area (loaded by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the ledger area (loaded by conftest.py)."""

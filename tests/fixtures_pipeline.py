@@ -1,0 +1,1 @@
+"""Pytest fixtures for the pipeline area (loaded by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the signing area (loaded by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the vault area (loaded by conftest.py)."""
