@@ -1,0 +1,260 @@
+"""PostgreSQL storage backend (psycopg 3): many writers across a cluster.
+
+Serialisation: every append locks the single head row (``SELECT … FOR UPDATE``), which
+holds the tree size, the last entry hash and the Merkle frontier (the hashes of the
+perfect subtrees that make up the current tree, at most log2 n of them). Writers queue
+on that row lock, so ``seq`` comes from the head, never from a sequence: no gaps, no
+forks. ``seq`` is also the primary key and ``entry_hash`` is unique, so even a bug in the
+locking could not store two entries at one position or one entry twice.
+
+Ambiguous commits: if the connection drops while COMMIT is in flight, the append does
+not know whether it happened. It reconnects and looks the entry up by its hash: found
+means committed (return it), absent means rolled back (build a new entry and retry).
+So a retry never duplicates an entry.
+
+The tables live in the connection's current schema; pick one with the libpq URI
+option ``options=-csearch_path%3Dmyschema``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
+from mlseal.ledger import merkle
+from mlseal.ledger._sqlite import check_meta
+from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared
+from mlseal.ledger.merkle import HASH_SIZE, Coord
+from mlseal.ledger.record import ZERO_HASH
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS mlseal_meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS mlseal_head (
+        id integer PRIMARY KEY CHECK (id = 1),
+        size bigint NOT NULL,
+        last_hash bytea NOT NULL,
+        frontier bytea NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS mlseal_entries (
+        seq bigint PRIMARY KEY,
+        entry bytea NOT NULL,
+        entry_hash bytea NOT NULL UNIQUE)""",
+    """CREATE TABLE IF NOT EXISTS mlseal_nodes (
+        level integer NOT NULL,
+        idx bigint NOT NULL,
+        hash bytea NOT NULL,
+        PRIMARY KEY (level, idx))""",
+    """CREATE TABLE IF NOT EXISTS mlseal_digests (
+        sha256 bytea NOT NULL,
+        role smallint NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (sha256, role, seq))""",
+]
+
+#: attempts for one append when the connection fails (each re-checks the last one)
+_ATTEMPTS = 3
+
+
+def _split_frontier(raw: bytes) -> list[bytes]:
+    return [raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE)]
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, create: bool, display: str) -> None:
+        self._url = url
+        self._display = display
+        self._create = create
+        self._db = self._connect()
+        try:
+            self._setup(create)
+        except psycopg.Error as exc:
+            self._db.close()
+            raise ConfigurationError(f"ledger {display}: not a usable mlseal ledger: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except psycopg.ProgrammingError as exc:  # malformed URI or options
+            raise ConfigurationError(f"ledger {self._display}: {exc}") from None
+        except psycopg.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: cannot connect: {exc}") from None
+
+    # --- schema ---------------------------------------------------------------------
+    def _setup(self, create: bool) -> None:
+        db = self._db
+        with db.transaction():
+            # schema creation by several processes at once must not race
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.mlseal_ledger'))")
+            tables = {
+                r[0]
+                for r in db.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_name LIKE 'mlseal\\_%'"
+                )
+            }
+            if "mlseal_meta" not in tables:
+                if tables:
+                    raise ConfigurationError(
+                        f"ledger {self._display}: tables {sorted(tables)} exist without mlseal_meta: "
+                        "refusing a foreign or damaged schema"
+                    )
+                if not create:
+                    raise ConfigurationError(f"ledger {self._display}: no mlseal ledger in this database/schema")
+                for stmt in _SCHEMA:
+                    db.execute(stmt)
+                db.execute(
+                    "INSERT INTO mlseal_meta (key, value) VALUES ('format', %s), ('schema_version', %s)",
+                    (SCHEMA_FORMAT, str(SCHEMA_VERSION)),
+                )
+                db.execute(
+                    "INSERT INTO mlseal_head (id, size, last_hash, frontier) VALUES (1, 0, %s, '')",
+                    (bytes(32),),
+                )
+            meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM mlseal_meta")}
+        check_meta(meta, self._display)
+
+    # --- writes ---------------------------------------------------------------------
+    def append(self, build: Build) -> Prepared:
+        last_error: Exception | None = None
+        for _ in range(_ATTEMPTS):
+            try:
+                return self._try_append(build)
+            except _Ambiguous as exc:
+                last_error = exc
+                self._reconnect()
+                if self.find_entry_hash(exc.prepared.entry_hash) is not None:
+                    return exc.prepared  # the commit went through before the connection dropped
+            except psycopg.OperationalError as exc:  # lost before COMMIT: nothing was written
+                last_error = exc
+                self._reconnect()
+            except psycopg.errors.UniqueViolation as exc:
+                self._rollback()
+                raise LedgerConflict(f"ledger {self._display}: concurrent append at the same position: {exc}") from None
+            except psycopg.Error as exc:
+                self._rollback()
+                raise InfrastructureError(f"ledger {self._display}: append failed: {exc}") from None
+            except BaseException:
+                self._rollback()
+                raise
+        raise InfrastructureError(f"ledger {self._display}: append failed after {_ATTEMPTS} attempts: {last_error}")
+
+    def _try_append(self, build: Build) -> Prepared:
+        db = self._db
+        db.execute("BEGIN")
+        row = db.execute("SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1 FOR UPDATE").fetchone()
+        if row is None:
+            raise ConfigurationError(f"ledger {self._display}: head row is missing")
+        size, last_hash, raw_frontier = int(row[0]), bytes(row[1]), bytes(row[2])
+        frontier = _split_frontier(raw_frontier)
+        coords = merkle.append_coords(size)
+        # the siblings an append needs are the right-most perfect subtrees of the tree
+        cover = merkle.perfect_cover(0, size)
+        if len(cover) != len(frontier):
+            raise InfrastructureError(f"ledger {self._display}: head frontier does not match size {size}")
+        by_coord = dict(zip(cover, frontier, strict=True))
+        siblings = {c: by_coord[c] for c in coords}
+        p = build(size, last_hash.hex() if size else ZERO_HASH, siblings)
+        top = p.nodes[-1]
+        new_frontier = [*frontier[:len(frontier) - len(coords)], top[2]]
+        with db.pipeline():
+            db.execute(
+                "INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES (%s, %s, %s)",
+                (p.seq, p.entry, p.entry_hash),
+            )
+            with db.cursor() as cur:
+                cur.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (%s, %s, %s)", p.nodes)
+                if p.digests:
+                    cur.executemany(
+                        "INSERT INTO mlseal_digests (sha256, role, seq) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(d, role, p.seq) for d, role in p.digests],
+                    )
+            db.execute(
+                "UPDATE mlseal_head SET size = %s, last_hash = %s, frontier = %s WHERE id = 1",
+                (size + 1, p.entry_hash, b"".join(new_frontier)),
+            )
+        try:
+            db.execute("COMMIT")
+        except psycopg.OperationalError:
+            raise _Ambiguous(p) from None
+        return p
+
+    def _rollback(self) -> None:
+        try:
+            if not self._db.closed:
+                self._db.execute("ROLLBACK")
+        except psycopg.Error:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._db.close()
+        self._db = self._connect()
+
+    # --- reads ----------------------------------------------------------------------
+    def head(self) -> tuple[int, str, bytes]:
+        row = self._db.execute("SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1").fetchone()
+        if row is None:
+            raise ConfigurationError(f"ledger {self._display}: head row is missing")
+        size = int(row[0])
+        if size == 0:
+            return 0, ZERO_HASH, merkle.EMPTY_ROOT
+        return size, bytes(row[1]).hex(), merkle.fold_cover(_split_frontier(bytes(row[2])))
+
+    def size(self) -> int:
+        row = self._db.execute("SELECT size FROM mlseal_head WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def entry(self, seq: int) -> bytes | None:
+        row = self._db.execute("SELECT entry FROM mlseal_entries WHERE seq = %s", (seq,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def entries(self, start: int, end: int, batch: int = 1000) -> Iterator[tuple[int, bytes]]:
+        while start < end:
+            rows = self._db.execute(
+                "SELECT seq, entry FROM mlseal_entries WHERE seq >= %s AND seq < %s ORDER BY seq LIMIT %s",
+                (start, end, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for seq, data in rows:
+                yield int(seq), bytes(data)
+            start = int(rows[-1][0]) + 1
+
+    def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]:
+        if not coords:
+            return {}
+        levels = [c[0] for c in coords]
+        idxs = [c[1] for c in coords]
+        rows = self._db.execute(
+            "SELECT n.level, n.idx, n.hash FROM mlseal_nodes n "
+            "JOIN unnest(%s::integer[], %s::bigint[]) AS w(level, idx) USING (level, idx)",
+            (levels, idxs),
+        ).fetchall()
+        return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+
+    def find_entry_hash(self, entry_hash: bytes) -> int | None:
+        row = self._db.execute("SELECT seq FROM mlseal_entries WHERE entry_hash = %s", (entry_hash,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def seqs_for_digest(self, sha256: bytes, role: int) -> list[int]:
+        rows = self._db.execute(
+            "SELECT seq FROM mlseal_digests WHERE sha256 = %s AND role = %s ORDER BY seq", (sha256, role)
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Ambiguous(psycopg.OperationalError):
+    """COMMIT failed in flight: the append may or may not have happened."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__("connection lost during COMMIT")
+        self.prepared = prepared

@@ -1,0 +1,63 @@
+"""The interface storage backends implement: store and fetch bytes, nothing else.
+
+A backend knows nothing about signatures or record schemas. It keeps, per ledger:
+the exact entry bytes by ``seq``, each entry's SHA-256, the perfect Merkle nodes, and an
+index from artifact digests to the seqs that produced (role 0) or consumed (role 1) them.
+
+Appends are serialised by the backend: `Store.append` takes the write lock, reads the
+head, calls ``build(size, prev_hash, siblings)`` (which signs the new entry) and writes
+its result in the same transaction, so two writers can never produce the same ``seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mlseal.ledger.merkle import Coord
+
+#: version of the storage schema this code writes; newer schemas are refused
+SCHEMA_VERSION = 1
+#: marks a database as an mlseal ledger (anything else there is "foreign")
+SCHEMA_FORMAT = "mlseal-ledger"
+
+ROLE_OUTPUT = 0
+ROLE_INPUT = 1
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A signed entry ready to be stored at ``seq``."""
+
+    seq: int
+    entry: bytes
+    entry_hash: bytes  # SHA-256(entry), 32 bytes
+    nodes: Sequence[tuple[int, int, bytes]]  # (level, index, hash): leaf first
+    digests: Sequence[tuple[bytes, int]]  # (sha256 32 bytes, ROLE_*)
+
+
+#: build(size, prev entry hash hex, siblings) -> the entry for seq == size
+Build = Callable[[int, str, Mapping[Coord, bytes]], Prepared]
+
+
+class Store(Protocol):
+    def append(self, build: Build) -> Prepared: ...
+
+    def head(self) -> tuple[int, str, bytes]:
+        """(size, last entry hash hex, root hash) read in one snapshot."""
+        ...
+
+    def size(self) -> int: ...
+
+    def entry(self, seq: int) -> bytes | None: ...
+
+    def entries(self, start: int, end: int, batch: int = 1000) -> Iterator[tuple[int, bytes]]: ...
+
+    def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]: ...
+
+    def find_entry_hash(self, entry_hash: bytes) -> int | None: ...
+
+    def seqs_for_digest(self, sha256: bytes, role: int) -> list[int]: ...
+
+    def close(self) -> None: ...
