@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_append_and_read_back(ledger_url: str, ledger_signer: LocalKeySigner, le
         appended = [led.append(draft(i), ledger_signer, signer_name="pipeline") for i in range(7)]
         assert [a.seq for a in appended] == list(range(7))
         assert appended[0].record.prev == ZERO_HASH
-        for a, b in zip(appended, appended[1:], strict=False):
+        for a, b in itertools.pairwise(appended):
             assert b.record.prev == a.entry_hash
         assert led.size() == 7
         stored = list(led.entries())
