@@ -1,16 +1,42 @@
-"""`mlseal digest` (being built; see the issue tracker)."""
+"""`mlseal digest PATH`: sha256 of a file, or the OMS manifest digest of a directory."""
 
 from __future__ import annotations
 
 import argparse
 
-from mlseal.errors import ConfigurationError
+from mlseal._cli._common import add_json, emit_json
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("digest", help="(not yet available)")
+    p = sub.add_parser(
+        "digest",
+        help="sha256 of a file, or OMS manifest digest of a directory",
+        description="Print the sha256 of a file's bytes, or a directory's OMS manifest digest "
+        "(the subject digest of its model-signing bundle). Directories ignore .git & co.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--ignore", action="append", default=[], metavar="REL",
+                   help="also ignore this path inside a directory (repeatable)")
+    p.add_argument("--allow-symlinks", action="store_true", help="follow symbolic links instead of refusing them")
+    add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigurationError("'mlseal digest' is not available in this build yet")
+    import os
+
+    from mlseal.signing.digest import digest_path, manifest_of
+
+    if os.path.isdir(args.path) and args.json:
+        m = manifest_of(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)
+        emit_json({
+            "path": args.path, "kind": "directory", "sha256": m.digest,
+            "files": [{"name": r.name, "sha256": r.sha256} for r in m.resources],
+        })
+        return 0
+    digest = digest_path(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)
+    if args.json:
+        emit_json({"path": args.path, "kind": "file", "sha256": digest})
+    else:
+        print(f"{digest}  {args.path}")
+    return 0

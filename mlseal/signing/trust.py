@@ -4,7 +4,13 @@
     signers:
       - name: pipeline
         public_key: keys/pipeline.pub.pem   # relative to this file
+      - name: release                       # keyless (Sigstore): certificate identity + OIDC issuer
+        identity: https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1
+        issuer: https://token.actions.githubusercontent.com
     checkpoint_keys: [keys/ledger.pub.pem]
+    sigstore:                               # optional, for keyless signers
+      trusted_root: sigstore/trusted_root.json   # a private instance; default: public-good production
+      # staging: true                       # or the public staging instance
 
     >>> import tempfile, pathlib
     >>> from mlseal.signing.keys import LocalKeySigner
@@ -49,6 +55,35 @@ class TrustRoot:
         v = self.signers.get(KeyId(key_id))
         return v.name if v else None
 
+    def keyless_identities(self) -> list[KeylessIdentity]:
+        """The keyless signers the trust file lists (validated when it was loaded)."""
+        return [
+            KeylessIdentity(s["name"], s["identity"], s["issuer"])
+            for s in self.extra.get("signers", [])
+            if isinstance(s, dict) and "identity" in s
+        ]
+
+    def sigstore_trusted_root(self) -> Path | None:
+        """A private instance's trusted_root.json (relative to the trust file), or None."""
+        cfg = self.extra.get("sigstore") or {}
+        tr = cfg.get("trusted_root") if isinstance(cfg, dict) else None
+        if tr is None:
+            return None
+        return Path(self.source).parent / tr if self.source != "<memory>" else Path(tr)
+
+    def sigstore_staging(self) -> bool:
+        cfg = self.extra.get("sigstore") or {}
+        return bool(isinstance(cfg, dict) and cfg.get("staging"))
+
+
+@dataclass(frozen=True)
+class KeylessIdentity:
+    """A Sigstore keyless signer: the certificate's identity (SAN) and OIDC issuer."""
+
+    name: str
+    identity: str
+    issuer: str
+
 
 def load_yaml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file."""
@@ -77,7 +112,12 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
             raise ConfigurationError(f"trust file {path}: signers[{i}] needs a name")
         if "public_key" not in s:
-            continue  # keyless identities are read by mlseal.signing from `extra`
+            # keyless identities are kept in `extra` (see TrustRoot.keyless_identities)
+            if not isinstance(s.get("identity"), str) or not isinstance(s.get("issuer"), str):
+                raise ConfigurationError(
+                    f"trust file {path}: signers[{i}] ({s['name']}) needs a public_key, or an identity and an issuer"
+                )
+            continue
         if not isinstance(s["public_key"], str):
             raise ConfigurationError(f"trust file {path}: signers[{i}].public_key must be a path")
         v = PublicKeyVerifier.from_file(base / s["public_key"], name=s["name"])
@@ -91,6 +131,11 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
             raise ConfigurationError(f"trust file {path}: checkpoint_keys entries must be paths")
         v = PublicKeyVerifier.from_file(base / p, name=Path(p).stem)
         cps[v.key_id] = v
+    sig_cfg = data.get("sigstore")
+    if sig_cfg is not None and not (
+        isinstance(sig_cfg, dict) and isinstance(sig_cfg.get("trusted_root", ""), str)
+    ):
+        raise ConfigurationError(f"trust file {path}: sigstore must be a mapping with a trusted_root path")
     extra = {k: v for k, v in data.items() if k not in ("signers", "checkpoint_keys")}
     extra["signers"] = [s for s in raw_signers if isinstance(s, dict) and "public_key" not in s]
     if not signers and not extra["signers"]:

@@ -1,0 +1,236 @@
+"""Sign and verify artifacts as OpenSSF Model Signing (OMS) bundles.
+
+`sign_path` digests a file or directory, builds the OMS in-toto statement, signs it as
+a DSSE envelope and writes a Sigstore bundle v0.3 beside the artifact (``PATH.sig``),
+byte for byte in the layout `model-signing` 1.1.1 writes, so upstream tools verify it.
+`verify_path` checks the bundle's signer against a key, a trust file or a policy, then
+re-hashes the artifact and names every file that differs.
+
+    >>> import pathlib, tempfile
+    >>> from mlseal.signing.keys import LocalKeySigner
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "model.bin").write_bytes(b"weights")
+    >>> key = LocalKeySigner.generate()
+    >>> sig = sign_path(d / "model.bin", key)
+    >>> sig.name
+    'model.bin.sig'
+    >>> verify_path(d / "model.bin", sig, key.verifier(name="pipeline")).signer_name
+    'pipeline'
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from mlseal.errors import ConfigurationError, VerificationError
+from mlseal.signing import dsse, oms
+from mlseal.signing.digest import Manifest, manifest_of
+from mlseal.signing.keys import PublicKeyVerifier, Signer, public_pem
+from mlseal.signing.policy import (
+    MESSAGE_DIGEST_TYPE,
+    BundlePolicy,
+    KeyPolicy,
+    SignedBy,
+    policy_from_trust,
+)
+from mlseal.signing.sigbundle import SigstoreBundle, key_bundle_bytes, parse_bundle
+from mlseal.signing.trust import TrustRoot
+
+PathLike = str | os.PathLike[str]
+
+
+@runtime_checkable
+class BundleSigner(Protocol):
+    """A signer that produces a whole bundle (keyless: certificate + Rekor entry)."""
+
+    def sign_statement(self, payload: bytes) -> bytes:
+        """Sign an in-toto statement (DSSE) and return the Sigstore bundle JSON."""
+        ...
+
+
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    """A file or directory whose bytes match a bundle signed by a trusted signer."""
+
+    path: Path
+    #: what `digest_path` gives: sha256 of a file's bytes, or a directory's manifest digest
+    digest: str
+    #: the bundle's in-toto subject digest (for a file: sha256 over its sha256, per OMS)
+    subject_digest: str
+    signer: SignedBy
+    files: int
+
+    @property
+    def signer_name(self) -> str:
+        return self.signer.name
+
+    @property
+    def key_id(self) -> str | None:
+        return self.signer.key_id
+
+
+def default_bundle_path(path: PathLike) -> Path:
+    """``PATH.sig`` beside the artifact (for a directory, beside it, not inside)."""
+    p = Path(os.path.abspath(path))
+    return p.with_name(p.name + ".sig")
+
+
+def _inside(root: Path, candidate: Path) -> str | None:
+    """candidate's path relative to root if it lies inside the directory root."""
+    try:
+        rel = Path(os.path.abspath(candidate)).relative_to(os.path.abspath(root))
+    except ValueError:
+        return None
+    return rel.as_posix()
+
+
+def _ignore_for(path: Path, bundle_path: Path) -> tuple[str, ...]:
+    if path.is_dir():
+        rel = _inside(path, bundle_path)
+        if rel:
+            return (rel,)
+    return ()
+
+
+def sign_path(
+    path: PathLike,
+    signer: Signer | BundleSigner,
+    *,
+    out: PathLike | None = None,
+    allow_symlinks: bool = False,
+) -> Path:
+    """Write the OMS bundle for a file or directory (default ``PATH.sig``); return its path."""
+    src = Path(path)
+    dest = Path(out) if out is not None else default_bundle_path(src)
+    manifest = manifest_of(src, ignore=_ignore_for(src, dest), allow_symlinks=allow_symlinks)
+    data = bundle_for(manifest, signer)
+    _write_atomic(dest, data)
+    return dest
+
+
+def bundle_for(manifest: Manifest, signer: Signer | BundleSigner) -> bytes:
+    """The bundle bytes for a manifest (pure but for the signer's own I/O)."""
+    payload = oms.statement_bytes(manifest)
+    if isinstance(signer, BundleSigner):
+        return signer.sign_statement(payload)
+    # (model-signing writes an empty keyid; the bundle's publicKey hint names the key)
+    envelope = dsse.Envelope(
+        oms.IN_TOTO_PAYLOAD_TYPE,
+        payload,
+        (dsse.Signature(keyid="", sig=signer.sign(dsse.pae(oms.IN_TOTO_PAYLOAD_TYPE, payload))),),
+    )
+    return key_bundle_bytes(envelope, public_pem(signer.public_key()))
+
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def as_policy(verifier_or_trust: PublicKeyVerifier | TrustRoot | BundlePolicy) -> BundlePolicy:
+    if isinstance(verifier_or_trust, PublicKeyVerifier):
+        return KeyPolicy(verifier_or_trust)
+    if isinstance(verifier_or_trust, TrustRoot):
+        return policy_from_trust(verifier_or_trust)
+    if isinstance(verifier_or_trust, BundlePolicy):
+        return verifier_or_trust
+    raise ConfigurationError(f"cannot verify with a {type(verifier_or_trust).__name__}")
+
+
+def read_bundle(bundle_path: PathLike) -> SigstoreBundle:
+    try:
+        data = Path(bundle_path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read bundle {bundle_path}: {exc.strerror}") from None
+    return parse_bundle(data, source=f"bundle {bundle_path}")
+
+
+def verify_path(
+    path: PathLike,
+    bundle_path: PathLike | None,
+    verifier_or_trust: PublicKeyVerifier | TrustRoot | BundlePolicy,
+) -> VerifiedArtifact:
+    """Verify a file or directory against its bundle; raise VerificationError naming why.
+
+    Checklist: (1) the bundle parses; (2) the policy accepts its signer and returns
+    the signed payload; (3) the payload is an in-toto OMS v1.0 statement whose subject
+    digest matches its file list; (4) the artifact is re-hashed with the statement's
+    serialization (ignored paths, symlink rule); (5) every file matches: none changed,
+    none missing, none added.
+    """
+    src = Path(path)
+    bpath = Path(bundle_path) if bundle_path is not None else default_bundle_path(src)
+    try:
+        st = src.lstat()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {src}: {exc.strerror}") from None
+    bundle = read_bundle(bpath)  # (1)
+    auth = as_policy(verifier_or_trust).verify(bundle)  # (2)
+
+    if auth.payload_type == MESSAGE_DIGEST_TYPE:
+        # a plain Sigstore signature over one file's sha256 (not OMS)
+        return _verify_message_digest(src, auth.payload.hex(), auth.signer)
+    if auth.payload_type != oms.IN_TOTO_PAYLOAD_TYPE:
+        raise VerificationError(
+            f"bundle payload type is {auth.payload_type!r}, expected {oms.IN_TOTO_PAYLOAD_TYPE!r}"
+        )
+    expected = oms.parse_statement(auth.payload)  # (3)
+
+    is_file = stat.S_ISREG(st.st_mode) or (expected.allow_symlinks and src.is_file())
+    names = [r.name for r in expected.resources]
+    if is_file and names != ["."]:
+        raise VerificationError(
+            f"bundle {bpath} signs a directory model ({len(names)} files) named {expected.name!r}, but {src} is a file"
+        )
+    if not is_file and names == ["."]:
+        raise VerificationError(f"bundle {bpath} signs a single file named {expected.name!r}, but {src} is a directory")
+
+    ignore = tuple(p for p in expected.ignore_paths) + _ignore_for(src, bpath)
+    actual = manifest_of(src, ignore=ignore, allow_symlinks=expected.allow_symlinks)  # (4)
+    _compare(src, expected, actual)  # (5)
+    digest = actual.resources[0].sha256 if is_file else actual.digest
+    return VerifiedArtifact(src, digest, expected.digest, auth.signer, len(actual.resources))
+
+
+def _compare(src: Path, expected: Manifest, actual: Manifest) -> None:
+    want = {r.name: r.sha256 for r in expected.resources}
+    have = {r.name: r.sha256 for r in actual.resources}
+    problems = []
+    for name in sorted(want.keys() & have.keys()):
+        if want[name] != have[name]:
+            shown = src if name == "." else src / name
+            problems.append(f"{shown}: content differs (signed sha256 {want[name][:16]}…, found {have[name][:16]}…)")
+    missing = sorted(want.keys() - have.keys())
+    added = sorted(have.keys() - want.keys())
+    if missing:
+        problems.append(f"{src}: signed file(s) missing: {', '.join(missing)}")
+    if added:
+        problems.append(f"{src}: file(s) not covered by the signature: {', '.join(added)}")
+    if problems:
+        raise VerificationError("; ".join(problems))
+
+
+def _verify_message_digest(src: Path, signed: str, signer: SignedBy) -> VerifiedArtifact:
+    from mlseal.signing.digest import file_sha256
+
+    if not src.is_file():
+        raise VerificationError(f"bundle signs a single file's digest, but {src} is not a file")
+    found = file_sha256(src)
+    if found != signed:
+        raise VerificationError(f"{src}: content differs (signed sha256 {signed[:16]}…, found {found[:16]}…)")
+    return VerifiedArtifact(src, found, signed, signer, 1)

@@ -1,0 +1,184 @@
+"""Sigstore keyless signing and offline verification (through sigstore-python).
+
+Signing: an OIDC identity token (from a file, or an ambient credential such as a
+GitHub Actions or GKE workload token) buys a short-lived Fulcio certificate; the DSSE
+envelope over the OMS statement is logged in Rekor; the bundle carries certificate and
+log entry. That needs a reachable Sigstore instance: the public-good one, or a private
+one described by a ClientTrustConfig JSON (`trust_config=`).
+
+Verification needs no network: the bundle carries the certificate and the Rekor entry
+(with its inclusion proof and signed entry timestamp), checked against a trusted root —
+sigstore-python's bundled production root, the staging root, or a private instance's
+trusted_root.json — and an identity policy (certificate SAN + OIDC issuer).
+
+    >>> # verify_bundle(parse_bundle(data), IdentityPolicy(identity=..., issuer=...))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
+from mlseal.signing.policy import MESSAGE_DIGEST_TYPE, Authenticated, SignedBy
+from mlseal.signing.sigbundle import SigstoreBundle
+
+if TYPE_CHECKING:
+    from mlseal.signing.policy import IdentityPolicy
+
+_log = logging.getLogger(__name__)
+
+
+class _Token:
+    """An OIDC identity token; `repr` never shows it (it is a bearer credential)."""
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"_Token('***', source={self.source!r})"
+
+    def reveal(self) -> str:
+        return self._value
+
+
+def _trusted_root(path: Path | None, staging: bool) -> Any:
+    from sigstore.models import ClientTrustConfig, TrustedRoot
+
+    if path is None:
+        # offline: sigstore-python's bundled (or cached) TUF root, no network
+        cfg = ClientTrustConfig.staging(offline=True) if staging else ClientTrustConfig.production(offline=True)
+        return cfg.trusted_root
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read Sigstore trusted root {path}: {exc.strerror}") from None
+    try:
+        media_type = json.loads(raw).get("mediaType", "")
+    except (ValueError, AttributeError):
+        raise ConfigurationError(f"Sigstore trusted root {path} is not a JSON object") from None
+    try:
+        if "ClientTrustConfig" in media_type:
+            return ClientTrustConfig.from_json(raw).trusted_root
+        return TrustedRoot.from_file(str(path))
+    except Exception as exc:  # sigstore raises pydantic/protobuf errors of many kinds
+        raise ConfigurationError(f"Sigstore trusted root {path} is not valid: {exc}") from None
+
+
+def verify_bundle(bundle: SigstoreBundle, policy: IdentityPolicy) -> Authenticated:
+    """Check a keyless bundle offline: chain to the trusted root, Rekor entry, identity.
+
+    Steps (sigstore-python `Verifier`): (1) the certificate chains to a Fulcio CA in
+    the trusted root at the time the log recorded; (2) the Rekor entry's inclusion proof
+    / signed timestamp verify with the root's log keys; (3) the certificate names the
+    expected identity and OIDC issuer; (4) the DSSE envelope (or message signature)
+    verifies with the certificate key and matches the log entry.
+    """
+    if not bundle.is_keyless:
+        raise VerificationError(f"identity {policy.identity}: bundle is signed with a key, not keylessly")
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.hashes import Hashed
+    from sigstore.models import Bundle
+    from sigstore.verify import Verifier
+    from sigstore.verify import policy as sp
+    from sigstore_models.common.v1 import HashAlgorithm
+
+    verifier = Verifier(trusted_root=_trusted_root(policy.trusted_root, policy.staging))
+    identity = sp.Identity(identity=policy.identity, issuer=policy.issuer)
+    try:
+        sb = Bundle.from_json(bundle.raw)
+    except Exception as exc:  # malformed certificate, log entry, ...
+        raise VerificationError(f"keyless bundle is malformed: {exc}") from None
+    signer = SignedBy(name=policy.name or policy.identity, identity=policy.identity, issuer=policy.issuer)
+    try:
+        if bundle.envelope is not None:
+            ptype, payload = verifier.verify_dsse(sb, identity)
+            return Authenticated(ptype, payload, signer)
+        assert bundle.message_signature is not None
+        digest = bytes.fromhex(bundle.message_signature.sha256)
+        verifier.verify_artifact(Hashed(algorithm=HashAlgorithm.SHA2_256, digest=digest), sb, identity)
+        return Authenticated(MESSAGE_DIGEST_TYPE, digest, signer)
+    except SigstoreError as exc:
+        raise VerificationError(
+            f"keyless signature not accepted for identity {policy.identity} ({policy.issuer}): {exc}"
+        ) from None
+
+
+@dataclass
+class KeylessSigner:
+    """Signs OMS statements keylessly (Fulcio certificate + Rekor entry).
+
+    `identity_token_file` names a file holding the OIDC token (e.g. a projected
+    Kubernetes service-account token); without it an ambient credential is detected.
+    `trust_config` is a ClientTrustConfig JSON for a private instance. The constructor
+    does no I/O; `sign_statement` talks to the instance.
+    """
+
+    identity_token_file: Path | None = None
+    trust_config: Path | None = None
+    staging: bool = False
+
+    def _token(self) -> _Token:
+        if self.identity_token_file is not None:
+            try:
+                value = self.identity_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read identity token file {self.identity_token_file}: {exc.strerror}"
+                ) from None
+            if not value:
+                raise ConfigurationError(f"identity token file {self.identity_token_file} is empty")
+            return _Token(value, str(self.identity_token_file))
+        env_file = os.environ.get("MLSEAL_OIDC_TOKEN_FILE")
+        if env_file:
+            return KeylessSigner(Path(env_file), self.trust_config, self.staging)._token()
+        from sigstore.oidc import IdentityError, detect_credential
+
+        try:
+            found = detect_credential()
+        except IdentityError as exc:
+            # present but broken: never fall back silently
+            raise ConfigurationError(f"ambient OIDC credential is present but unusable: {exc}") from None
+        if not found:
+            raise ConfigurationError(
+                "keyless signing needs an OIDC identity token: pass --identity-token FILE, set "
+                "MLSEAL_OIDC_TOKEN_FILE, or run where an ambient credential is available"
+            )
+        return _Token(found, "ambient credential")
+
+    def _trust_config(self) -> Any:
+        from sigstore.models import ClientTrustConfig
+
+        try:
+            if self.trust_config is not None:
+                return ClientTrustConfig.from_json(self.trust_config.read_text())
+            return ClientTrustConfig.staging() if self.staging else ClientTrustConfig.production()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read Sigstore trust config {self.trust_config}: {exc}") from None
+        except Exception as exc:
+            raise InfrastructureError(f"cannot load the Sigstore trust configuration: {exc}") from None
+
+    def sign_statement(self, payload: bytes) -> bytes:
+        from sigstore import dsse as sdsse
+        from sigstore.oidc import IdentityToken
+        from sigstore.sign import SigningContext
+
+        token = self._token()
+        try:
+            identity = IdentityToken(token.reveal())
+        except Exception as exc:
+            raise ConfigurationError(f"identity token from {token.source} is not a valid OIDC JWT: {exc}") from None
+        ctx = SigningContext.from_trust_config(self._trust_config())
+        try:
+            with ctx.signer(identity) as signer:
+                bundle = signer.sign_dsse(sdsse.Statement(payload))
+        except Exception as exc:
+            # Fulcio/Rekor unreachable or refusing; the message never contains the token
+            raise InfrastructureError(f"keyless signing failed: {type(exc).__name__}: {exc}") from None
+        out: str = bundle.to_json()
+        return out.encode()

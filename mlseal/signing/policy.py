@@ -1,0 +1,189 @@
+"""Who may sign an artifact: composable bundle policies.
+
+A policy looks at a parsed Sigstore bundle, checks its signature, and either returns
+what was signed and by whom, or raises `VerificationError` saying why not. Policies
+compose: `AnyOf` accepts the first child that accepts, `AllOf` needs every child. An
+empty composition is refused when it is built (it would accept nothing, or worse, be
+read as "no rules"). The one bypass, `UnsafeNoSignatureCheck`, says so in its name and
+logs a warning each time it is used.
+
+    >>> from mlseal.signing.keys import LocalKeySigner
+    >>> key = LocalKeySigner.generate()
+    >>> p = AnyOf([KeyPolicy(key.verifier(name="pipeline"))])
+    >>> AnyOf([])
+    Traceback (most recent call last):
+    ...
+    mlseal.errors.ConfigurationError: AnyOf needs at least one policy: an empty policy is refused
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from mlseal.errors import ConfigurationError, VerificationError
+from mlseal.signing import dsse
+from mlseal.signing.keys import PublicKeyVerifier, public_pem
+from mlseal.signing.sigbundle import SigstoreBundle, key_hint
+from mlseal.signing.trust import TrustRoot
+
+_log = logging.getLogger(__name__)
+
+#: payload type of `Authenticated` for plain Sigstore message signatures (payload = sha256)
+MESSAGE_DIGEST_TYPE = "application/vnd.mlseal.sha256-digest"
+
+
+@dataclass(frozen=True)
+class SignedBy:
+    """Who signed: a trusted key (`key_id`) or a keyless identity (`identity`, `issuer`)."""
+
+    name: str
+    key_id: str | None = None
+    identity: str | None = None
+    issuer: str | None = None
+
+    def __str__(self) -> str:
+        if self.identity:
+            return f"{self.name} ({self.identity} via {self.issuer})"
+        return f"{self.name} (key {self.key_id[:16] if self.key_id else '?'}…)"
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """The signed payload of a bundle whose signature a policy accepted."""
+
+    payload_type: str
+    payload: bytes
+    signer: SignedBy
+
+
+@runtime_checkable
+class BundlePolicy(Protocol):
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        """Return what the bundle signs if this policy accepts its signer; else raise."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """Accepts a bundle whose DSSE signature verifies with one EC P-256 public key."""
+
+    verifier: PublicKeyVerifier
+
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        who = self.verifier.name or self.verifier.key_id[:16]
+        if bundle.envelope is None:
+            raise VerificationError(f"key {who}: bundle has no DSSE envelope to check")
+        if bundle.is_keyless:
+            raise VerificationError(f"key {who}: bundle is signed keylessly (certificate), not with a key")
+        expected = key_hint(public_pem(self.verifier.key))
+        # (model-signing checks the hint too: a different key is named before any crypto)
+        if bundle.key_hint and bundle.key_hint != expected:
+            raise VerificationError(
+                f"bundle was signed by key {bundle.key_hint[:16]}…, not by key {who} ({expected[:16]}…)"
+            )
+        env = bundle.envelope
+        message = dsse.pae(env.payload_type, env.payload)
+        for s in env.signatures:  # OMS bundles carry an empty keyid: try the key on each
+            try:
+                self.verifier.verify(message, s.sig)
+            except VerificationError:
+                continue
+            return Authenticated(env.payload_type, env.payload, SignedBy(name=who, key_id=self.verifier.key_id))
+        raise VerificationError(f"bundle signature does not verify with key {who} (tampered, or another key)")
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    """Accepts a keyless bundle: Fulcio certificate for `identity` from `issuer`,
+    chained to `trusted_root`, with a Rekor entry (verified offline from the bundle).
+
+    `trusted_root` is a Sigstore trusted_root.json (a private instance) or None for the
+    public-good production root that sigstore-python ships.
+    """
+
+    identity: str
+    issuer: str
+    name: str = ""
+    trusted_root: Path | None = None
+    staging: bool = False
+
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        from mlseal.signing.keyless import verify_bundle
+
+        return verify_bundle(bundle, self)
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Accepts the first child policy that accepts; else lists every child's reason."""
+
+    policies: Sequence[BundlePolicy]
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise ConfigurationError("AnyOf needs at least one policy: an empty policy is refused")
+
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        reasons = []
+        for p in self.policies:
+            try:
+                return p.verify(bundle)
+            except VerificationError as exc:
+                reasons.append(str(exc))
+        if len(reasons) == 1:
+            raise VerificationError(reasons[0])
+        raise VerificationError("no trusted signer accepts the bundle: " + "; ".join(reasons))
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Accepts only if every child accepts the same payload (e.g. key and identity)."""
+
+    policies: Sequence[BundlePolicy]
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise ConfigurationError("AllOf needs at least one policy: an empty policy is refused")
+
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        results = [p.verify(bundle) for p in self.policies]
+        first = results[0]
+        if any((r.payload_type, r.payload) != (first.payload_type, first.payload) for r in results[1:]):
+            raise VerificationError("policies authenticated different payloads")
+        return first
+
+
+@dataclass(frozen=True)
+class UnsafeNoSignatureCheck:
+    """Skips the signature: checks integrity against the bundle's claims only. Warns."""
+
+    reason: str = field(default="integrity only")
+
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        _log.warning("UNSAFE: bundle signature NOT checked (%s); anyone could have written it", self.reason)
+        if bundle.envelope is not None:
+            e = bundle.envelope
+            return Authenticated(e.payload_type, e.payload, SignedBy(name="UNVERIFIED"))
+        if bundle.message_signature is not None:
+            return Authenticated(
+                MESSAGE_DIGEST_TYPE, bytes.fromhex(bundle.message_signature.sha256), SignedBy(name="UNVERIFIED")
+            )
+        raise VerificationError("bundle has nothing signed")
+
+
+def policy_from_trust(trust: TrustRoot) -> BundlePolicy:
+    """Any key or keyless identity the trust file lists may sign; nothing else may."""
+    children: list[BundlePolicy] = [KeyPolicy(v) for v in trust.signers.values()]
+    root = trust.sigstore_trusted_root()
+    staging = trust.sigstore_staging()
+    children += [
+        IdentityPolicy(i.identity, i.issuer, name=i.name, trusted_root=root, staging=staging)
+        for i in trust.keyless_identities()
+    ]
+    if not children:
+        raise ConfigurationError(f"trust {trust.source} lists no artifact signer: an empty policy is refused")
+    return AnyOf(children)
