@@ -28,7 +28,7 @@ def test_mlseal_signed_directory_verifies_with_upstream(model_dir: Path, signing
     assert sig == model_dir.with_name("model.sig")
     upstream_verify(model_dir, sig, signing_key.public)
     (model_dir / "a.txt").write_text("tampered")
-    with pytest.raises(ValueError, match="a.txt"):
+    with pytest.raises(ValueError, match=r"a\.txt"):
         upstream_verify(model_dir, sig, signing_key.public)
 
 
