@@ -1,16 +1,104 @@
-"""`mlseal admit` (being built; see the issue tracker)."""
+"""`mlseal admit MANIFEST --policy FILE`: the admission decision, offline, for CI and deploy steps.
+
+MANIFEST is a YAML or JSON file (``-`` for stdin) with one or more documents (``---``
+separated; ``kind: List`` items are expanded). Exit 0 when every model is admitted,
+1 when any is denied, 2 when the policy, ledger or file cannot be used.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from mlseal.errors import ConfigurationError
+from mlseal._cli._common import add_json, add_ledger, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("admit", help="(not yet available)")
+    p = sub.add_parser(
+        "admit",
+        help="offline admission decision for a Kubernetes manifest",
+        description="Decide whether the models a manifest deploys (KServe InferenceService, annotated "
+        "Deployment/StatefulSet) satisfy the policy: trusted ledger record, unbroken lineage, required "
+        "stages, evaluation gates, matching URI.",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="YAML/JSON manifest file, multi-document allowed; - for stdin")
+    p.add_argument("--policy", required=True, metavar="FILE", help="policy.yaml")
+    p.add_argument("--namespace", metavar="NS", help="namespace whose rules apply (default: each manifest's own)")
+    add_ledger(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
+def _documents(text: str, source: str) -> list[Any]:
+    import yaml
+
+    from mlseal.errors import ConfigurationError
+
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"manifest {source} is not valid YAML/JSON: {exc}") from None
+    out: list[Any] = []
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") == "List" and isinstance(d.get("items"), list):
+            out.extend(d["items"])
+        else:
+            out.append(d)
+    if not out:
+        raise ConfigurationError(f"manifest {source} holds no documents")
+    return out
+
+
+def _describe(doc: Any) -> str:
+    if not isinstance(doc, dict):
+        return f"<{type(doc).__name__}>"
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    ns, name = meta.get("namespace"), meta.get("name")
+    return f"{doc.get('kind', '?')} {ns + '/' if isinstance(ns, str) else ''}{name if isinstance(name, str) else '?'}"
+
+
 def run(args: argparse.Namespace) -> int:
-    raise ConfigurationError("'mlseal admit' is not available in this build yet")
+    import sys
+    from pathlib import Path
+
+    from mlseal.admission import decide, load_policy
+    from mlseal.errors import ConfigurationError
+    from mlseal.ledger import open_ledger
+
+    if args.manifest == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, source = Path(args.manifest).read_text(), args.manifest
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read manifest {args.manifest}: {exc}") from None
+    docs = _documents(text, source)
+    policy = load_policy(args.policy)
+    results = []
+    with open_ledger(args.ledger or policy.ledger_url, create=False) as led:
+        for doc in docs:
+            manifest = doc if isinstance(doc, dict) else {"_": doc}
+            decision = decide(manifest, policy, ledger=led, namespace=args.namespace)
+            results.append((_describe(doc), decision))
+    allowed = all(d.allowed for _, d in results)
+    if args.json:
+        single = len(results) == 1
+        out: dict[str, Any] = {
+            "allowed": allowed,
+            "reasons": [r if single else f"{what}: {r}" for what, d in results for r in d.reasons],
+        }
+        warnings = [w if single else f"{what}: {w}" for what, d in results for w in d.warnings]
+        if warnings:
+            out["warnings"] = warnings
+        if not single:
+            out["documents"] = [{"object": what, **d.to_json()} for what, d in results]
+        emit_json(out)
+    for what, d in results:
+        say(f"{what}: {'allowed' if d.allowed else 'DENIED'}")
+        for r in d.reasons:
+            say(f"  - {r}")
+        for w in d.warnings:
+            say(f"  warning: {w}")
+    return 0 if allowed else 1

@@ -1,16 +1,41 @@
-"""`mlseal webhook` (being built; see the issue tracker)."""
+"""`mlseal webhook serve`: the Kubernetes validating admission webhook (TLS only)."""
 
 from __future__ import annotations
 
 import argparse
 
-from mlseal.errors import ConfigurationError
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("webhook", help="(not yet available)")
-    p.set_defaults(func=run)
+    p = sub.add_parser("webhook", help="Kubernetes admission webhook")
+    wsub = p.add_subparsers(dest="webhook_command", required=True, metavar="ACTION")
+    s = wsub.add_parser(
+        "serve",
+        help="serve POST /validate, /healthz, /metrics over TLS",
+        description="Answer admission.k8s.io/v1 AdmissionReviews for KServe InferenceServices and annotated "
+        "Deployments/StatefulSets. Certificate files are re-read when they change.",
+    )
+    s.add_argument("--policy", required=True, metavar="FILE", help="policy.yaml")
+    s.add_argument("--tls-cert", required=True, metavar="PEM", help="serving certificate chain (PEM)")
+    s.add_argument("--tls-key", required=True, metavar="PEM", help="serving private key (PEM)")
+    s.add_argument("--host", default="0.0.0.0", help="listen address (default: all)")  # noqa: S104
+    s.add_argument("--port", type=int, default=8443, help="listen port (default: 8443)")
+    s.add_argument("--cache-size", type=int, default=4096, help="decisions kept (0 disables the cache)")
+    s.add_argument("--cache-ttl", type=float, default=60.0, help="seconds a cached decision lives")
+    s.add_argument("--reload-interval", type=float, default=10.0, help="seconds between certificate checks")
+    s.add_argument("--threads", type=int, default=4, help="decision worker threads")
+    s.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigurationError("'mlseal webhook' is not available in this build yet")
+    from mlseal.admission import load_policy
+    from mlseal.admission._server import serve
+    from mlseal.errors import ConfigurationError
+
+    if not 0 < args.port < 65536:
+        raise ConfigurationError(f"--port must be 1-65535, got {args.port}")
+    policy = load_policy(args.policy)
+    serve(
+        policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,
+        cache_ttl=args.cache_ttl, reload_interval=args.reload_interval, threads=args.threads,
+    )
+    return 0

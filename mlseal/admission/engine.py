@@ -1,0 +1,361 @@
+"""The admission engine: manifest + policy + ledger view in, decision out.
+
+`decide` does no I/O of its own beyond the ledger view it is given (the webhook passes
+an open ledger; with none, it opens the policy's ledger for the one call). It checks,
+for the model a manifest deploys:
+
+1. the manifest names a model (digest, URI) in a form mlseal understands;
+2. a ledger record lists that digest as an output, and its entry verifies against a
+   signer in the trust file (an untrusted key denies; a trusted key whose signature no
+   longer verifies, or a record whose successor's ``prev`` does not hash-link to it, is
+   tampering and denies);
+3. the manifest's URI is the URI recorded for that output;
+4. the lineage, followed input by input through trusted records, reaches an ingest
+   record without a break;
+5. every stage the policy requires is present (by stage kind or component name) among
+   the lineage and the evaluate record;
+6. the newest trusted evaluate record that consumed the model's digest meets every gate.
+
+    >>> from mlseal.admission import decide, load_policy       # doctest: +SKIP
+    >>> decide(manifest, load_policy("policy.yaml")).to_json()  # doctest: +SKIP
+    {'allowed': True, 'reasons': []}
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from mlseal.admission.decision import Decision, Finding, Reason
+from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
+from mlseal.admission.policy import Mode, Policy, Rules, Unannotated
+from mlseal.errors import InfrastructureError, VerificationError
+from mlseal.ledger.entry import parse_entry, record_of, split_entry
+from mlseal.ledger.record import Record, Status
+from mlseal.signing.trust import TrustRoot
+
+#: lineage walks stop here: a model with a larger ancestry is denied rather than
+#: letting one request tie up the webhook
+MAX_LINEAGE = 10_000
+
+
+class LedgerView(Protocol):
+    """The read-only part of `mlseal.ledger.Ledger` the engine uses."""
+
+    def producers_of(self, sha256_hex: str) -> list[int]: ...
+
+    def consumers_of(self, sha256_hex: str) -> list[int]: ...
+
+    def entry(self, seq: int) -> bytes: ...
+
+    def size(self) -> int: ...
+
+
+def _short(h: str) -> str:
+    return h[:16] + "…"
+
+
+def _label(r: Record) -> str:
+    name = r.component.name
+    return f"record {r.seq} ({r.stage}{' ' + name if name and name != r.stage else ''})"
+
+
+class _Untrusted(VerificationError):
+    """The entry is signed, but by nobody the trust file names."""
+
+
+class _Reader:
+    """Loads and verifies records for one decision; remembers what it loaded."""
+
+    def __init__(self, view: LedgerView, trust: TrustRoot) -> None:
+        self._view = view
+        self._trust = trust
+        self._records: dict[int, Record] = {}
+        self._size: int | None = None
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = self._view.size()
+        return self._size
+
+    def record(self, seq: int) -> Record:
+        """The verified record at `seq`; raises _Untrusted or VerificationError."""
+        if seq in self._records:
+            return self._records[seq]
+        data = self._view.entry(seq)
+        part = split_entry(data)
+        if part.keyid not in self._trust.signers:
+            raise _Untrusted(f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list")
+        rec = parse_entry(data, self._trust)
+        if rec.seq != seq:
+            raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
+        self._check_link(seq, data)
+        self._records[seq] = rec
+        return rec
+
+    def _check_link(self, seq: int, data: bytes) -> None:
+        # The next record's prev must be this entry's hash (DESIGN.md: hash-chained); a
+        # trusted key re-signing an edited record cannot also fix its successor.
+        if seq + 1 >= self.size():
+            return
+        nxt = record_of(self._view.entry(seq + 1))
+        h = hashlib.sha256(data).hexdigest()
+        if nxt.prev != h:
+            raise VerificationError(
+                f"record {seq + 1}'s prev {_short(nxt.prev)} does not match the hash of entry {seq} "
+                f"({_short(h)}): entry {seq} was altered after it was appended"
+            )
+
+
+def _tamper(msg: str) -> Finding:
+    return Finding(Reason.TAMPERED, f"ledger tampering: {msg}; restore the ledger from a verified copy "
+                                    "(`mlseal ledger verify`) before deploying this model")
+
+
+def _load(reader: _Reader, seq: int) -> tuple[Record | None, Finding | None]:
+    try:
+        return reader.record(seq), None
+    except _Untrusted as exc:
+        return None, Finding(Reason.UNTRUSTED_SIGNER, str(exc))
+    except VerificationError as exc:
+        return None, _tamper(str(exc))
+
+
+def _trusted_producer(reader: _Reader, view: LedgerView, sha: str, what: str) -> tuple[Record | None, list[Finding]]:
+    """The newest trusted, successful record that outputs `sha`, or the findings why none."""
+    seqs = sorted(set(view.producers_of(sha)), reverse=True)
+    problems: list[Finding] = []
+    for seq in seqs:
+        rec, problem = _load(reader, seq)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        assert rec is not None
+        if rec.status is Status.OK and any(o.sha256 == sha for o in rec.outputs):
+            return rec, []
+    if not seqs:
+        return None, []
+    if problems and all(p.code is Reason.UNTRUSTED_SIGNER for p in problems):
+        problems = [Finding(Reason.UNTRUSTED_SIGNER,
+                            f"{what} sha256 {_short(sha)} is recorded only by untrusted signers ({p.message}); "
+                            "add the signer's public key to the trust file if it should be trusted, "
+                            "or rebuild it through a trusted pipeline")
+                    for p in problems]
+    return None, problems
+
+
+def _check_uri(ref: ModelRef, producer: Record) -> Finding | None:
+    if ref.uri is None:
+        return None
+    recorded = [o.uri for o in producer.outputs if o.sha256 == ref.sha256]
+    want = ref.uri.rstrip("/")
+    if any(u.rstrip("/") == want for u in recorded):
+        return None
+    return Finding(Reason.URI_MISMATCH, (
+        f"{ref.where} {redact_uri(ref.uri)!r} is not where the ledger recorded this model "
+        f"({_label(producer)} wrote it to {', '.join(repr(redact_uri(u)) for u in recorded)}); "
+        "point the manifest at the recorded URI, or record the copy with `mlseal record`"
+    ))
+
+
+def _walk_lineage(reader: _Reader, view: LedgerView, producer: Record) -> tuple[list[Record], list[Finding]]:
+    """The producer and every ancestor, following each input to its producing record."""
+    seen: dict[int, Record] = {producer.seq: producer}
+    todo = [producer]
+    problems: list[Finding] = []
+    while todo:
+        rec = todo.pop()
+        if rec.stage == "ingest":
+            continue
+        if not rec.inputs:
+            problems.append(Finding(Reason.BROKEN_LINEAGE, (
+                f"lineage is broken: {_label(rec)} has no inputs and is not an ingest record, so the "
+                "model cannot be traced to its raw data; record the steps that produced its data"
+            )))
+            continue
+        for inp in rec.inputs:
+            parent: Record | None = None
+            if inp.producer_seq is not None:
+                if inp.producer_seq >= rec.seq or inp.producer_seq >= reader.size():
+                    problems.append(Finding(Reason.BROKEN_LINEAGE, (
+                        f"lineage is broken: input {inp.name!r} of {_label(rec)} names producer record "
+                        f"{inp.producer_seq}, which does not precede it in the ledger"
+                    )))
+                    continue
+                parent, problem = _load(reader, inp.producer_seq)
+                if problem is not None:
+                    problems.append(problem)
+                    continue
+                assert parent is not None
+                if not any(o.sha256 == inp.sha256 for o in parent.outputs):
+                    problems.append(Finding(Reason.BROKEN_LINEAGE, (
+                        f"lineage is broken: input {inp.name!r} of {_label(rec)} (sha256 {_short(inp.sha256)}) "
+                        f"is not an output of its named producer {_label(parent)}"
+                    )))
+                    continue
+            else:
+                parent, found = _trusted_producer(reader, view, inp.sha256, f"input {inp.name!r}")
+                if parent is None:
+                    problems.extend(found or [Finding(Reason.BROKEN_LINEAGE, (
+                        f"lineage is broken: input {inp.name!r} (sha256 {_short(inp.sha256)}) of {_label(rec)} "
+                        "has no record in the ledger that produced it; record the step that made it, back to "
+                        "an ingest record"
+                    ))])
+                    continue
+                if parent.seq >= rec.seq:
+                    problems.append(Finding(Reason.BROKEN_LINEAGE, (
+                        f"lineage is broken: input {inp.name!r} of {_label(rec)} was first recorded later, by "
+                        f"{_label(parent)}"
+                    )))
+                    continue
+            if parent.seq not in seen:
+                if len(seen) >= MAX_LINEAGE:
+                    problems.append(Finding(Reason.BROKEN_LINEAGE, (
+                        f"lineage has more than {MAX_LINEAGE} records; admission stops there and denies"
+                    )))
+                    return list(seen.values()), problems
+                seen[parent.seq] = parent
+                todo.append(parent)
+    return sorted(seen.values(), key=lambda r: r.seq), problems
+
+
+def _evaluation(reader: _Reader, view: LedgerView, sha: str) -> tuple[Record | None, list[Finding]]:
+    """The newest trusted evaluate record that consumed `sha` (a newer evaluation supersedes)."""
+    problems: list[Finding] = []
+    for seq in sorted(set(view.consumers_of(sha)), reverse=True):
+        rec, problem = _load(reader, seq)
+        if problem is not None:
+            if problem.code is Reason.TAMPERED:
+                problems.append(problem)
+            continue  # an untrusted evaluation is ignored, as if absent
+        assert rec is not None
+        if rec.stage == "evaluate" and rec.status is Status.OK and any(i.sha256 == sha for i in rec.inputs):
+            return rec, problems
+    return None, problems
+
+
+def _check_gates(rules: Rules, evaluation: Record) -> list[Finding]:
+    out = []
+    for gate in rules.gates:
+        value = evaluation.metrics.get(gate.metric)
+        if value is None:
+            have = ", ".join(sorted(evaluation.metrics)) or "none"
+            out.append(Finding(Reason.GATE_FAILED, (
+                f"gate {gate.describe()} failed: {_label(evaluation)} did not measure {gate.metric!r} "
+                f"(it measured: {have}); evaluate the model on {gate.metric!r}"
+            )))
+        elif not gate.met_by(float(value)):
+            out.append(Finding(Reason.GATE_FAILED, (
+                f"gate {gate.describe()} failed: {_label(evaluation)} measured {gate.metric} = {value:g}; "
+                "improve and re-evaluate the model, or change the gate in the policy"
+            )))
+    return out
+
+
+def check_model(ref: ModelRef, rules: Rules, view: LedgerView, trust: TrustRoot) -> list[Finding]:
+    """Every failed check for `ref` (steps 2-6 of the module docstring); empty = admit."""
+    reader = _Reader(view, trust)
+    # 2. a trusted record produced the digest
+    producer, problems = _trusted_producer(reader, view, ref.sha256, "model")
+    if producer is None:
+        return problems or [Finding(Reason.UNKNOWN_DIGEST, (
+            f"model sha256 {_short(ref.sha256)} is not in the ledger: no record lists it as an output; "
+            "deploy a model produced by a sealed pipeline run, or correct the mlseal.dev/model-sha256 "
+            "annotation (`mlseal digest MODEL`)"
+        ))]
+    findings: list[Finding] = []
+    # 3. the manifest deploys the bytes that were recorded, from where they were recorded
+    uri_problem = _check_uri(ref, producer)
+    if uri_problem is not None:
+        findings.append(uri_problem)
+    # 4. lineage back to ingest
+    lineage, lineage_problems = _walk_lineage(reader, view, producer)
+    findings.extend(lineage_problems)
+    # 5. required stages, 6. gates
+    evaluation, eval_problems = _evaluation(reader, view, ref.sha256)
+    findings.extend(eval_problems)
+    present: set[str] = set()
+    for rec in [*lineage, *([evaluation] if evaluation else [])]:
+        present.add(rec.stage)
+        if rec.component.name:
+            present.add(rec.component.name)
+    for stage in rules.require_stages:
+        if stage not in present:
+            findings.append(Finding(Reason.MISSING_STAGE, (
+                f"required stage {stage!r} is missing from the model's lineage (found: "
+                f"{', '.join(sorted(present))}); run the model through a pipeline with a {stage!r} step, "
+                "or drop it from require_stages"
+            )))
+    if rules.gates:
+        if evaluation is None:
+            findings.append(Finding(Reason.NO_EVALUATION, (
+                f"no trusted evaluate record consumed model sha256 {_short(ref.sha256)}, so the gates "
+                f"({'; '.join(g.describe() for g in rules.gates)}) cannot be checked; evaluate the model "
+                "in a sealed pipeline step"
+            )))
+        else:
+            findings.extend(_check_gates(rules, evaluation))
+    return findings
+
+
+def apply_mode(findings: list[Finding], rules: Rules) -> Decision:
+    """Deny on findings in enforce mode; allow with them as warnings in warn mode."""
+    if not findings:
+        return Decision.allow()
+    if rules.mode is Mode.WARN:
+        return Decision.allow([f.message for f in findings], tuple(f.code for f in findings))
+    return Decision.deny(*findings)
+
+
+def decide(
+    manifest: Mapping[str, Any],
+    policy: Policy,
+    *,
+    ledger: LedgerView | None = None,
+    trust: TrustRoot | None = None,
+    namespace: str | None = None,
+) -> Decision:
+    """Admit or deny the model `manifest` deploys (see the module docstring).
+
+    `namespace` selects the per-namespace rules; default: the manifest's own
+    ``metadata.namespace``. An unreachable ledger denies with a reason (fail closed).
+    """
+    meta = manifest.get("metadata") if isinstance(manifest, Mapping) else None
+    if namespace is None and isinstance(meta, Mapping) and isinstance(meta.get("namespace"), str):
+        namespace = meta["namespace"]
+    rules = policy.rules_for(namespace)
+    # 1. which model
+    try:
+        ref = model_ref(manifest)
+    except ManifestError as exc:
+        return apply_mode([Finding(Reason.MALFORMED, str(exc))], rules)
+    if ref is None:
+        if rules.unannotated_workloads is Unannotated.DENY:
+            return apply_mode([Finding(Reason.NO_MODEL, (
+                "the workload names no model (no mlseal.dev/model-sha256 annotation) and this namespace "
+                "admits model workloads only; add the annotations")) ], rules)
+        return Decision.allow()
+    return decide_model(ref, policy, ledger=ledger, trust=trust, rules=rules)
+
+
+def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerView | None = None,
+                 trust: TrustRoot | None = None, rules: Rules | None = None) -> Decision:
+    """Steps 2-6 for an already extracted model reference."""
+    rules = rules or policy.rules_for(ref.namespace)
+    trust = trust or policy.trust
+    try:
+        if ledger is None:
+            from mlseal.ledger import open_ledger
+
+            with open_ledger(policy.ledger_url, create=False) as led:
+                findings = check_model(ref, rules, led, trust)
+        else:
+            findings = check_model(ref, rules, ledger, trust)
+    except InfrastructureError as exc:
+        # Fail closed even in warn mode: nothing was verified.
+        return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (
+            f"the ledger could not be read ({exc}); the model cannot be verified, so it is denied "
+            "until the ledger is reachable"
+        )))
+    return apply_mode(findings, rules)

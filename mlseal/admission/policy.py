@@ -1,0 +1,240 @@
+"""Admission policy: what a model needs before it may be deployed, per namespace.
+
+A policy file names the trust file, the ledger, the lifecycle stages a model's lineage
+must contain, the evaluation gates its evaluate record must meet, and whether a failure
+denies (``enforce``) or only warns (``warn``). Namespaces may override the rules::
+
+    # policy.yaml
+    trust: trust.yaml                      # relative paths resolve against this file
+    ledger: sqlite:///ledger.db
+    require_stages: [ingest, process, train, evaluate]
+    gates:
+      accuracy: 0.90                       # minimum
+      loss: {max: 0.35}                    # or a bound object: {min: .., max: ..}
+    mode: enforce                          # or warn
+    namespaces:
+      staging: {mode: warn}
+      prod: {gates: {accuracy: 0.95, robust_accuracy: 0.70}}
+
+A stage name matches a record's stage kind (``ingest``, ``process``, ``train``,
+``evaluate``) or its component name (``anonymize``), so a policy can require a
+specific processing step.
+
+    >>> import pathlib, tempfile
+    >>> from mlseal.signing.keys import LocalKeySigner
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> LocalKeySigner.generate().save(d / "k.pem", d / "k.pub.pem")
+    >>> _ = (d / "trust.yaml").write_text("signers: [{name: pipeline, public_key: k.pub.pem}]")
+    >>> _ = (d / "policy.yaml").write_text("trust: trust.yaml\\nledger: sqlite:///l.db\\n"
+    ...     "gates: {accuracy: 0.9}\\nnamespaces: {dev: {mode: warn}}\\n")
+    >>> p = load_policy(d / "policy.yaml")
+    >>> p.rules_for("dev").mode, p.rules_for("prod").mode
+    (<Mode.WARN: 'warn'>, <Mode.ENFORCE: 'enforce'>)
+    >>> p.ledger_url == "sqlite:///" + str(d / "l.db")
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mlseal.errors import ConfigurationError
+from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
+
+#: the stages a model must have passed when a policy does not say
+DEFAULT_STAGES = ("ingest", "process", "train", "evaluate")
+
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_TOP_KEYS = frozenset({"trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads"})
+_RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads"})
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    WARN = "warn"
+
+
+class Unannotated(StrEnum):
+    """What to do with a Deployment/StatefulSet that names no model at all."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A bound on one metric of the model's evaluate record (inclusive)."""
+
+    metric: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.minimum is not None:
+            parts.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"<= {self.maximum:g}")
+        return f"{self.metric} {' and '.join(parts)}"
+
+    def met_by(self, value: float) -> bool:
+        if self.minimum is not None and not value >= self.minimum:
+            return False
+        return not (self.maximum is not None and not value <= self.maximum)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The checks one namespace applies."""
+
+    require_stages: tuple[str, ...] = DEFAULT_STAGES
+    gates: tuple[Gate, ...] = ()
+    mode: Mode = Mode.ENFORCE
+    unannotated_workloads: Unannotated = Unannotated.ALLOW
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy: default rules, per-namespace overrides, trust and ledger."""
+
+    trust: TrustRoot
+    ledger_url: str
+    default: Rules = field(default_factory=Rules)
+    namespaces: Mapping[str, Rules] = field(default_factory=dict)
+    source: str = "<memory>"
+    #: sha256 over the policy and trust file bytes: part of the webhook's cache key
+    fingerprint: str = ""
+
+    def rules_for(self, namespace: str | None) -> Rules:
+        if namespace is not None and namespace in self.namespaces:
+            return self.namespaces[namespace]
+        return self.default
+
+
+# --- parsing ------------------------------------------------------------------------
+
+def _err(source: str, msg: str) -> ConfigurationError:
+    return ConfigurationError(f"policy {source}: {msg}")
+
+
+def _number(v: object, where: str, source: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise _err(source, f"{where} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _parse_gates(raw: object, source: str, where: str) -> tuple[Gate, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise _err(source, f"{where} must map metric names to a minimum or {{min, max}}, got {type(raw).__name__}")
+    gates = []
+    for metric, bound in raw.items():
+        if not isinstance(metric, str) or not metric:
+            raise _err(source, f"{where}: metric name {metric!r} must be a non-empty string")
+        if isinstance(bound, dict):
+            unknown = set(bound) - {"min", "max"}
+            if unknown or not bound:
+                raise _err(source, f"{where}.{metric} takes min and/or max, got {sorted(map(str, bound))}")
+            lo = _number(bound["min"], f"{where}.{metric}.min", source) if "min" in bound else None
+            hi = _number(bound["max"], f"{where}.{metric}.max", source) if "max" in bound else None
+            if lo is not None and hi is not None and lo > hi:
+                raise _err(source, f"{where}.{metric}: min {lo:g} is above max {hi:g}; no model could pass")
+            gates.append(Gate(metric, lo, hi))
+        else:
+            gates.append(Gate(metric, _number(bound, f"{where}.{metric}", source)))
+    return tuple(gates)
+
+
+def _parse_stages(raw: object, source: str, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise _err(source, f"{where} must be a list of stage or component names, got {type(raw).__name__}")
+    for s in raw:
+        if not isinstance(s, str) or not _NAME.fullmatch(s):
+            raise _err(source, f"{where}: {s!r} is not a stage name (lowercase, e.g. ingest, anonymize)")
+    return tuple(dict.fromkeys(raw))
+
+
+def _parse_enum(raw: object, enum: type[Mode] | type[Unannotated], source: str, where: str) -> Any:
+    values = {m.value: m for m in enum}
+    if not isinstance(raw, str) or raw not in values:
+        raise _err(source, f"{where} must be one of {', '.join(values)}, got {raw!r}")
+    return values[raw]
+
+
+def _parse_rules(data: Mapping[str, Any], base: Rules, source: str, where: str) -> Rules:
+    rules = base
+    if "require_stages" in data:
+        rules = replace(rules, require_stages=_parse_stages(data["require_stages"], source, f"{where}require_stages"))
+    if "gates" in data:
+        rules = replace(rules, gates=_parse_gates(data["gates"], source, f"{where}gates"))
+    if "mode" in data:
+        rules = replace(rules, mode=_parse_enum(data["mode"], Mode, source, f"{where}mode"))
+    if "unannotated_workloads" in data:
+        rules = replace(rules, unannotated_workloads=_parse_enum(
+            data["unannotated_workloads"], Unannotated, source, f"{where}unannotated_workloads"))
+    return rules
+
+
+def resolve_ledger_url(raw: str, base: Path) -> str:
+    """Make a relative ``sqlite:///x.db`` URL absolute against the policy's directory."""
+    prefix = "sqlite:///"
+    if raw.startswith(prefix) and not raw.startswith(prefix + "/"):
+        rest = raw[len(prefix):]
+        path, sep, query = rest.partition("?")
+        return prefix + str((base / path).resolve()) + sep + query
+    return raw
+
+
+def parse_policy(data: Mapping[str, Any], *, base: Path, source: str = "<memory>",
+                 trust: TrustRoot | None = None, fingerprint: str = "") -> Policy:
+    """Build a policy from parsed YAML; `base` is the directory relative paths use."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise _err(source, f"unknown keys {sorted(map(str, unknown))} (known: {sorted(_TOP_KEYS)})")
+    ledger = data.get("ledger")
+    if not isinstance(ledger, str) or not ledger:
+        raise _err(source, "ledger must be a ledger URL (sqlite:///path.db or postgresql://...)")
+    if trust is None:
+        trust_path = data.get("trust")
+        if not isinstance(trust_path, str) or not trust_path:
+            raise _err(source, "trust must be the path of a trust file")
+        trust = load_trust(base / trust_path)
+    default = _parse_rules(data, Rules(), source, "")
+    namespaces: dict[str, Rules] = {}
+    raw_ns = data.get("namespaces") or {}
+    if not isinstance(raw_ns, dict):
+        raise _err(source, f"namespaces must map namespace names to rules, got {type(raw_ns).__name__}")
+    for ns, rules in raw_ns.items():
+        if not isinstance(ns, str) or not _NAMESPACE.fullmatch(ns):
+            raise _err(source, f"namespaces: {ns!r} is not a Kubernetes namespace name")
+        if not isinstance(rules, dict):
+            raise _err(source, f"namespaces.{ns} must be a mapping of rules, got {type(rules).__name__}")
+        bad = set(rules) - _RULE_KEYS
+        if bad:
+            raise _err(source, f"namespaces.{ns}: unknown keys {sorted(map(str, bad))} (known: {sorted(_RULE_KEYS)})")
+        namespaces[ns] = _parse_rules(rules, default, source, f"namespaces.{ns}.")
+    return Policy(trust=trust, ledger_url=resolve_ledger_url(ledger, base), default=default,
+                  namespaces=namespaces, source=source, fingerprint=fingerprint)
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read a policy file and the trust file it names; raises ConfigurationError."""
+    path = Path(path)
+    data = load_yaml_file(path, "policy file")
+    h = hashlib.sha256(path.read_bytes())
+    trust_path = data.get("trust")
+    if isinstance(trust_path, str):
+        with contextlib.suppress(OSError):  # load_trust below reports a missing file
+            h.update((path.parent / trust_path).read_bytes())
+    return parse_policy(data, base=path.parent, source=str(path), fingerprint=h.hexdigest())

@@ -1,0 +1,348 @@
+"""The webhook's request handling: AdmissionReview bytes in, AdmissionReview out.
+
+`AdmissionController.review(body)` is synchronous and does all the work the HTTP server
+delegates to it: parse the ``admission.k8s.io/v1`` AdmissionReview, find the model, run
+the engine against the ledger (through a bounded cache keyed by digest, URI, policy and
+ledger head), count the decision, write one JSON audit line. It never raises: any
+failure, including a bug or an unreachable ledger, becomes a denial with a reason
+(fail closed). `mlseal.admission._server` puts it behind TLS.
+
+    >>> import contextlib
+import contextlib
+import json
+    >>> c = AdmissionController(policy, ledger_factory=lambda: open_ledger(url))  # doctest: +SKIP
+    >>> status, out = c.review(json.dumps(review).encode())                     # doctest: +SKIP
+    >>> out["response"]["allowed"]                                                # doctest: +SKIP
+    False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlseal.admission._metrics import WebhookMetrics
+from mlseal.admission.decision import Decision, Finding, Reason
+from mlseal.admission.engine import LedgerView, apply_mode, check_model
+from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
+from mlseal.admission.policy import Policy, Rules, Unannotated
+from mlseal.errors import Error
+
+REVIEW_API = "admission.k8s.io/v1"
+#: bodies above this are denied unread (the API server's own request limit is 3 MiB,
+#: and an AdmissionReview carries the object twice on UPDATE)
+MAX_BODY = 8 * 1024 * 1024
+#: Kubernetes shows at most a few KiB of warnings; keep each readable
+_MAX_WARNING = 400
+
+audit_log = logging.getLogger("mlseal.audit")
+log = logging.getLogger(__name__)
+
+
+class ServedLedger(LedgerView, Protocol):
+    """What the webhook needs from an open ledger: the engine's view plus head() and close()."""
+
+    def head(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class BadReview(Exception):
+    """The body is not a usable AdmissionReview (answered with HTTP 400, denied)."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    uid: str
+    operation: str
+    namespace: str | None
+    dry_run: bool
+    kind: str
+    name: str
+    user: str
+    obj: Any
+    old: Any
+
+
+class DecisionCache:
+    """A bounded LRU of decisions with a time-to-live, safe across threads.
+
+    The key includes the ledger head, so an append invalidates it; the TTL bounds how
+    long an in-place edit of stored entries (which leaves the head as it was) can go
+    unseen.
+    """
+
+    def __init__(self, max_entries: int = 4096, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max, self._ttl, self._clock = max_entries, ttl, clock
+        self._items: OrderedDict[Hashable, tuple[float, Decision]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Decision | None:
+        if self._max <= 0:
+            return None
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            if self._clock() - hit[0] > self._ttl:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Hashable, decision: Decision) -> None:
+        if self._max <= 0:
+            return
+        with self._lock:
+            self._items[key] = (self._clock(), decision)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _str(v: object, where: str, *, optional: bool = False, limit: int = 253) -> str:
+    if v is None and optional:
+        return ""
+    if not isinstance(v, str):
+        raise BadReview(f"{where} must be a string, got {type(v).__name__}")
+    return v[:limit]
+
+
+def parse_review(body: bytes) -> _Request:
+    """Parse an AdmissionReview v1 request; raises BadReview naming the bad field."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadReview("request body is not JSON") from None
+    if not isinstance(review, dict):
+        raise BadReview(f"AdmissionReview must be a JSON object, got {type(review).__name__}")
+    if review.get("apiVersion") != REVIEW_API or review.get("kind") != "AdmissionReview":
+        raise BadReview(
+            f"expected apiVersion {REVIEW_API} kind AdmissionReview, got "
+            f"{str(review.get('apiVersion'))[:60]!r} {str(review.get('kind'))[:60]!r}; "
+            "set admissionReviewVersions: [v1] in the webhook configuration"
+        )
+    req = review.get("request")
+    if not isinstance(req, dict):
+        raise BadReview(f"request must be an object, got {type(req).__name__}")
+    uid = _str(req.get("uid"), "request.uid", limit=128)
+    if not uid:
+        raise BadReview("request.uid is empty")
+    operation = _str(req.get("operation"), "request.operation", limit=16)
+    if operation not in ("CREATE", "UPDATE", "DELETE", "CONNECT"):
+        raise BadReview(f"request.operation {operation!r} is not CREATE, UPDATE, DELETE or CONNECT")
+    dry_run = req.get("dryRun", False)
+    if dry_run is None:
+        dry_run = False
+    if not isinstance(dry_run, bool):
+        raise BadReview(f"request.dryRun must be a boolean, got {type(dry_run).__name__}")
+    namespace = req.get("namespace")
+    if namespace is not None:
+        namespace = _str(namespace, "request.namespace", limit=63) or None
+    kind = req.get("kind")
+    kind_name = _str(kind.get("kind"), "request.kind.kind", optional=True) if isinstance(kind, dict) else ""
+    user_info = req.get("userInfo")
+    user = user_info.get("username") if isinstance(user_info, dict) else None
+    return _Request(
+        uid=uid,
+        operation=operation,
+        namespace=namespace,
+        dry_run=dry_run,
+        kind=kind_name,
+        name=_str(req.get("name"), "request.name", optional=True),
+        user=user[:253] if isinstance(user, str) else "",
+        obj=req.get("object"),
+        old=req.get("oldObject"),
+    )
+
+
+def review_response(uid: str, decision: Decision) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    if not decision.allowed:
+        response["status"] = {"code": 403, "reason": "Forbidden",
+                              "message": "mlseal: " + "; ".join(decision.reasons)}
+    if decision.warnings:
+        response["warnings"] = ["mlseal: " + w[:_MAX_WARNING] for w in decision.warnings]
+    return {"apiVersion": REVIEW_API, "kind": "AdmissionReview", "response": response}
+
+
+def _internal(what: str, exc: BaseException) -> Finding:
+    # mlseal's own errors carry no secrets by rule; others are shown by type only.
+    detail = str(exc)[:300] if isinstance(exc, Error) else type(exc).__name__
+    return Finding(Reason.INTERNAL_ERROR, f"internal error while {what} ({detail}); the webhook denies "
+                                          "when it cannot decide (fail closed); see the webhook's log")
+
+
+class AdmissionController:
+    """Decides AdmissionReviews against one policy; one ledger connection per thread."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        ledger_factory: Callable[[], ServedLedger],
+        cache: DecisionCache | None = None,
+        metrics: WebhookMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.policy = policy
+        self._open = ledger_factory
+        self.cache = cache if cache is not None else DecisionCache()
+        self.metrics = metrics or WebhookMetrics()
+        self._clock = clock
+        self._local = threading.local()
+
+    # --- ledger per thread ----------------------------------------------------------
+    def _ledger(self) -> ServedLedger:
+        led: ServedLedger | None = getattr(self._local, "ledger", None)
+        if led is None:
+            led = self._open()
+            self._local.ledger = led
+        return led
+
+    def _drop_ledger(self) -> None:
+        led = getattr(self._local, "ledger", None)
+        self._local.ledger = None
+        if led is not None:
+            with contextlib.suppress(Exception):  # the connection is being discarded anyway
+                led.close()
+
+    # --- the decision ---------------------------------------------------------------
+    def _decide_model(self, ref: ModelRef, rules: Rules) -> tuple[Decision, bool]:
+        """(decision, cache hit) for one model; ledger failures deny (fail closed)."""
+        try:
+            led = self._ledger()
+            head = led.head()
+        except Exception as exc:
+            self._drop_ledger()
+            detail = str(exc)[:300] if isinstance(exc, Error) else type(exc).__name__
+            return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (
+                f"the ledger is unreachable ({detail}); no model can be verified, so admission is denied "
+                "until the webhook can read the ledger"
+            ))), False
+        key = (self.policy.fingerprint, rules, ref.sha256, ref.uri, ref.where, head.size, head.root)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, True
+        try:
+            findings = check_model(ref, rules, led, self.policy.trust)
+        except Exception as exc:
+            self._drop_ledger()
+            return Decision.deny(_internal("reading the ledger", exc)), False
+        decision = apply_mode(findings, rules)
+        self.cache.put(key, decision)
+        return decision, False
+
+    def decide_request(self, req: _Request) -> tuple[Decision, ModelRef | None, bool]:
+        namespace = req.namespace
+        if req.operation in ("DELETE", "CONNECT"):
+            return Decision.allow(), None, False  # removing a model deploys nothing
+        obj = req.obj
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if namespace is None and isinstance(meta, dict) and isinstance(meta.get("namespace"), str):
+            namespace = meta["namespace"]
+        rules = self.policy.rules_for(namespace)
+        if obj is None:
+            return Decision.deny(Finding(Reason.MALFORMED, f"{req.operation} request carries no object")), None, False
+        if req.operation == "UPDATE" and isinstance(meta, dict) and meta.get("deletionTimestamp"):
+            # An object being deleted only loses finalizers; blocking that would hang deletion.
+            return Decision.allow(), None, False
+        try:
+            ref = model_ref(obj)
+        except ManifestError as exc:
+            return apply_mode([Finding(Reason.MALFORMED, str(exc))], rules), None, False
+        if ref is None:
+            if rules.unannotated_workloads is Unannotated.DENY:
+                return apply_mode([Finding(Reason.NO_MODEL, (
+                    "the workload names no model (no mlseal.dev/model-sha256 annotation) and this namespace "
+                    "admits model workloads only; add the annotations"))], rules), None, False
+            return Decision.allow(), None, False
+        decision, hit = self._decide_model(ref, rules)
+        return decision, ref, hit
+
+    def review(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, AdmissionReview response). Never raises; failures deny."""
+        start = self._clock()
+        uid = ""
+        req: _Request | None = None
+        ref: ModelRef | None = None
+        hit = False
+        status = 200
+        try:
+            req = parse_review(body)
+            uid = req.uid
+            decision, ref, hit = self.decide_request(req)
+        except BadReview as exc:
+            status = 400
+            uid = _salvage_uid(body)
+            decision = Decision.deny(Finding(Reason.MALFORMED, f"malformed AdmissionReview: {exc}"))
+        except Exception as exc:  # fail closed on any bug; the traceback goes to the log
+            log.exception("admission review failed")
+            decision = Decision.deny(_internal("deciding", exc))
+        elapsed = self._clock() - start
+        self._account(decision, hit, elapsed)
+        self._audit(req, uid, ref, decision, hit, elapsed)
+        return status, review_response(uid, decision)
+
+    def deny_body(
+        self, body: bytes, message: str, *, status: int, internal: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """Deny a request refused before it was decided (too large, too slow)."""
+        decision = Decision.deny(Finding(Reason.INTERNAL_ERROR if internal else Reason.MALFORMED, message))
+        uid = _salvage_uid(body)
+        self._account(decision, False, 0.0)
+        self._audit(None, uid, None, decision, False, 0.0)
+        return status, review_response(uid, decision)
+
+    # --- accounting -----------------------------------------------------------------
+    def _account(self, decision: Decision, hit: bool, elapsed: float) -> None:
+        m = self.metrics
+        m.latency.observe(elapsed)
+        if hit:
+            m.cache.inc("hit")
+        result = "denied" if not decision.allowed else ("warned" if decision.warnings else "allowed")
+        for code in dict.fromkeys(decision.codes) or ("none",):
+            m.decisions.inc(result, str(code))
+
+    def _audit(self, req: _Request | None, uid: str, ref: ModelRef | None, decision: Decision,
+               hit: bool, elapsed: float) -> None:
+        if not audit_log.isEnabledFor(logging.INFO):
+            return
+        line: dict[str, Any] = {
+            "event": "admission",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "uid": uid,
+            "allowed": decision.allowed,
+            "reasons": decision.reasons,
+            "warnings": decision.warnings,
+            "codes": [str(c) for c in decision.codes],
+            "cached": hit,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        if req is not None:
+            line.update(operation=req.operation, namespace=req.namespace, kind=req.kind, name=req.name,
+                        user=req.user, dry_run=req.dry_run)
+        if ref is not None:
+            line.update(model_sha256=ref.sha256, model_uri=redact_uri(ref.uri) if ref.uri else None)
+        audit_log.info(json.dumps(line, sort_keys=True))
+
+
+def _salvage_uid(body: bytes) -> str:
+    """The request uid if the body is JSON enough to have one (the API server matches it)."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    req = review.get("request") if isinstance(review, Mapping) else None
+    uid = req.get("uid") if isinstance(req, Mapping) else None
+    return uid[:128] if isinstance(uid, str) else ""
