@@ -87,7 +87,10 @@ class _Reader:
         part = split_entry(data)
         if part.keyid not in self._trust.signers:
             raise _Untrusted(f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list")
-        rec = parse_entry(data, self._trust)
+        try:
+            rec = parse_entry(data, self._trust)
+        except VerificationError as exc:
+            raise VerificationError(f"entry {seq}: {exc}") from None
         if rec.seq != seq:
             raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
         self._check_link(seq, data)
@@ -284,7 +287,7 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerView, trust: TrustRoot)
         if stage not in present:
             findings.append(Finding(Reason.MISSING_STAGE, (
                 f"required stage {stage!r} is missing from the model's lineage (found: "
-                f"{', '.join(sorted(present))}); run the model through a pipeline with a {stage!r} step, "
+                f"{', '.join(sorted(present))}); run the model through a pipeline that includes {stage!r}, "
                 "or drop it from require_stages"
             )))
     if rules.gates:
