@@ -1,16 +1,141 @@
-"""`mlseal record` (being built; see the issue tracker)."""
+"""`mlseal record`: seal one step that ran outside the Python API (a shell or non-Python step).
+
+    mlseal record --stage process --name dedupe --input raw=data/raw.csv \\
+        --output clean=data/clean.csv --param method=sort-u --key keys/pipeline.pem
+
+Inputs are verified first (fail closed: exit 1 and the ledger is unchanged when an input
+was never recorded as a trusted, signed output); then each output is digested and signed
+(``PATH.sig``) and one record is appended.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from typing import Any
 
+from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json, say
 from mlseal.errors import ConfigurationError
 
 
+def _pair(text: str, what: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{what} must look like NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _io(text: str) -> tuple[str, str]:
+    return _pair(text, "--input/--output")
+
+
+def _param(text: str) -> tuple[str, Any]:
+    k, v = _pair(text, "--param/--metric")
+    try:
+        return k, json.loads(v)
+    except ValueError:
+        return k, v
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("record", help="(not yet available)")
+    p = sub.add_parser(
+        "record",
+        help="seal one step run outside Python: verify inputs, sign outputs, append a record",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("--stage", required=True, help="stage kind: ingest, process, train, evaluate, deploy, ...")
+    p.add_argument("--name", help="component name (default: the stage)")
+    p.add_argument("--input", action="append", default=[], type=_io, metavar="NAME=PATH")
+    p.add_argument("--output", action="append", default=[], type=_io, metavar="NAME=PATH")
+    p.add_argument("--param", action="append", default=[], type=_param, metavar="K=V",
+                   help="a parameter to record (JSON value, or a string)")
+    p.add_argument("--metric", action="append", default=[], type=_param, metavar="K=V",
+                   help="a numeric metric to record")
+    p.add_argument("--media-type", default="application/octet-stream", help="media type of the outputs")
+    p.add_argument("--trust", metavar="FILE",
+                   help="trust file for the inputs' producers (default: $MLSEAL_TRUST, else only the signing key)")
+    p.add_argument("--signer-name", default=None, help="name the record's signer goes by (default: pipeline)")
+    add_ledger(p)
+    add_signing_key(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigurationError("'mlseal record' is not available in this build yet")
+    from mlseal.ledger import open_ledger
+    from mlseal.stage import Sealing, Stage, run_info_from_env
+
+    signer = _signer(args)
+    trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
+    names = [n for n, _ in args.input] + [n for n, _ in args.output]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"input/output names must be unique, got {names}")
+    metrics: dict[str, float] = {}
+    for k, v in args.metric:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigurationError(f"--metric {k} must be a number, got {v!r}")
+        metrics[k] = float(v)
+    with open_ledger(args.ledger) as led:
+        sealing = Sealing(
+            ledger=led,
+            signer=signer,
+            trust=trust,
+            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME", "pipeline"),
+            run=run_info_from_env(),
+            image=os.environ.get("MLSEAL_IMAGE") or None,
+        )
+        stage = Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=dict(args.param))
+        with stage as st:
+            for name, path in args.input:
+                st.input(name, path)
+            for name, path in args.output:
+                st.existing_output(name, path, media_type=args.media_type)
+            for k, m in metrics.items():
+                st.metric(k, m)
+    result = stage.result
+    assert result is not None
+    if args.json:
+        emit_json({
+            "seq": result.seq,
+            "entry_hash": result.entry_hash,
+            "stage": args.stage,
+            "inputs": [{"name": i.name, "sha256": i.sha256, "producer_seq": i.producer_seq} for i in st.inputs],
+            "outputs": [
+                {"name": o.name, "path": str(o.path), "sha256": o.sha256, "bundle": str(o.bundle),
+                 "bundle_sha256": o.bundle_sha256}
+                for o in result.outputs.values()
+            ],
+        })
+    else:
+        say(f"recorded {args.stage} as ledger entry {result.seq}")
+        for i in st.inputs:
+            say(f"  input  {i.name}: sha256:{i.sha256[:16]}… (produced by record {i.producer_seq})")
+        for o in result.outputs.values():
+            say(f"  output {o.name}: sha256:{o.sha256[:16]}… signed -> {o.bundle}")
+    return 0
+
+
+def _signer(args: argparse.Namespace) -> Any:
+    from mlseal.signing.keys import LocalKeySigner
+
+    key = args.key or os.environ.get("MLSEAL_SIGNING_KEY")
+    if key:
+        return LocalKeySigner.from_file(key)
+    transit = args.vault_transit or os.environ.get("MLSEAL_VAULT_TRANSIT_KEY")
+    if transit:
+        from mlseal.secrets import open_secret_source
+
+        return open_secret_source().transit_signer(transit)
+    raise ConfigurationError("no signing key: pass --key PEM or --vault-transit KEY (or set MLSEAL_SIGNING_KEY)")
+
+
+def _trust(path: str | None, signer: Any, signer_name: str | None) -> Any:
+    from mlseal.signing.keys import PublicKeyVerifier
+    from mlseal.signing.trust import TrustRoot, load_trust
+
+    if path:
+        return load_trust(path)
+    # Without a trust file, trust only the key this step signs with: inputs must then have
+    # been produced by earlier steps of the same signer.
+    return TrustRoot.of(PublicKeyVerifier(signer.public_key(), name=signer_name or "pipeline"))

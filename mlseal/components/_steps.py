@@ -1,0 +1,341 @@
+"""The lifecycle steps behind mlseal's KFP components, as plain, testable functions.
+
+Each step runs inside a sealed `Stage`: its inputs are verified before they are read,
+its secrets come by reference, its outputs are signed and one ledger record is
+appended. The KFP components (`mlseal.components`) only translate KFP artifacts into
+`ArtifactIn` / `ArtifactOut` and call these.
+
+    >>> from mlseal.components import _steps
+    >>> sorted(_steps.STEPS)
+    ['anonymize', 'deploy', 'encrypt', 'evaluate', 'ingest', 'train', 'validate']
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlseal.errors import ConfigurationError, PolicyDenied
+from mlseal.ledger.record import StageKind
+from mlseal.stage import MEDIA_CSV, MEDIA_JSON, MEDIA_YAML, Sealing, Stage, StageResult
+
+#: media type of an encrypted dataset (mlseal.ml.crypto's envelope)
+MEDIA_ENCRYPTED = "application/vnd.mlseal.dataset.encrypted.v1"
+MEDIA_MODEL = "application/vnd.mlseal.model.v1+json"
+
+DEFAULT_HMAC_KEY_PATH = "mlseal/anonymize/hmac"
+DEFAULT_DATA_KEY_NAME = "mlseal-data"
+DEFAULT_DB_CREDENTIALS_PATH = "mlseal/ingest/db"
+
+
+@dataclass(frozen=True)
+class ArtifactIn:
+    """An input artifact: where its bytes are, and its OMS bundle if it travelled separately."""
+
+    path: Path
+    bundle: bytes | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactOut:
+    """Where an output goes, and the URI to record for it (default: its file URI)."""
+
+    path: Path
+    uri: str | None = None
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, indent=2) + "\n"
+
+
+# --- ingest ------------------------------------------------------------------------------
+
+
+def ingest(
+    sealing: Sealing,
+    *,
+    dataset: ArtifactOut,
+    source: str,
+    db_credentials_path: str = DEFAULT_DB_CREDENTIALS_PATH,
+) -> StageResult:
+    """Read a source (a path, a URL, or `pgtable:[schema.]table` with credentials from
+    Vault) and write it as CSV; record where from (no credentials), schema and row count."""
+    from mlseal.ml import data
+
+    with Stage(StageKind.INGEST, name="ingest", sealing=sealing, source=ingest) as st:
+        conninfo = None
+        if source.startswith(data.PG_PREFIX):
+            creds = st.secret(db_credentials_path)
+            if "dsn" not in creds.data:
+                raise ConfigurationError(f"{creds.path} version {creds.version} has no field 'dsn'")
+            conninfo = creds.data["dsn"].reveal()
+        table, report = data.read_source(source, conninfo=conninfo)
+        out = st.output("dataset", dataset.path, media_type=MEDIA_CSV, uri=dataset.uri)
+        data.write_csv(table, out)
+        st.params.update({"source": report.source, "source_kind": report.kind,
+                          "schema": report.schema.to_obj(), "source_sha256": report.sha256})
+        st.metric("rows", report.rows)
+        st.metric("columns", len(report.schema.columns))
+    assert st.result is not None
+    return st.result
+
+
+# --- anonymize ---------------------------------------------------------------------------
+
+
+def anonymize(
+    sealing: Sealing,
+    *,
+    data: ArtifactIn,
+    anonymized: ArtifactOut,
+    hmac_key_path: str = DEFAULT_HMAC_KEY_PATH,
+    pseudonymize: tuple[str, ...] | list[str] | None = None,
+    redact: tuple[str, ...] | list[str] | None = None,
+    drop: tuple[str, ...] | list[str] | None = None,
+) -> StageResult:
+    """Pseudonymise identifiers (HMAC-SHA256, key from Vault), redact PII, drop columns."""
+    from mlseal.ml import anonymize as anon
+    from mlseal.ml import data as mldata
+
+    if pseudonymize is None and redact is None and drop is None:
+        spec = anon.AnonymizeSpec.demo()
+    else:
+        spec = anon.AnonymizeSpec(tuple(pseudonymize or ()), tuple(redact or ()), tuple(drop or ()))
+    with Stage(StageKind.PROCESS, name="anonymize", sealing=sealing, source=anonymize,
+               params={"spec": spec.to_obj()}) as st:
+        table = mldata.read_csv(st.input("data", data.path, bundle=data.bundle, uri=data.uri))
+        key = _key_bytes(st.secret(hmac_key_path, key=True))
+        result, report = anon.anonymize(table, key, spec)
+        mldata.write_csv(result, st.output("anonymized", anonymized.path, media_type=MEDIA_CSV, uri=anonymized.uri))
+        st.params["report"] = report.to_obj()
+        st.metric("rows", report.rows)
+        st.metric("rows_with_pii", report.rows_with_pii)
+        for kind, n in report.pii_counts:
+            st.metric(f"redacted_{kind}", n)
+    assert st.result is not None
+    return st.result
+
+
+def _key_bytes(kv: Any) -> bytes:
+    raw = kv.data["key"].reveal()
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(f"{kv.path} version {kv.version}: field 'key' is not base64") from None
+
+
+# --- encrypt / decrypt-on-read ------------------------------------------------------------
+
+
+def encrypt(
+    sealing: Sealing,
+    *,
+    data: ArtifactIn,
+    encrypted: ArtifactOut,
+    data_key_name: str = DEFAULT_DATA_KEY_NAME,
+) -> StageResult:
+    """Envelope-encrypt a dataset at rest with a fresh Transit data key (dev store without Vault)."""
+    from mlseal.ml import crypto
+
+    with Stage(StageKind.PROCESS, name="encrypt", sealing=sealing, source=encrypt,
+               params={"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}) as st:
+        plain = st.input("data", data.path, bundle=data.bundle, uri=data.uri).read_bytes()
+        dk = st.data_key(data_key_name)
+        blob = crypto.encrypt(plain, dk.plaintext.reveal(), dk.wrapped, content_type=MEDIA_CSV)
+        st.output("encrypted", encrypted.path, media_type=MEDIA_ENCRYPTED, uri=encrypted.uri).write_bytes(blob)
+        st.metric("plaintext_bytes", len(plain))
+    assert st.result is not None
+    return st.result
+
+
+def read_dataset(st: Stage, name: str, art: ArtifactIn, *, data_key_name: str = DEFAULT_DATA_KEY_NAME) -> Any:
+    """Verify an input dataset, then decrypt it in memory if it is encrypted (decrypt-on-read)."""
+    from mlseal.ml import crypto
+    from mlseal.ml import data as mldata
+
+    blob = st.input(name, art.path, bundle=art.bundle, uri=art.uri).read_bytes()
+    if blob.startswith(crypto.MAGIC):
+        header = crypto.read_header(blob)
+        key = st.unwrap_data_key(header.wrapped_key, data_key_name)
+        blob = crypto.decrypt(blob, key.reveal())
+    return mldata.from_csv_bytes(blob)
+
+
+# --- validate ----------------------------------------------------------------------------
+
+
+def validate(
+    sealing: Sealing,
+    *,
+    data: ArtifactIn,
+    report: ArtifactOut,
+    label: str = "label",
+    thresholds: Mapping[str, float] | None = None,
+    reference_label_fraction: float | None = None,
+    data_key_name: str = DEFAULT_DATA_KEY_NAME,
+) -> StageResult:
+    """Schema and poisoning checks with thresholds; a breach fails the stage."""
+    from mlseal.ml import validate as mlvalidate
+
+    params: dict[str, Any] = {"label": label, "thresholds": dict(thresholds or {}),
+                              "reference_label_fraction": reference_label_fraction}
+    with Stage(StageKind.PROCESS, name="validate", sealing=sealing, source=validate, params=params) as st:
+        table = read_dataset(st, "data", data, data_key_name=data_key_name)
+        result = mlvalidate.run_checks(table, label=label, thresholds=thresholds,
+                                       reference_label_fraction=reference_label_fraction)
+        for k, v in result.metrics.items():
+            st.metric(k, v)
+        result.raise_on_breach()
+        st.output("report", report.path, media_type=MEDIA_JSON, uri=report.uri).write_text(_json(result.to_obj()))
+    assert st.result is not None
+    return st.result
+
+
+# --- train -------------------------------------------------------------------------------
+
+
+def train(
+    sealing: Sealing,
+    *,
+    data: ArtifactIn,
+    validation: ArtifactIn,
+    model: ArtifactOut,
+    label: str = "label",
+    epsilon: float = 0.2,
+    adversarial: bool = True,
+    epochs: int = 60,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    data_key_name: str = DEFAULT_DATA_KEY_NAME,
+) -> StageResult:
+    """Train on the training split (fixed seed), optionally with FGSM adversarial training.
+
+    Nothing is loaded before it is verified: the validation report and the dataset are
+    checked against the ledger and their bundles first.
+    """
+    from mlseal.ml import data as mldata
+    from mlseal.ml import train as mltrain
+
+    config = mltrain.TrainConfig(label=label, adversarial=adversarial, epsilon=epsilon, epochs=epochs, seed=seed)
+    params = {**config.to_obj(), "test_fraction": test_fraction, "split_seed": seed}
+    with Stage(StageKind.TRAIN, name="train", sealing=sealing, source=train, params=params) as st:
+        st.input("validation", validation.path, bundle=validation.bundle, uri=validation.uri)
+        table = read_dataset(st, "data", data, data_key_name=data_key_name)
+        train_part, _ = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
+        fitted, report = mltrain.train(train_part, config)
+        st.output("model", model.path, media_type=MEDIA_MODEL, uri=model.uri).write_bytes(fitted.to_json())
+        st.metric("train_accuracy", report.train_accuracy)
+        st.metric("rows", report.rows)
+        st.metric("features", len(report.features))
+    assert st.result is not None
+    return st.result
+
+
+# --- evaluate ----------------------------------------------------------------------------
+
+
+def evaluate(
+    sealing: Sealing,
+    *,
+    model: ArtifactIn,
+    data: ArtifactIn,
+    metrics: ArtifactOut,
+    label: str = "label",
+    epsilon: float = 0.2,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    gates: Mapping[str, Any] | None = None,
+    data_key_name: str = DEFAULT_DATA_KEY_NAME,
+) -> StageResult:
+    """Accuracy, F1, ROC AUC, robust accuracy (FGSM/PGD), membership-inference advantage; gates.
+
+    The held-out rows are the same seeded split `train` left out.
+    """
+    import math
+
+    from mlseal.ml import data as mldata
+    from mlseal.ml import evaluate as mleval
+    from mlseal.ml.model import LinearModel
+
+    params = {"label": label, "epsilon": epsilon, "test_fraction": test_fraction, "split_seed": seed,
+              "gates": dict(gates or {})}
+    with Stage(StageKind.EVALUATE, name="evaluate", sealing=sealing, source=evaluate, params=params) as st:
+        fitted = LinearModel.from_json(st.input("model", model.path, bundle=model.bundle, uri=model.uri).read_bytes())
+        table = read_dataset(st, "data", data, data_key_name=data_key_name)
+        train_part, test_part = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
+        scores = mleval.evaluate(fitted, test_part, train=train_part, epsilon=epsilon)
+        for k, v in scores.values().items():
+            if math.isfinite(v):
+                st.metric(k, v)
+        if gates:
+            mleval.check_gates(scores, dict(gates))
+        st.output("metrics", metrics.path, media_type=MEDIA_JSON, uri=metrics.uri).write_text(scores.to_json())
+    assert st.result is not None
+    return st.result
+
+
+# --- deploy ------------------------------------------------------------------------------
+
+
+def inference_service(*, name: str, namespace: str, model_uri: str, model_sha256: str,
+                      evaluation_seq: int | None = None) -> dict[str, Any]:
+    """A KServe v1beta1 InferenceService for the model, annotated for mlseal admission."""
+    annotations = {"mlseal.dev/model-sha256": model_sha256, "mlseal.dev/model-uri": model_uri}
+    if evaluation_seq is not None:
+        annotations["mlseal.dev/evaluation-seq"] = str(evaluation_seq)
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "mlseal-linear"}, "storageUri": model_uri}}},
+    }
+
+
+def deploy(
+    sealing: Sealing,
+    *,
+    model: ArtifactIn,
+    evaluation: ArtifactIn,
+    manifest: ArtifactOut,
+    policy_path: str,
+    service_name: str = "mlseal-model",
+    namespace: str = "models",
+) -> StageResult:
+    """Emit the InferenceService manifest and admit it with the webhook's own policy engine."""
+    import yaml
+
+    from mlseal.admission import decide, load_policy
+
+    with Stage(StageKind.DEPLOY, name="deploy", sealing=sealing, source=deploy,
+               params={"policy": policy_path, "service_name": service_name, "namespace": namespace}) as st:
+        st.input("model", model.path, bundle=model.bundle, uri=model.uri)
+        st.input("evaluation", evaluation.path, bundle=evaluation.bundle, uri=evaluation.uri)
+        m, ev = st.inputs[0], st.inputs[1]
+        recorded = next(o.uri for o in m.producer.outputs if o.sha256 == m.sha256)
+        obj = inference_service(name=service_name, namespace=namespace, model_uri=recorded,
+                                model_sha256=m.sha256, evaluation_seq=ev.producer_seq)
+        decision = decide(obj, load_policy(policy_path), ledger=sealing.ledger)  # type: ignore[arg-type]
+        st.params["decision"] = decision.to_json()
+        if not decision.allowed:
+            raise PolicyDenied("deployment denied by admission policy: " + "; ".join(decision.reasons))
+        text = yaml.safe_dump(obj, sort_keys=False)
+        st.output("manifest", manifest.path, media_type=MEDIA_YAML, uri=manifest.uri).write_text(text)
+    assert st.result is not None
+    return st.result
+
+
+STEPS: dict[str, Callable[..., StageResult]] = {
+    "ingest": ingest,
+    "anonymize": anonymize,
+    "encrypt": encrypt,
+    "validate": validate,
+    "train": train,
+    "evaluate": evaluate,
+    "deploy": deploy,
+}

@@ -1,0 +1,332 @@
+"""`mlseal demo`: the reference pipeline run locally, end to end, then verified and reported.
+
+The demo makes a dataset from data shipped with scikit-learn plus synthetic identity
+columns, runs `mlseal.pipelines.reference` with KFP's local runner
+(`SubprocessRunner(use_venv=False)`: each stage is a real KFP task in its own process),
+verifies the ledger including every artifact's bytes, and writes the workdir laid out in
+DESIGN.md:
+
+    DIR/ledger.db        the ledger (SQLite)
+    DIR/artifacts/       every artifact and its .sig bundle (KFP's pipeline root)
+    DIR/keys/            public keys only
+    DIR/secrets/         the dev secret store (0600 files), unless Vault is configured
+    DIR/trust.yaml       who may sign records and artifacts
+    DIR/policy.yaml      the admission policy the deploy stage applies; it admits the model
+    DIR/pipeline.yaml    the compiled pipeline (KFP IR)
+    DIR/report.html      the lineage report
+    DIR/logs/            the KFP task logs of each run
+
+Re-running it in the same workdir appends a new run to the same ledger.
+
+    >>> from mlseal.demo import run_demo
+    >>> result = run_demo("mlseal-demo")           # doctest: +SKIP
+    >>> result.ok, [r.stage for r in result.chain]  # doctest: +SKIP
+    (True, ['ingest', 'process', 'process', 'process', 'train', 'evaluate', 'deploy'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlseal.errors import ConfigurationError, Error
+from mlseal.ledger.record import Record, Status
+from mlseal.report import Verification, lineage_chain, render_report
+
+#: the stages of the reference pipeline, in order (component names)
+STAGES = ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy")
+SIGNER_NAME = "pipeline"
+SIGNING_KEY_NAME = "mlseal-signing"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Workdir:
+    root: Path
+
+    @property
+    def ledger_url(self) -> str:
+        return "sqlite:///" + str(self.ledger_db)
+
+    @property
+    def ledger_db(self) -> Path:
+        return self.root / "ledger.db"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def trust(self) -> Path:
+        return self.root / "trust.yaml"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy.yaml"
+
+    @property
+    def pipeline(self) -> Path:
+        return self.root / "pipeline.yaml"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def source(self) -> Path:
+        return self.artifacts / "source" / "breast-cancer-with-identities.csv"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    ok: bool
+    workdir: Path
+    secrets: str  # what the secret source says it is (dev store or Vault address)
+    run_id: str
+    chain: list[Record] = field(default_factory=list)
+    run_records: list[Record] = field(default_factory=list)
+    verification: Verification | None = None
+    model_sha256: str | None = None
+    failed: str | None = None
+    seconds: float = 0.0
+    log: Path | None = None
+
+
+def _say_default(text: str) -> None:
+    from mlseal._cli._common import say
+
+    say(text)
+
+
+# --- setup -----------------------------------------------------------------------------
+
+
+def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Mapping[str, float]) -> tuple[Any, Any]:
+    from mlseal.ml import data
+    from mlseal.secrets import open_secret_source
+    from mlseal.signing.keys import public_pem
+
+    for d in (wd.root, wd.artifacts, wd.keys, wd.logs):
+        d.mkdir(parents=True, exist_ok=True)
+    src = open_secret_source(wd.secrets, env=env)
+    if src.kind == "dev":
+        wd.secrets.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(wd.secrets, 0o700)
+    progress(f"secrets: {src.describe()}")
+    signer = src.transit_signer(SIGNING_KEY_NAME)
+    (wd.keys / f"{SIGNER_NAME}.pub.pem").write_bytes(public_pem(signer.public_key()))
+    wd.trust.write_text(yaml.safe_dump({
+        "signers": [{"name": SIGNER_NAME, "public_key": f"keys/{SIGNER_NAME}.pub.pem"}],
+    }, sort_keys=False))
+    wd.policy.write_text(yaml.safe_dump({
+        "trust": "trust.yaml",
+        "ledger": "sqlite:///ledger.db",
+        "require_stages": ["ingest", "process", "train", "evaluate"],
+        "gates": dict(gates),
+        "mode": "enforce",
+    }, sort_keys=False))
+    if not wd.source.exists():
+        wd.source.parent.mkdir(parents=True, exist_ok=True)
+        data.write_csv(data.make_demo_dataset(seed=0), wd.source)
+    return src, signer
+
+
+def _task_env(wd: Workdir, src: Any) -> dict[str, str]:
+    """What every KFP task sees: where the ledger, trust and keys are. No secret values."""
+    env = {
+        "MLSEAL_LEDGER": wd.ledger_url,
+        "MLSEAL_TRUST": str(wd.trust),
+        "MLSEAL_SIGNER_NAME": SIGNER_NAME,
+        "MLSEAL_VAULT_TRANSIT_KEY": SIGNING_KEY_NAME,
+        "MLSEAL_SIGNING_KEY": "",
+    }
+    if src.kind == "dev":
+        env["MLSEAL_DEV_SECRETS"] = str(wd.secrets)
+    return env
+
+
+@contextlib.contextmanager
+def _environ(updates: Mapping[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --- progress --------------------------------------------------------------------------
+
+
+class _Watcher(threading.Thread):
+    """Prints each new ledger record as the tasks append them."""
+
+    def __init__(self, url: str, start: int, progress: Progress) -> None:
+        super().__init__(daemon=True)
+        self.url, self.next, self.progress = url, start, progress
+        self.stop = threading.Event()
+        self.started_at = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.poll()
+
+    def poll(self) -> None:
+        from mlseal.ledger import open_ledger
+        from mlseal.ledger.entry import record_of
+
+        try:
+            with open_ledger(self.url) as led:
+                for seq, entry in led.entries(self.next):
+                    self.next = seq + 1
+                    self.progress(_progress_line(record_of(entry), time.monotonic() - self.started_at))
+        except Error:
+            return
+
+
+def _progress_line(r: Record, elapsed: float) -> str:
+    name = r.component.name or r.stage
+    idx = STAGES.index(name) + 1 if name in STAGES else 0
+    status = "ok" if r.status is Status.OK else "FAILED"
+    outs = ", ".join(f"{o.name} sha256:{o.sha256[:12]}…" for o in r.outputs) or (r.error or "no outputs")
+    return f"  [{idx}/{len(STAGES)}] {name:<9} {status:<6} record #{r.seq:<4} {elapsed:5.1f}s  {outs}"
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+def run_demo(
+    workdir: str | os.PathLike[str],
+    *,
+    progress: Progress = _say_default,
+    env: Mapping[str, str] | None = None,
+    epochs: int = 60,
+    gates: Mapping[str, float] | None = None,
+) -> DemoResult:
+    """Run, verify and report; see the module docstring."""
+    from kfp import local
+
+    from mlseal.ledger import open_ledger
+    from mlseal.pipelines import DEFAULT_GATES, compile_reference, reference
+
+    started = time.monotonic()
+    env = os.environ if env is None else env
+    gates = dict(DEFAULT_GATES if gates is None else gates)
+    wd = Workdir(Path(workdir).resolve())
+    src, _signer = _prepare(wd, env, progress, gates)
+    compile_reference(wd.pipeline)
+    with open_ledger(wd.ledger_url) as led:
+        first = led.size()
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    log_path = wd.logs / f"run-{run_id}-{first}.log"
+    progress(f"running the reference pipeline with kfp.local (SubprocessRunner, use_venv=False); log: {log_path}")
+    watcher = _Watcher(wd.ledger_url, first, progress)
+    failed: str | None = None
+    with _environ(_task_env(wd, src)), log_path.open("w") as log:
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(wd.artifacts),
+                   raise_on_error=True)
+        watcher.start()
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                reference(source=str(wd.source), policy_path=str(wd.policy), epochs=epochs, gates=gates)
+        except RuntimeError as exc:  # kfp.local: a task failed
+            failed = str(exc).replace("\x1b", "").strip()
+        finally:
+            watcher.stop.set()
+            watcher.join()
+            watcher.poll()
+    with open_ledger(wd.ledger_url) as led:
+        run_records = [_record(led, seq) for seq in range(first, led.size())]
+    verification = verify_workdir(wd)
+    progress(f"ledger: {'verified' if verification.ok else 'VERIFICATION FAILED'} "
+             f"({verification.size} entries, root {verification.root[:16]}…) with every artifact's bytes")
+    deploy = next((r for r in reversed(run_records) if r.stage == "deploy" and r.status is Status.OK), None)
+    chain = lineage_chain(run_records, deploy.seq) if deploy else run_records
+    model_sha = next((i.sha256 for i in deploy.inputs if i.name == "model"), None) if deploy else None
+    if deploy is None and failed is None:
+        failed = "the pipeline finished without a deploy record"
+    manifest = next((o.uri for o in deploy.outputs), None) if deploy else None
+    wd.report.write_text(render_report(
+        chain,
+        title="mlseal demo: lineage from raw data to deployment",
+        verification=verification,
+        source=wd.source.name,
+        manifest=manifest.rsplit("/", 1)[-1] if manifest else None,
+        facts={"secrets": src.describe(), "run": run_id, "workdir": str(wd.root),
+               "pipeline": str(wd.pipeline.name), "model sha256": model_sha or "—"},
+    ))
+    return DemoResult(
+        ok=failed is None and verification.ok,
+        workdir=wd.root,
+        secrets=src.describe(),
+        run_id=run_id,
+        chain=chain,
+        run_records=run_records,
+        verification=verification,
+        model_sha256=model_sha,
+        failed=failed,
+        seconds=time.monotonic() - started,
+        log=log_path,
+    )
+
+
+def _record(led: Any, seq: int) -> Record:
+    from mlseal.ledger.entry import record_of
+
+    rec: Record = record_of(led.entry(seq))
+    return rec
+
+
+def verify_workdir(wd: Workdir) -> Verification:
+    """`mlseal ledger verify --artifacts` over the demo's ledger and trust file."""
+    from mlseal.ledger import open_ledger
+    from mlseal.ledger.verify import verify_ledger
+    from mlseal.signing.trust import load_trust
+
+    if not wd.trust.exists():
+        raise ConfigurationError(f"{wd.trust} is missing: not a demo workdir")
+    with open_ledger(wd.ledger_url) as led:
+        report = verify_ledger(led, load_trust(wd.trust), digest_uri=digest_file_uri)
+    problems = [p.detail for p in report.problems]
+    return Verification(ok=report.ok, size=report.size, root=report.root.hex(), problems=problems)
+
+
+def digest_file_uri(uri: str) -> str:
+    """The sha256 (or OMS manifest digest) of the artifact at a ``file://`` URI."""
+    import urllib.parse
+    import urllib.request
+
+    from mlseal.signing.digest import digest_path
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme != "file":
+        raise ConfigurationError(f"cannot read artifact {uri}: only file:// URIs are local")
+    path = Path(urllib.request.url2pathname(parts.path))
+    if not path.exists():
+        raise ConfigurationError(f"artifact {path} is missing")
+    return str(digest_path(path))

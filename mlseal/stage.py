@@ -1,0 +1,701 @@
+"""The sealed-stage runtime: fail closed on inputs, sign every output, record one entry.
+
+Every mlseal component runs its work inside a `Stage`, and users can wrap their own
+steps the same way (a context manager, or the `sealed` decorator). A stage:
+
+1. refuses an input unless its digest is a recorded output of a ledger record signed by
+   a trusted signer and the artifact's OMS bundle verifies (`VerificationError`; nothing
+   is written, not even a ledger record);
+2. hands out secrets by reference (a Vault path) and remembers path + version, never
+   the value;
+3. gives each output a temporary path, and only when the body succeeded moves it into
+   place, digests it, signs it (an OMS bundle at ``PATH.sig``) and
+4. appends ONE ledger record with inputs (and the seq of their producers), outputs
+   (digest + bundle digest), params, metrics, secrets by reference, the component's
+   source digest, the image when known and the KFP run/task ids;
+5. if the body fails, removes its partial outputs and appends a record with status
+   ``failed`` and no outputs, so audits see the attempt.
+
+    >>> import tempfile, pathlib
+    >>> from mlseal.stage import Sealing, Stage
+    >>> sealing = Sealing.from_env()                      # doctest: +SKIP
+    >>> with Stage("process", name="clean", sealing=sealing) as st:  # doctest: +SKIP
+    ...     raw = st.input("raw", "data/raw.csv")         # verified before it is read
+    ...     out = st.output("clean", "data/clean.csv")    # a temp path; moved on success
+    ...     out.write_text(raw.read_text().lower())
+    ...     st.metric("rows", 10)
+    >>> st.result.seq                                     # doctest: +SKIP
+    3
+
+Services (ledger, signer, trust, secret source, artifact signing) are passed in a
+`Sealing`; `Sealing.from_env()` builds the production defaults from the environment
+(`MLSEAL_LEDGER`, `MLSEAL_TRUST`, `MLSEAL_SIGNING_KEY` or `MLSEAL_VAULT_TRANSIT_KEY`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from mlseal.errors import ConfigurationError, Error, VerificationError
+from mlseal.ledger.record import (
+    Component,
+    InputRef,
+    OutputRef,
+    Record,
+    RecordDraft,
+    RunInfo,
+    SecretRef,
+    Sha256Hex,
+    StageKind,
+    Status,
+)
+from mlseal.signing.keys import Signer
+
+if TYPE_CHECKING:
+    from mlseal.signing.trust import TrustRoot
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: media types the runtime records for the artifacts the components write
+MEDIA_CSV = "text/csv"
+MEDIA_JSON = "application/json"
+MEDIA_ENCRYPTED = "application/vnd.mlseal.encrypted+json"
+MEDIA_MODEL = "application/vnd.mlseal.model.sklearn+pickle"
+MEDIA_YAML = "application/yaml"
+
+#: environment variables a stage reads its run context from (KFP sets none of these by
+#: itself; mlseal components pass the KFP placeholders, other runners may set them)
+RUN_ENV = {
+    "pipeline": ("MLSEAL_PIPELINE", "KFP_PIPELINE_NAME"),
+    "run_id": ("MLSEAL_RUN_ID", "KFP_RUN_ID", "ARGO_WORKFLOW_NAME"),
+    "task": ("MLSEAL_TASK", "KFP_TASK_NAME", "KFP_POD_NAME"),
+}
+
+_ERROR_TEXT_MAX = 500
+
+
+class InputRefused(VerificationError):
+    """An input artifact is not a trusted, recorded, signed output: the stage fails closed."""
+
+
+# --- the services a stage needs (injected; production defaults in `Sealing.from_env`) ---
+
+
+class LedgerView(Protocol):
+    """The part of `mlseal.ledger.Ledger` a stage uses."""
+
+    def append(self, draft: RecordDraft, signer: Signer, *, signer_name: str) -> Any: ...
+
+    def producers_of(self, sha256_hex: str) -> list[int]: ...
+
+    def entry(self, seq: int) -> bytes: ...
+
+
+class SecretSourceView(Protocol):
+    """The part of `mlseal.secrets` source a stage uses (Vault or the dev store)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def read(self, path: str, version: int | None = None) -> Any: ...
+
+
+def _default_digest(path: Path) -> str:
+    from mlseal.signing.digest import digest_path
+
+    return str(digest_path(path))
+
+
+def _default_sign(path: Path, signer: Signer) -> Path:
+    from mlseal.signing.bundle import sign_path
+
+    return Path(sign_path(path, signer))
+
+
+def _default_verify(path: Path, bundle: Path, trust: TrustRoot) -> None:
+    from mlseal.signing.bundle import verify_path
+
+    verify_path(path, bundle, trust)
+
+
+def _default_parse_entry(data: bytes, trust: TrustRoot) -> Record:
+    from mlseal.ledger.entry import parse_entry
+
+    return parse_entry(data, trust)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sealing:
+    """Everything a stage talks to. Constructing one does no I/O."""
+
+    ledger: LedgerView
+    signer: Signer
+    trust: TrustRoot
+    signer_name: str = "pipeline"
+    secrets: SecretSourceView | None = None
+    image: str | None = None
+    run: RunInfo = field(default_factory=RunInfo)
+    digest: Callable[[Path], str] = _default_digest
+    sign_artifact: Callable[[Path, Signer], Path] = _default_sign
+    verify_artifact: Callable[[Path, Path, TrustRoot], None] = _default_verify
+    parse_entry: Callable[[bytes, TrustRoot], Record] = _default_parse_entry
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Sealing:
+        """Production defaults from the environment (what a KFP component pod sees).
+
+        - `MLSEAL_LEDGER`: ledger URL (default `sqlite:///.mlseal/ledger.db`)
+        - `MLSEAL_TRUST`: trust file naming who may have produced this stage's inputs
+        - `MLSEAL_SIGNING_KEY` (PEM path) or `MLSEAL_VAULT_TRANSIT_KEY` (Transit key name)
+        - `MLSEAL_SIGNER_NAME` (default `pipeline`), `MLSEAL_IMAGE` (image ref or digest)
+        - Vault (`VAULT_ADDR`, ...) or the dev store, through `mlseal.secrets`
+        """
+        env = os.environ if environ is None else environ
+        from mlseal.ledger import open_ledger
+        from mlseal.secrets import open_secret_source
+        from mlseal.signing.keys import LocalKeySigner
+        from mlseal.signing.trust import load_trust
+
+        trust_path = env.get("MLSEAL_TRUST")
+        if not trust_path:
+            raise ConfigurationError(
+                "MLSEAL_TRUST is not set: a stage needs a trust file to check who produced its inputs"
+            )
+        secrets = open_secret_source(env.get("MLSEAL_DEV_SECRETS") or None, env=env)
+        key = env.get("MLSEAL_SIGNING_KEY")
+        signer: Signer
+        if key:
+            signer = LocalKeySigner.from_file(key)
+        else:  # the private key stays in Vault Transit (or the dev store standing in for it)
+            signer = secrets.transit_signer(env.get("MLSEAL_VAULT_TRANSIT_KEY") or "mlseal-signing")
+        values: dict[str, Any] = {
+            "ledger": open_ledger(env.get("MLSEAL_LEDGER") or None),
+            "signer": signer,
+            "trust": load_trust(trust_path),
+            "signer_name": env.get("MLSEAL_SIGNER_NAME", "pipeline"),
+            "secrets": secrets,
+            "image": env.get("MLSEAL_IMAGE") or None,
+            "run": run_info_from_env(env),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def run_info_from_env(environ: Mapping[str, str] | None = None) -> RunInfo:
+    env = os.environ if environ is None else environ
+
+    def first(names: tuple[str, ...]) -> str | None:
+        return next((env[n] for n in names if env.get(n)), None)
+
+    return RunInfo(**{k: first(v) for k, v in RUN_ENV.items()})
+
+
+def source_sha256(obj: object) -> Sha256Hex:
+    """Digest of the source code of a function, class or module: the component's identity."""
+    try:
+        text = inspect.getsource(obj)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        text = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+    return Sha256Hex(hashlib.sha256(text.encode()).hexdigest())
+
+
+def file_sha256(path: Path) -> Sha256Hex:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return Sha256Hex(h.hexdigest())
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedInput:
+    name: str
+    path: Path
+    sha256: Sha256Hex
+    producer_seq: int
+    producer: Record
+
+
+@dataclass(frozen=True)
+class SealedOutput:
+    name: str
+    path: Path
+    uri: str
+    sha256: Sha256Hex
+    bundle: Path
+    bundle_sha256: Sha256Hex
+    media_type: str
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a finished stage appended: its ledger seq, entry hash and sealed outputs."""
+
+    seq: int
+    entry_hash: str
+    status: Status
+    outputs: Mapping[str, SealedOutput]
+    record: Record | None = None
+
+
+# --- the stage -------------------------------------------------------------------------
+
+
+@dataclass
+class _PendingOutput:
+    name: str
+    final: Path
+    temp: Path
+    media_type: str
+    is_dir: bool
+    in_place: bool = False
+    uri: str | None = None
+
+
+class Stage:
+    """A sealed step. Use as a context manager; see the module docstring."""
+
+    def __init__(
+        self,
+        kind: str | StageKind,
+        *,
+        name: str,
+        sealing: Sealing,
+        params: Mapping[str, Any] | None = None,
+        source: object | None = None,
+        source_digest: str | None = None,
+    ) -> None:
+        self.kind = str(kind)
+        self.name = name
+        self.sealing = sealing
+        self.params: dict[str, Any] = dict(params or {})
+        self.metrics: dict[str, float] = {}
+        if source_digest is None and source is not None:
+            source_digest = source_sha256(source)
+        self._source_digest = Sha256Hex(source_digest) if source_digest else None
+        self._inputs: list[VerifiedInput] = []
+        self._input_uris: dict[str, str] = {}
+        self._outputs: list[_PendingOutput] = []
+        self._secrets: list[SecretRef] = []
+        self._revealed: list[str] = []  # values to scrub from an error text, never stored
+        self._refused = False
+        self._entered = False
+        self.result: StageResult | None = None
+
+    def __repr__(self) -> str:
+        return f"Stage({self.kind!r}, name={self.name!r})"
+
+    # -- inputs --------------------------------------------------------------------
+
+    def input(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        bundle: str | os.PathLike[str] | bytes | None = None,
+        uri: str | None = None,
+    ) -> Path:
+        """Verify an input artifact and return its path; raise `InputRefused` otherwise.
+
+        Checks, in order: (1) the artifact's digest is an output of at least one ledger
+        record; (2) that record's entry is signed by a trusted signer and the record did
+        not fail; (3) the OMS bundle (``PATH.sig``, or `bundle`) hashes to the recorded
+        `bundle_sha256` and (4) verifies over the artifact with a trusted key.
+        """
+        self._require_entered()
+        p = Path(path)
+        try:
+            verified = self._verify_input(name, p, bundle)
+        except VerificationError as exc:
+            self._refused = True
+            raise InputRefused(f"stage {self.name}: input {name!r} refused: {exc}") from None
+        except Error:
+            self._refused = True
+            raise
+        self._inputs.append(verified)
+        self._input_uris[name] = uri or p.resolve().as_uri()
+        return p
+
+    def _verify_input(self, name: str, path: Path, bundle: str | os.PathLike[str] | bytes | None) -> VerifiedInput:
+        s = self.sealing
+        if not path.exists():
+            raise VerificationError(f"{path} does not exist")
+        sha = Sha256Hex(s.digest(path))
+        # (1) a recorded output
+        seqs = s.ledger.producers_of(sha)
+        if not seqs:
+            raise VerificationError(f"digest {sha[:16]}… of {path} was never recorded as an output")
+        bundle_path, cleanup = _bundle_file(path, bundle)
+        try:
+            if not bundle_path.exists():
+                raise VerificationError(f"no signature bundle for {path} (looked for {bundle_path})")
+            bundle_sha = file_sha256(bundle_path)
+            problems: list[str] = []
+            # (2) newest trusted producer first
+            for seq in sorted(seqs, reverse=True):
+                try:
+                    record = s.parse_entry(s.ledger.entry(seq), s.trust)
+                except VerificationError as exc:
+                    problems.append(f"record {seq}: {exc}")
+                    continue
+                if record.status is not Status.OK:
+                    problems.append(f"record {seq} is marked {record.status.value}")
+                    continue
+                out = next((o for o in record.outputs if o.sha256 == sha), None)
+                if out is None:
+                    problems.append(f"record {seq} does not list digest {sha[:16]}… as an output")
+                    continue
+                # (3) the bundle is the one that was recorded
+                if out.bundle_sha256 is not None and out.bundle_sha256 != bundle_sha:
+                    problems.append(
+                        f"record {seq} bound bundle {out.bundle_sha256[:16]}…, found {bundle_sha[:16]}…"
+                    )
+                    continue
+                # (4) the bundle verifies over these bytes with a trusted key
+                s.verify_artifact(path, bundle_path, s.trust)
+                return VerifiedInput(name=name, path=path, sha256=sha, producer_seq=seq, producer=record)
+            raise VerificationError("no trusted producer: " + "; ".join(problems))
+        finally:
+            if cleanup:
+                shutil.rmtree(cleanup, ignore_errors=True)
+
+    @property
+    def inputs(self) -> tuple[VerifiedInput, ...]:
+        return tuple(self._inputs)
+
+    # -- secrets -------------------------------------------------------------------
+
+    def secret(self, path: str, *, version: int | None = None, key: bool = False) -> Any:
+        """Read a secret by reference; the ledger records its path and version only.
+
+        With ``key=True`` the secret is a random key (field ``key``) that the dev store
+        creates on first use; Vault must already hold it.
+        """
+        src = self._source()
+        value = src.ensure_key(path) if key and version is None else src.read(path, version)
+        self.use_secret(str(getattr(value, "path", path)), _version_of(value, version))
+        self._remember(value)
+        return value
+
+    def use_secret(self, path: str, version: int | None) -> None:
+        """Record that a secret (or key) was used, by reference: path and version."""
+        ref = SecretRef(path=path, version=version)
+        if ref not in self._secrets:
+            self._secrets.append(ref)
+
+    def data_key(self, key_name: str = "mlseal-data") -> Any:
+        """A fresh data key from Transit (or the dev store); records the key by name and version."""
+        dk = self._source().data_key(key_name)
+        self.use_secret(f"transit/{key_name}", _wrapped_version(dk.wrapped))
+        self._remember(dk.plaintext)
+        return dk
+
+    def unwrap_data_key(self, wrapped: str, key_name: str = "mlseal-data") -> Any:
+        """Unwrap a stored data key (decrypt-on-read); records the key by name and version."""
+        plain = self._source().unwrap_data_key(wrapped, key_name)
+        self.use_secret(f"transit/{key_name}", _wrapped_version(wrapped))
+        self._remember(plain)
+        return plain
+
+    def _source(self) -> Any:
+        self._require_entered()
+        if self.sealing.secrets is None:
+            raise ConfigurationError(f"stage {self.name} needs a secret source and has none")
+        return self.sealing.secrets
+
+    def _remember(self, value: object) -> None:
+        """Keep revealed values in memory only, to scrub them from a failure's error text."""
+        candidates: list[object] = [value, getattr(value, "plaintext", None)]
+        data = getattr(value, "data", None)
+        if isinstance(data, Mapping):
+            candidates.extend(data.values())
+        for candidate in candidates:
+            reveal = getattr(candidate, "reveal", None)
+            if not callable(reveal):
+                continue
+            revealed = reveal()
+            if isinstance(revealed, bytes):
+                self._revealed.append(revealed.hex())
+                revealed = revealed.decode("latin-1")
+            if isinstance(revealed, str) and len(revealed) >= 4:
+                self._revealed.append(revealed)
+
+    # -- outputs -------------------------------------------------------------------
+
+    def output(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str = "application/octet-stream",
+        directory: bool = False,
+        uri: str | None = None,
+    ) -> Path:
+        """A temporary path to write output `name` to; moved to `path` when the stage succeeds."""
+        self._require_entered()
+        if any(o.name == name for o in self._outputs):
+            raise ConfigurationError(f"stage {self.name}: output {name!r} declared twice")
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.name}.mlseal-{uuid.uuid4().hex[:12]}.tmp")
+        if directory:
+            temp.mkdir()
+        self._outputs.append(_PendingOutput(name, final, temp, media_type, directory, uri=uri))
+        return temp
+
+    def existing_output(
+        self, name: str, path: str | os.PathLike[str], *, media_type: str = "application/octet-stream"
+    ) -> Path:
+        """Seal an artifact some other program already wrote (`mlseal record`); never deleted."""
+        self._require_entered()
+        if any(o.name == name for o in self._outputs):
+            raise ConfigurationError(f"stage {self.name}: output {name!r} declared twice")
+        p = Path(path)
+        if not p.exists():
+            raise ConfigurationError(f"stage {self.name}: output {name!r}: {p} does not exist")
+        self._outputs.append(_PendingOutput(name, p, p, media_type, p.is_dir(), in_place=True))
+        return p
+
+    def metric(self, name: str, value: float) -> None:
+        self.metrics[name] = float(value)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def __enter__(self) -> Stage:
+        if self._entered:
+            raise ConfigurationError(f"stage {self.name} entered twice")
+        self._entered = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            try:
+                self.result = self._commit()
+            except BaseException as commit_exc:
+                self._discard()
+                self._append_failed(commit_exc)
+                raise
+            return
+        self._discard()
+        if self._refused:
+            log.error("stage %s failed closed; nothing written", self.name)
+            return
+        self._append_failed(exc)
+
+    def _require_entered(self) -> None:
+        if not self._entered:
+            raise ConfigurationError(f"stage {self.name}: use it as `with Stage(...) as st:`")
+
+    def _discard(self) -> None:
+        for o in self._outputs:
+            if o.in_place:
+                if self.result is None and o.final.exists():
+                    _remove(_sig_of(o.final))
+                continue
+            for p in (o.temp, *(() if self.result is not None else (o.final, _sig_of(o.final)))):
+                _remove(p)
+
+    def _commit(self) -> StageResult:
+        s = self.sealing
+        sealed: dict[str, SealedOutput] = {}
+        for o in self._outputs:
+            if not o.temp.exists() or (not o.is_dir and not o.temp.is_file()):
+                raise ConfigurationError(f"stage {self.name}: output {o.name!r} was not written")
+        for o in self._outputs:
+            # Move into place first: an OMS manifest names the file, so sign the final name.
+            if not o.in_place:
+                _remove(o.final)
+                os.replace(o.temp, o.final)
+            sha = Sha256Hex(s.digest(o.final))
+            bundle = s.sign_artifact(o.final, s.signer)
+            sealed[o.name] = SealedOutput(
+                name=o.name,
+                path=o.final,
+                uri=o.uri or o.final.resolve().as_uri(),
+                sha256=sha,
+                bundle=bundle,
+                bundle_sha256=file_sha256(bundle),
+                media_type=o.media_type,
+            )
+        draft = self._draft(
+            outputs=tuple(
+                OutputRef(
+                    name=x.name,
+                    uri=x.uri,
+                    sha256=x.sha256,
+                    media_type=x.media_type,
+                    bundle_sha256=x.bundle_sha256,
+                )
+                for x in sealed.values()
+            ),
+            status=Status.OK,
+        )
+        appended = s.ledger.append(draft, s.signer, signer_name=s.signer_name)
+        return StageResult(
+            seq=appended.seq,
+            entry_hash=appended.entry_hash,
+            status=Status.OK,
+            outputs=sealed,
+            record=getattr(appended, "record", None),
+        )
+
+    def _append_failed(self, exc: BaseException) -> None:
+        s = self.sealing
+        draft = self._draft(outputs=(), status=Status.FAILED, error=self._error_text(exc))
+        try:
+            appended = s.ledger.append(draft, s.signer, signer_name=s.signer_name)
+        except Error as append_exc:
+            log.error("stage %s failed and its failure could not be recorded: %s", self.name, append_exc)
+            return
+        self.result = StageResult(
+            seq=appended.seq,
+            entry_hash=appended.entry_hash,
+            status=Status.FAILED,
+            outputs={},
+            record=getattr(appended, "record", None),
+        )
+        log.error("stage %s failed; recorded as ledger entry %d", self.name, appended.seq)
+
+    def _error_text(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        for value in self._revealed:  # an error text must never carry a secret it saw
+            text = text.replace(value, "***")
+        return text[:_ERROR_TEXT_MAX]
+
+    def _draft(self, *, outputs: tuple[OutputRef, ...], status: Status, error: str | None = None) -> RecordDraft:
+        s = self.sealing
+        return RecordDraft(
+            stage=self.kind,
+            component=Component(name=self.name, source_sha256=self._source_digest, image=s.image),
+            run=s.run,
+            inputs=tuple(
+                InputRef(name=i.name, uri=self._input_uris[i.name], sha256=i.sha256, producer_seq=i.producer_seq)
+                for i in self._inputs
+            ),
+            outputs=outputs,
+            params=_jsonable(self.params),
+            secrets=tuple(self._secrets),
+            metrics=dict(self.metrics),
+            status=status,
+            error=error,
+        )
+
+
+def sealed(
+    kind: str | StageKind,
+    *,
+    name: str | None = None,
+    sealing: Sealing | Callable[[], Sealing] | None = None,
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Decorator: run `fn(stage, *args, **kwargs)` inside a `Stage`.
+
+    Keyword arguments that are plain JSON values are recorded as params.
+
+        @sealed("process", name="dedupe")
+        def dedupe(st, src, dst):
+            rows = st.input("raw", src).read_text().splitlines()
+            st.output("clean", dst).write_text("\\n".join(dict.fromkeys(rows)))
+    """
+
+    def wrap(fn: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> R:
+            if sealing is None:
+                svc = Sealing.from_env()
+            elif isinstance(sealing, Sealing):
+                svc = sealing
+            else:
+                svc = sealing()
+            params = {k: v for k, v in kwargs.items() if isinstance(v, str | int | float | bool) or v is None}
+            with Stage(kind, name=name or fn.__name__, sealing=svc, params=params, source=fn) as st:
+                return fn(st, *args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _sig_of(path: Path) -> Path:
+    return path.with_name(path.name + ".sig")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _bundle_file(path: Path, bundle: str | os.PathLike[str] | bytes | None) -> tuple[Path, Path | None]:
+    if bundle is None:
+        return _sig_of(path), None
+    if isinstance(bundle, bytes):
+        tmp = Path(tempfile.mkdtemp(prefix="mlseal-bundle-"))
+        f = tmp / (path.name + ".sig")
+        f.write_bytes(bundle)
+        return f, tmp
+    return Path(bundle), None
+
+
+def _wrapped_version(wrapped: str) -> int | None:
+    """`vault:v3:...` (Transit) or `dev:v1:...` -> 3 / 1."""
+    parts = wrapped.split(":", 2)
+    if len(parts) == 3 and parts[1].startswith("v") and parts[1][1:].isdigit():
+        return int(parts[1][1:])
+    return None
+
+
+def _version_of(value: object, asked: int | None) -> int | None:
+    v = getattr(value, "version", None)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return value[1]
+    return asked
+
+
+def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, Path):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def with_run(sealing: Sealing, **run: str | None) -> Sealing:
+    """A copy of `sealing` whose run info has the given fields set (others kept)."""
+    current = sealing.run
+    merged = RunInfo(
+        pipeline=run.get("pipeline") or current.pipeline,
+        run_id=run.get("run_id") or current.run_id,
+        task=run.get("task") or current.task,
+    )
+    return replace(sealing, run=merged)
+
