@@ -75,10 +75,10 @@ class KeyPolicy:
 
     def verify(self, bundle: SigstoreBundle) -> Authenticated:
         who = self.verifier.name or self.verifier.key_id[:16]
-        if bundle.envelope is None:
-            raise VerificationError(f"key {who}: bundle has no DSSE envelope to check")
         if bundle.is_keyless:
             raise VerificationError(f"key {who}: bundle is signed keylessly (certificate), not with a key")
+        if bundle.envelope is None:
+            raise VerificationError(f"key {who}: bundle has no DSSE envelope to check")
         expected = key_hint(public_pem(self.verifier.key))
         # (model-signing checks the hint too: a different key is named before any crypto)
         if bundle.key_hint and bundle.key_hint != expected:

@@ -1,0 +1,125 @@
+"""`mlseal sign` / `mlseal verify`: exit codes, messages, --json, trust files, resolve_signer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import model_signing
+import pytest
+
+from mlseal.cli import main
+from mlseal.errors import ConfigurationError
+from mlseal.signing.keys import LocalKeySigner
+from mlseal.signing.signers import resolve_signer
+from tests.fixtures_signing import KeyFiles, make_key
+
+
+def test_sign_then_verify_with_key_and_trust(
+    model_dir: Path, signing_key: KeyFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sign", str(model_dir), "--key", str(signing_key.private), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    sig = Path(out["bundle"])
+    assert sig == model_dir.with_name("model.sig") and out["files"] == 4
+    assert out["key_id"] == signing_key.signer.key_id
+
+    assert main(["verify", str(model_dir), "--key", str(signing_key.public), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ok"] is True and res["sha256"] == out["sha256"]
+
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(f"signers:\n  - name: pipeline\n    public_key: {signing_key.public}\n")
+    assert main(["verify", str(model_dir), "--bundle", str(sig), "--trust", str(trust)]) == 0
+    assert "signed by pipeline" in capsys.readouterr().err
+
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=signing_key.public).verify(model_dir, sig)
+
+
+def test_verify_mismatch_exits_1_naming_the_file(
+    model_dir: Path, signing_key: KeyFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sign", str(model_dir), "--key", str(signing_key.private)]) == 0
+    (model_dir / "sub" / "weights.bin").write_bytes(b"changed")
+    capsys.readouterr()
+    assert main(["verify", str(model_dir), "--key", str(signing_key.public), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ok"] is False
+    assert "sub/weights.bin: content differs" in captured.err
+
+
+def test_verify_with_untrusted_key_exits_1(
+    model_dir: Path, signing_key: KeyFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sign", str(model_dir), "--key", str(signing_key.private)]) == 0
+    other = make_key(tmp_path, "other")
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(f"signers:\n  - name: other\n    public_key: {other.public}\n")
+    assert main(["verify", str(model_dir), "--trust", str(trust)]) == 1
+    assert "not by key other" in capsys.readouterr().err
+
+
+def test_sign_without_a_key_exits_2_and_says_what_to_pass(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MLSEAL_SIGNING_KEY", raising=False)
+    assert main(["sign", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "--key PEM" in err and "--vault-transit KEY" in err and "MLSEAL_SIGNING_KEY" in err
+
+
+def test_verify_needs_key_or_trust(model_dir: Path) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["verify", str(model_dir)])
+    assert e.value.code == 2
+
+
+def test_empty_trust_file_is_refused(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trust = tmp_path / "trust.yaml"
+    trust.write_text("signers: []\n")
+    assert main(["verify", str(model_dir), "--trust", str(trust)]) == 2
+    assert "empty trust policy is refused" in capsys.readouterr().err
+
+
+def test_trust_file_keyless_entry_needs_identity_and_issuer(tmp_path: Path) -> None:
+    from mlseal.signing.trust import load_trust
+
+    trust = tmp_path / "trust.yaml"
+    trust.write_text("signers:\n  - name: release\n    identity: https://example.com/ci\n")
+    with pytest.raises(ConfigurationError, match=r"signers\[0\] \(release\) needs a public_key, or an identity"):
+        load_trust(trust)
+
+
+def test_resolve_signer_sources(signing_key: KeyFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLSEAL_SIGNING_KEY", raising=False)
+    assert resolve_signer(key=str(signing_key.private)).key_id == signing_key.signer.key_id
+    monkeypatch.setenv("MLSEAL_SIGNING_KEY", str(signing_key.private))
+    assert resolve_signer().key_id == signing_key.signer.key_id
+    with pytest.raises(ConfigurationError, match="either --key or --vault-transit"):
+        resolve_signer(key="a", vault_transit="b")
+    with pytest.raises(ConfigurationError, match="cannot read key file"):
+        resolve_signer(key="/nonexistent.pem")
+
+
+def test_sign_env_key_and_custom_out(
+    model_dir: Path, signing_key: KeyFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLSEAL_SIGNING_KEY", str(signing_key.private))
+    out = tmp_path / "bundles" / "m.sig"
+    assert main(["sign", str(model_dir), "--out", str(out)]) == 0
+    assert main(["verify", str(model_dir), "--bundle", str(out), "--key", str(signing_key.public)]) == 0
+
+
+def test_keyless_flags_need_keyless(model_dir: Path, signing_key: KeyFiles, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sign", str(model_dir), "--key", str(signing_key.private), "--staging"]) == 2
+    assert "need --keyless" in capsys.readouterr().err
+    assert main(["sign", str(model_dir), "--key", str(signing_key.private), "--keyless"]) == 2
+
+
+def test_private_key_never_printed(model_dir: Path, signing_key: KeyFiles, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sign", str(model_dir), "--key", str(signing_key.private), "--json"]) == 0
+    captured = capsys.readouterr()
+    pem = signing_key.private.read_text()
+    body = "".join(pem.splitlines()[1:-1])
+    assert body[:40] not in captured.out + captured.err
+    assert "LocalKeySigner(key_id=" in repr(LocalKeySigner.from_file(signing_key.private))
