@@ -199,7 +199,7 @@ def test_workload_annotations_must_agree() -> None:
         model_ref(d)
     d = deployment(Model(sha("x"), "s3://a"))
     del d["metadata"]["annotations"]["mlseal.dev/model-uri"]
-    with pytest.raises(ManifestError, match="no mlseal.dev/model-uri"):
+    with pytest.raises(ManifestError, match=r"no mlseal\.dev/model-uri"):
         model_ref(d)
 
 
