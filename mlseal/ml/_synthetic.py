@@ -72,7 +72,7 @@ def identities(n: int, seed: int) -> dict[str, list[str]]:
         email = f"{first}.{last}{int(rng.integers(1, 100))}@{_DOMAINS[int(rng.integers(0, 3))]}".lower()
         tel, nid, card = phone(rng), national_id(rng), card_number(rng)
         templates = (
-            f"Patient {first} called from {tel} about results.",
+            f"Patient called from {tel} about results.",
             f"Send follow-up to {email}; lab order {not_a_card(rng)}.",
             f"Billing card {card} on file, ID {nid} verified.",
             f"Reached at {tel}, email {email}, card {card}.",
