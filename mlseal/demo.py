@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -97,6 +98,10 @@ class Workdir:
     def source(self) -> Path:
         return self.artifacts / "source" / "breast-cancer-with-identities.csv"
 
+    @property
+    def reference(self) -> Path:
+        return self.artifacts / "source" / "validation-reference.json"
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -113,16 +118,19 @@ class DemoResult:
     log: Path | None = None
 
 
-def _say_default(text: str) -> None:
-    from mlseal._cli._common import say
+def _to(stream: Any) -> Progress:
+    """Progress lines to `stream`, bound now: task logs are redirected while the run lasts."""
 
-    say(text)
+    def emit(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    return emit
 
 
 # --- setup -----------------------------------------------------------------------------
 
 
-def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Mapping[str, float]) -> tuple[Any, Any]:
+def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Mapping[str, Any]) -> tuple[Any, Any]:
     from mlseal.ml import data
     from mlseal.secrets import open_secret_source
     from mlseal.signing.keys import public_pem
@@ -149,7 +157,35 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
     if not wd.source.exists():
         wd.source.parent.mkdir(parents=True, exist_ok=True)
         data.write_csv(data.make_demo_dataset(seed=0), wd.source)
+    _seal_reference(wd, src, signer, progress)
     return src, signer
+
+
+def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> None:
+    """Learn the validation reference from the trusted demo data and record it (once).
+
+    The validate stage verifies the reference like any other input, so it must be a
+    recorded, signed artifact: here an `ingest` record named ``reference``.
+    """
+    from mlseal.ledger import open_ledger
+    from mlseal.ml import anonymize, data, validate
+    from mlseal.signing.digest import digest_path
+    from mlseal.signing.trust import load_trust
+    from mlseal.stage import Sealing, Stage
+
+    with open_ledger(wd.ledger_url) as led:
+        if wd.reference.exists() and led.producers_of(digest_path(wd.reference)):
+            return
+        table = data.read_csv(wd.source).drop(anonymize.AnonymizeSpec.demo().drop)
+        reference = validate.Reference.from_table(table, label=data.DEMO_LABEL)
+        sealing = Sealing(ledger=led, signer=signer, trust=load_trust(wd.trust), signer_name=SIGNER_NAME,
+                          secrets=src)
+        with Stage("ingest", name="reference", sealing=sealing, source=_seal_reference,
+                   params={"learned_from": wd.source.name, "label": data.DEMO_LABEL}) as st:
+            st.output("reference", wd.reference, media_type="application/json").write_text(reference.to_json())
+            st.metric("rows", table.n_rows)
+        assert st.result is not None
+        progress(f"  recorded the validation reference as ledger entry {st.result.seq}")
 
 
 def _task_env(wd: Workdir, src: Any) -> dict[str, str]:
@@ -223,10 +259,10 @@ def _progress_line(r: Record, elapsed: float) -> str:
 def run_demo(
     workdir: str | os.PathLike[str],
     *,
-    progress: Progress = _say_default,
+    progress: Progress | None = None,
     env: Mapping[str, str] | None = None,
     epochs: int = 60,
-    gates: Mapping[str, float] | None = None,
+    gates: Mapping[str, Any] | None = None,
 ) -> DemoResult:
     """Run, verify and report; see the module docstring."""
     from kfp import local
@@ -235,6 +271,7 @@ def run_demo(
     from mlseal.pipelines import DEFAULT_GATES, compile_reference, reference
 
     started = time.monotonic()
+    progress = progress or _to(sys.stderr)
     env = os.environ if env is None else env
     gates = dict(DEFAULT_GATES if gates is None else gates)
     wd = Workdir(Path(workdir).resolve())
@@ -253,7 +290,8 @@ def run_demo(
         watcher.start()
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                reference(source=str(wd.source), policy_path=str(wd.policy), epochs=epochs, gates=gates)
+                reference(source=str(wd.source), reference_path=str(wd.reference), policy_path=str(wd.policy),
+                          epochs=epochs, gates=gates)
         except RuntimeError as exc:  # kfp.local: a task failed
             failed = str(exc).replace("\x1b", "").strip()
         finally:

@@ -175,24 +175,32 @@ def validate(
     *,
     data: ArtifactIn,
     report: ArtifactOut,
-    label: str = "label",
+    reference_path: str,
     thresholds: Mapping[str, float] | None = None,
-    reference_label_fraction: float | None = None,
     data_key_name: str = DEFAULT_DATA_KEY_NAME,
 ) -> StageResult:
-    """Schema and poisoning checks with thresholds; a breach fails the stage."""
-    from mlseal.ml import validate as mlvalidate
+    """Schema and poisoning checks against a recorded reference; a breach fails the stage.
 
-    params: dict[str, Any] = {"label": label, "thresholds": dict(thresholds or {}),
-                              "reference_label_fraction": reference_label_fraction}
-    with Stage(StageKind.PROCESS, name="validate", sealing=sealing, source=validate, params=params) as st:
+    The reference (schema, label distribution, feature ranges) is itself an input: it must
+    be a recorded, signed artifact like any other.
+    """
+    from mlseal.ml import validate as mlvalidate
+    from mlseal.ml.errors import DataValidationError
+
+    th = mlvalidate.Thresholds(**dict(thresholds or {}))
+    with Stage(StageKind.PROCESS, name="validate", sealing=sealing, source=validate,
+               params={"thresholds": th.to_obj()}) as st:
+        ref_file = st.input("reference", reference_path)
+        reference = mlvalidate.Reference.from_json(ref_file.read_bytes())
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
-        result = mlvalidate.run_checks(table, label=label, thresholds=thresholds,
-                                       reference_label_fraction=reference_label_fraction)
-        for k, v in result.metrics.items():
-            st.metric(k, v)
-        result.raise_on_breach()
-        st.output("report", report.path, media_type=MEDIA_JSON, uri=report.uri).write_text(_json(result.to_obj()))
+        result = mlvalidate.assess(table, reference, th)
+        for check in result.checks:
+            st.metric(check.name, check.observed)
+        st.metric("rows", result.rows)
+        st.params["checks"] = [c.to_obj() for c in result.checks]
+        if not result.ok:
+            raise DataValidationError(result.breaches)
+        st.output("report", report.path, media_type=MEDIA_JSON, uri=report.uri).write_text(result.to_json())
     assert st.result is not None
     return st.result
 

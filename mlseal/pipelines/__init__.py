@@ -25,7 +25,7 @@ from mlseal.components.compile import compile_checked
 PIPELINE_NAME = "mlseal-reference"
 
 #: evaluation gates the reference pipeline applies (and the demo's policy requires)
-DEFAULT_GATES = {"accuracy": 0.90, "robust_accuracy": 0.70, "mia_advantage": 0.20}
+DEFAULT_GATES: dict[str, Any] = {"accuracy": 0.90, "robust_accuracy": 0.70, "mia_advantage": {"max": 0.20}}
 
 
 _pipeline: Callable[[Callable[..., None]], Any] = dsl.pipeline(
@@ -37,13 +37,14 @@ _pipeline: Callable[[Callable[..., None]], Any] = dsl.pipeline(
 @_pipeline
 def reference(
     source: str,
+    reference_path: str,
     policy_path: str,
     hmac_key_path: str = "mlseal/anonymize/hmac",
     data_key_name: str = "mlseal-data",
     epsilon: float = 0.2,
     epochs: int = 60,
     seed: int = 0,
-    gates: dict[str, float] = DEFAULT_GATES,
+    gates: dict[str, Any] = DEFAULT_GATES,
     service_name: str = "mlseal-model",
     namespace: str = "models",
 ) -> None:
@@ -51,7 +52,7 @@ def reference(
     raw.set_display_name("ingest")
     anon = c.anonymize(data=raw.outputs["dataset"], hmac_key_path=hmac_key_path)
     enc = c.encrypt(data=anon.outputs["anonymized"], data_key_name=data_key_name)
-    val = c.validate(data=enc.outputs["encrypted"], data_key_name=data_key_name)
+    val = c.validate(data=enc.outputs["encrypted"], reference_path=reference_path, data_key_name=data_key_name)
     model = c.train(data=enc.outputs["encrypted"], validation=val.outputs["report"], epsilon=epsilon,
                     epochs=epochs, seed=seed, data_key_name=data_key_name)
     ev = c.evaluate(model=model.outputs["model"], data=enc.outputs["encrypted"], epsilon=epsilon, seed=seed,
