@@ -30,6 +30,8 @@ def demo() -> Table:
     ("card 4111-1111-1111-1111", "card [CARD]", "card"),
     ("card 4111111111111111.", "card [CARD].", "card"),
     ("amex 378282246310005", "amex [CARD]", "card"),
+    ("ref-4111 1111 1111 1111", "ref-[CARD]", "card"),
+    ("id:123-45-6789", "id:[NATIONAL_ID]", "national_id"),
     ("ssn 123-45-6789 on file", "ssn [NATIONAL_ID] on file", "national_id"),
     ("nino QQ 12 34 56 C".replace("QQ", "AB"), "nino [NATIONAL_ID]", "national_id"),
     ("call (555) 123-4567", "call [PHONE]", "phone"),
@@ -52,6 +54,8 @@ def test_redacts_each_kind(text: str, expected: str, kind: str) -> None:
     "measured 12.345 and 0.5 mm, 2024-01-15",
     "no contact details recorded",
     "x 1234 5678",
+    "long 1234 4111 1111 1111 1111 5678",  # no Luhn-valid card is carved out of a longer run
+    "acct 12-123-45-6789-00",
 ])
 def test_leaves_non_pii_alone(text: str) -> None:
     out, counts = redact_text(text)

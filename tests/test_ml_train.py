@@ -19,6 +19,10 @@ from mlseal.ml.table import Table
 DESIGN_GATES = {"accuracy": 0.90, "robust_accuracy": 0.70}
 
 
+def test_default_gates_are_the_design_gates() -> None:
+    assert dict(evaluate.DEFAULT_GATES) == DESIGN_GATES
+
+
 @pytest.fixture(scope="module")
 def splits() -> tuple[Table, Table]:
     table, _ = anonymize(data.make_demo_dataset(seed=0), b"k" * 32, AnonymizeSpec.demo())
