@@ -1,16 +1,363 @@
-"""`mlseal ledger` (being built; see the issue tracker)."""
+"""`mlseal ledger verify|log|trace|prove|checkpoint|consistency` (DESIGN.md, "CLI").
+
+Thin: parse, call `mlseal.ledger`, print. Machine output (``--json``) on stdout, human
+text on stderr, the verdict in the exit code (0 ok, 1 verification failed, 2 usage or
+configuration error).
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mlseal.errors import ConfigurationError
+from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json, say
+
+if TYPE_CHECKING:
+    from mlseal.ledger import Ledger
+    from mlseal.signing.trust import TrustRoot
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("ledger", help="(not yet available)")
-    p.set_defaults(func=run)
+    p = sub.add_parser("ledger", help="verify, read and prove the provenance ledger")
+    lsub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+
+    v = lsub.add_parser("verify", help="check signatures, hash chain, Merkle root, checkpoint, artifacts")
+    add_ledger(v)
+    v.add_argument("--trust", required=True, metavar="FILE", help="trust file (signers, checkpoint keys)")
+    v.add_argument("--artifacts", action="store_true", help="also re-digest every recorded artifact")
+    v.add_argument("--checkpoint", metavar="FILE", help="a signed checkpoint the log must extend")
+    v.add_argument(
+        "--from-checkpoint", action="store_true",
+        help="trust --checkpoint (after checking its signature) and read only the records after it",
+    )
+    v.add_argument("--origin", help="expected checkpoint origin (default: trust file's, or mlseal.local/ledger)")
+    add_json(v)
+    v.set_defaults(func=run, handler=_verify)
+
+    lg = lsub.add_parser("log", help="records, oldest first")
+    add_ledger(lg)
+    lg.add_argument("--start", type=int, default=0, metavar="SEQ")
+    lg.add_argument("--end", type=int, default=None, metavar="SEQ", help="stop before this seq")
+    add_json(lg)
+    lg.set_defaults(func=run, handler=_log)
+
+    t = lsub.add_parser("trace", help="lineage of an artifact back to the raw data, and forward")
+    t.add_argument("artifact", metavar="ARTIFACT|SHA256")
+    add_ledger(t)
+    t.add_argument("--trust", metavar="FILE", help="check every record's signature against this trust file")
+    add_json(t)
+    t.set_defaults(func=run, handler=_trace)
+
+    pr = lsub.add_parser("prove", help="inclusion proof of a record against the current tree")
+    pr.add_argument("target", metavar="SEQ|SHA256")
+    add_ledger(pr)
+    add_json(pr)
+    pr.set_defaults(func=run, handler=_prove)
+
+    c = lsub.add_parser("checkpoint", help="signed checkpoint (C2SP signed note) of the current tree")
+    add_ledger(c)
+    c.add_argument("--out", metavar="FILE", help="write the checkpoint here (default: stdout)")
+    c.add_argument("--origin", help="log origin line (default: mlseal.local/ledger)")
+    add_signing_key(c)
+    add_json(c)
+    c.set_defaults(func=run, handler=_checkpoint)
+
+    cs = lsub.add_parser("consistency", help="prove the current log extends an older checkpoint")
+    cs.add_argument("old_checkpoint", metavar="OLD_CHECKPOINT")
+    add_ledger(cs)
+    cs.add_argument("--trust", metavar="FILE", help="also check the old checkpoint's signature")
+    cs.add_argument("--origin", help="expected checkpoint origin")
+    add_json(cs)
+    cs.set_defaults(func=run, handler=_consistency)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ConfigurationError("'mlseal ledger' is not available in this build yet")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def _open(args: argparse.Namespace) -> Ledger:
+    from mlseal.ledger import open_ledger
+
+    return open_ledger(args.ledger, create=False)
+
+
+def _trust(path: str | None) -> TrustRoot | None:
+    if path is None:
+        return None
+    from mlseal.signing.trust import load_trust
+
+    return load_trust(path)
+
+
+def _read(path: str, what: str) -> bytes:
+    from mlseal.errors import ConfigurationError
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def digest_uri(uri: str) -> str:
+    """SHA-256 (file) or OMS manifest digest (directory) of a local artifact URI."""
+    from urllib.parse import unquote, urlsplit
+
+    from mlseal.errors import ConfigurationError
+    from mlseal.signing.digest import digest_path
+
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        path = unquote(parts.path)
+    elif parts.scheme == "" or (len(parts.scheme) == 1 and uri[1:3] == ":\\"):
+        path = uri
+    else:
+        raise ConfigurationError(f"cannot fetch {parts.scheme}:// artifacts for --artifacts (only file://)")
+    if not Path(path).exists():
+        raise ConfigurationError(f"artifact {path} does not exist")
+    return digest_path(path)
+
+
+# --- subcommands ----------------------------------------------------------------------------
+
+def _verify(args: argparse.Namespace) -> int:
+    from mlseal.errors import VerificationError
+    from mlseal.ledger.checkpoint import parse_checkpoint, verify_checkpoint
+    from mlseal.ledger.verify import Problem, Report, verify_ledger
+
+    trust = _trust(args.trust)
+    assert trust is not None
+    checkpoint = None
+    early: list[Problem] = []
+    if args.from_checkpoint and not args.checkpoint:
+        from mlseal.errors import ConfigurationError
+
+        raise ConfigurationError("--from-checkpoint needs --checkpoint FILE")
+    if args.checkpoint:
+        data = _read(args.checkpoint, "checkpoint")
+        try:
+            checkpoint = verify_checkpoint(data, trust, origin=args.origin)
+        except VerificationError as exc:
+            early.append(Problem(None, "checkpoint", f"checkpoint {args.checkpoint}: {exc}"))
+            checkpoint = parse_checkpoint(data)[0] if not args.from_checkpoint else None
+    with _open(args) as led:
+        if early and args.from_checkpoint:
+            head = led.head()
+            report = Report(ok=False, size=head.size, root=head.root, problems=tuple(early))
+        else:
+            report = verify_ledger(
+                led,
+                trust,
+                checkpoint=checkpoint,
+                from_checkpoint=args.from_checkpoint,
+                digest_uri=digest_uri if args.artifacts else None,
+            )
+            if early:
+                report = Report(
+                    ok=False, size=report.size, root=report.root,
+                    problems=tuple(early) + report.problems, checked=report.checked, start=report.start,
+                    omitted=report.omitted,
+                )
+    if args.json:
+        emit_json(report.to_json())
+    if report.ok:
+        what = "signatures, hash chain, Merkle root"
+        if checkpoint is not None:
+            what += f", checkpoint at size {checkpoint.size}"
+        if args.artifacts:
+            what += ", artifacts"
+        say(f"ledger OK: {report.size} records ({report.checked} read); {what} verified; root {report.root.hex()}")
+        return 0
+    say(f"ledger verification FAILED: {report.problems[0].detail}")
+    for p in report.problems[1:]:
+        say(f"  also: {p.detail}")
+    if report.omitted:
+        say(f"  … and {report.omitted} more problems")
+    return 1
+
+
+def _log(args: argparse.Namespace) -> int:
+    from mlseal.errors import VerificationError
+    from mlseal.ledger import merkle
+    from mlseal.ledger.entry import split_entry
+
+    with _open(args) as led:
+        for seq, entry in led.entries(args.start, args.end):
+            try:
+                record: Any = json.loads(split_entry(entry).payload)
+            except (VerificationError, ValueError):
+                record = None
+            if args.json:
+                emit_json({
+                    "seq": seq,
+                    "leaf": base64.b64encode(entry).decode(),
+                    "leaf_hash": merkle.leaf_hash(entry).hex(),
+                    "record": record,
+                })
+            else:
+                say(_log_line(seq, record))
+    return 0
+
+
+def _log_line(seq: int, record: Any) -> str:
+    if not isinstance(record, dict):
+        return f"{seq:>6}  (unreadable entry)"
+    outs = ", ".join(
+        f"{o.get('name')}={str(o.get('digest', {}).get('sha256', ''))[:12]}"
+        for o in record.get("outputs", []) if isinstance(o, dict)
+    )
+    signer = record.get("signer", {}).get("name") if isinstance(record.get("signer"), dict) else None
+    return f"{seq:>6}  {record.get('time', '')}  {record.get('stage', '?'):<10} {signer or '?':<12} {outs}"
+
+
+def _target_digest(text: str) -> str:
+    from mlseal.ledger.record import is_sha256_hex
+    from mlseal.signing.digest import digest_path
+
+    t = text.removeprefix("sha256:")
+    if is_sha256_hex(t):
+        return t
+    return digest_path(text)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from mlseal.ledger.lineage import trace
+
+    sha = _target_digest(args.artifact)
+    trust = _trust(args.trust)
+    with _open(args) as led:
+        lin = trace(led, sha, trust)
+    if args.json:
+        emit_json(lin.to_json() | {"signatures_checked": trust is not None})
+    if trust is None:
+        say("warning: signatures NOT checked (pass --trust FILE)")
+    if lin.producer is None:
+        say(f"no record produced sha256 {sha}")
+    else:
+        say(f"artifact {sha[:16]}… produced by record {lin.producer.seq} ({lin.producer.stage})")
+        for r in lin.ancestors:
+            say(f"  <- record {r.seq} ({r.stage}) {', '.join(o.name for o in r.outputs)}")
+        for r in lin.descendants:
+            say(f"  -> record {r.seq} ({r.stage}) {', '.join(o.name for o in r.outputs)}")
+    for p in lin.problems:
+        say(f"problem: {p.detail}")
+    return 0 if lin.ok else 1
+
+
+def _prove(args: argparse.Namespace) -> int:
+    from mlseal.errors import VerificationError
+    from mlseal.ledger import merkle
+
+    with _open(args) as led:
+        head = led.head()
+        if args.target.isdigit():
+            seq = int(args.target)
+        else:
+            seqs = led.producers_of(_target_digest(args.target))
+            if not seqs:
+                raise VerificationError(f"no record in the ledger output {args.target}")
+            seq = seqs[0]
+        entry = led.entry(seq)
+        proof = led.inclusion_proof(seq, head.size)
+    leaf = merkle.leaf_hash(entry)
+    merkle.verify_inclusion(leaf, seq, head.size, proof, head.root)  # never print a wrong proof
+    if args.json:
+        emit_json({
+            "seq": seq,
+            "leaf_index": seq,
+            "tree_size": head.size,
+            "leaf_hash": leaf.hex(),
+            "root": head.root.hex(),
+            "path": [p.hex() for p in proof],
+        })
+    say(f"record {seq} is leaf {seq} of the tree of size {head.size} with root {head.root.hex()} "
+        f"({len(proof)} proof hashes)")
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    from mlseal.errors import ConfigurationError
+    from mlseal.ledger.checkpoint import DEFAULT_ORIGIN, Checkpoint, sign_checkpoint
+
+    if not args.key and not args.vault_transit:
+        raise ConfigurationError("a checkpoint needs a signing key: --key PEM or --vault-transit KEY")
+    signer = _resolve_signer(args.key, args.vault_transit)
+    with _open(args) as led:
+        head = led.head()
+    cp = Checkpoint(origin=args.origin or DEFAULT_ORIGIN, size=head.size, root=head.root)
+    note = sign_checkpoint(cp, signer)
+    if args.out:
+        Path(args.out).write_bytes(note)
+        say(f"checkpoint of {cp.size} records written to {args.out}")
+    if args.json:
+        emit_json(cp.to_json() | {"checkpoint": note.decode()})
+    elif not args.out:
+        sys.stdout.write(note.decode())
+    return 0
+
+
+def _resolve_signer(key: str | None, vault_transit: str | None) -> Any:
+    try:
+        from mlseal.signing.signers import resolve_signer
+    except ImportError:
+        from mlseal.signing.keys import LocalKeySigner
+
+        if key is None:
+            from mlseal.errors import ConfigurationError
+
+            raise ConfigurationError("--vault-transit is not available in this build") from None
+        return LocalKeySigner.from_file(key)
+    return resolve_signer(key=key, vault_transit=vault_transit)
+
+
+def _consistency(args: argparse.Namespace) -> int:
+    from mlseal.errors import VerificationError
+    from mlseal.ledger import merkle
+    from mlseal.ledger.checkpoint import CheckpointError, expected_origin, parse_checkpoint, verify_checkpoint
+
+    data = _read(args.old_checkpoint, "checkpoint")
+    trust = _trust(args.trust)
+    if trust is not None:
+        old = verify_checkpoint(data, trust, origin=args.origin)
+    else:
+        old = parse_checkpoint(data)[0]
+        want = expected_origin(None, args.origin)
+        if old.origin != want:
+            raise CheckpointError(f"checkpoint is for origin {old.origin!r}, expected {want!r}")
+        say("warning: checkpoint signature NOT checked (pass --trust FILE)")
+    with _open(args) as led:
+        head = led.head()
+        proof: list[bytes] = []
+        error = None
+        if old.size > head.size:
+            error = (f"the log has {head.size} records but the checkpoint pinned {old.size}: "
+                     "the log was truncated")
+        elif 0 < old.size < head.size:
+            proof = led.consistency_proof(old.size, head.size)
+    if error is None:
+        try:
+            merkle.verify_consistency(old.size, head.size, proof, old.root, head.root)
+        except VerificationError as exc:
+            error = f"the current log does not extend the checkpoint: {exc}"
+    ok = error is None
+    if args.json:
+        emit_json({
+            "old_size": old.size,
+            "new_size": head.size,
+            "old_root": old.root.hex(),
+            "new_root": head.root.hex(),
+            "path": [p.hex() for p in proof],
+            "ok": ok,
+        })
+    if ok:
+        say(f"consistent: the log of {head.size} records extends the checkpoint of {old.size}")
+        return 0
+    say(f"NOT consistent: {error}")
+    return 1

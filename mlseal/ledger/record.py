@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NewType, TypeVar
 
-import rfc8785
-
 from mlseal.errors import VerificationError
+from mlseal.ledger import _jcs
 
 RECORD_PAYLOAD_TYPE = "application/vnd.mlseal.record.v1+json"
 RECORD_VERSION = 1
@@ -327,7 +326,7 @@ class Record(RecordDraft):
 
     def canonical(self) -> bytes:
         """RFC 8785 bytes: what the DSSE envelope signs."""
-        return rfc8785.dumps(self.to_obj())
+        return _jcs.dumps(self.to_obj())
 
     @classmethod
     def from_obj(cls, v: object) -> Record:

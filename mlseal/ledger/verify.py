@@ -1,0 +1,546 @@
+"""Ledger verification: a pure core (entry bytes in, verdict out) and a thin driver.
+
+`verify_entries` checks, for every entry, in this order (DESIGN.md, "ledger verify"):
+
+1. the entry is a DSSE record envelope whose signature verifies with a signer in the
+   trust file (skipped with ``signatures=False``, the hash/Merkle-only mode);
+2. its record's ``prev`` is the SHA-256 of the previous entry (64 zeros for seq 0);
+3. its record's ``seq`` is its position (no gap, no reordering, no replay);
+4. the Merkle root over all entries equals the stored tree's root;
+5. if a checkpoint is given: the tree at the checkpoint's size has the checkpoint's
+   root, i.e. the current log extends what the checkpoint pinned;
+6. with ``digest_uri``: each artifact (the latest output recorded at each URI) still
+   has the recorded digest.
+
+The core does no storage, network or clock access: it gets bytes and, for artifacts, a
+function that digests a URI. Work is spread over processes (signature checks dominate);
+results do not depend on the number of workers.
+
+    >>> from mlseal.signing.keys import LocalKeySigner
+    >>> from mlseal.signing.trust import TrustRoot
+    >>> from mlseal.ledger.record import RecordDraft, SignerRef, ZERO_HASH
+    >>> from mlseal.ledger.entry import build_entry
+    >>> s = LocalKeySigner.generate()
+    >>> rec = RecordDraft(stage="ingest").complete(seq=0, prev=ZERO_HASH, time="t",
+    ...     signer=SignerRef("p", s.key_id))
+    >>> verify_entries([(0, build_entry(rec, s))], TrustRoot.of(s.verifier("p"))).ok
+    True
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlseal.errors import Error, VerificationError
+from mlseal.ledger import merkle
+from mlseal.ledger.checkpoint import Checkpoint
+from mlseal.ledger.entry import EntryFormatError, pae, split_entry
+from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, ZERO_HASH, Record, RecordFormatError
+from mlseal.signing.keys import KeyId
+from mlseal.signing.trust import TrustRoot
+
+if TYPE_CHECKING:
+    from mlseal.ledger import Ledger
+
+#: report at most this many problems (a deleted record makes every later one "wrong")
+MAX_PROBLEMS = 50
+#: below this many entries, forking workers costs more than it saves
+PARALLEL_THRESHOLD = 2048
+#: entries held in memory at once by the driver
+WINDOW = 262_144
+
+DigestUri = Callable[[str], str]
+
+_ZERO = ZERO_HASH.encode()
+_LEAF = hashlib.sha256(merkle.LEAF_PREFIX)
+_sha256 = hashlib.sha256
+_hexlify = binascii.hexlify
+_a2b = binascii.a2b_base64
+_HEAD = b'{"payload":"'
+_TAIL = re.compile(
+    rb'","payloadType":"' + re.escape(RECORD_PAYLOAD_TYPE.encode()) + rb'",'
+    rb'"signatures":\[\{"keyid":"([0-9a-f]{64})","sig":"([A-Za-z0-9+/]+={0,2})"\}\]\}'
+)
+_INT = re.compile(rb"(0|[1-9][0-9]{0,17})[,}]")
+_HEX = re.compile(rb"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the log; ``seq`` is the position it concerns, if any."""
+
+    seq: int | None
+    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Report:
+    """The verdict. ``problems`` are sorted by position; the first is the first bad record."""
+
+    ok: bool
+    size: int
+    root: bytes
+    problems: tuple[Problem, ...] = ()
+    checked: int = 0  # entries read (fewer than size when starting from a checkpoint)
+    start: int = 0
+    omitted: int = 0  # problems beyond MAX_PROBLEMS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root": self.root.hex(),
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+    def raise_for_problems(self) -> None:
+        if not self.ok:
+            first = self.problems[0].detail if self.problems else "verification failed"
+            more = len(self.problems) + self.omitted - 1
+            raise VerificationError(first + (f" (and {more} more problems)" if more else ""))
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A trusted starting point: verify only the entries after a checkpoint.
+
+    ``frontier`` are the hashes of the perfect subtrees covering ``[0, size)`` (left to
+    right); ``last_entry`` is entry ``size - 1`` with its inclusion proof. Both come from
+    untrusted storage and are checked against ``root`` (which the caller trusts, e.g.
+    from a signed checkpoint), so a verify from an anchor costs O(log n) + new entries.
+    """
+
+    size: int
+    root: bytes
+    frontier: tuple[bytes, ...]
+    last_entry: bytes = b""
+    last_entry_proof: tuple[bytes, ...] = ()
+
+
+# --- per-entry checks (run in worker processes) -----------------------------------------
+
+@dataclass
+class _Chunk:
+    lo: int
+    first_prev: bytes | None = None
+    last_hash: bytes = b""
+    nodes: list[tuple[int, bytes]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    outputs: list[tuple[int, str, str, str]] = field(default_factory=list)  # seq, name, uri, sha
+
+
+def _top_field(payload: bytes, key: bytes, value: re.Pattern[bytes]) -> bytes | None:
+    """Value of a top-level key, if the key occurs exactly once in the payload.
+
+    In valid JSON the bytes ``"key":`` can only be an object key (inside a string a quote
+    is always escaped), so a key that occurs once is the top-level one the record
+    schema requires. Otherwise return None and let the caller parse the JSON.
+    """
+    if payload.count(key) != 1:
+        return None
+    i = payload.index(key) + len(key)
+    m = value.match(payload, i)
+    return m.group(0) if m else None
+
+
+_PREV_KEY = b'"prev":"'
+_SEQ_KEY = b'"seq":'
+
+
+def _check_one(
+    pos: int, key: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk
+) -> tuple[int | None, bytes | None]:
+    """(record seq, record prev as ASCII hex) of one entry, adding what is wrong to chunk."""
+    payload: bytes | None = None
+    keyid = sig = b""
+    if e.startswith(_HEAD):  # the canonical form this ledger writes
+        end = e.find(b'"', 12)
+        m = _TAIL.fullmatch(e, end) if end > 0 else None
+        if m is not None:
+            try:
+                payload = _a2b(e[12:end], strict_mode=True)
+                if trust is not None:
+                    keyid, sig = m.group(1), _a2b(m.group(2), strict_mode=True)
+            except binascii.Error:
+                payload = None
+    if payload is None:
+        try:
+            part = split_entry(e)
+        except VerificationError as exc:
+            chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
+            return None, None
+        payload, keyid, sig = part.payload, part.keyid.encode(), part.sig
+    if trust is not None:
+        v = trust.signers.get(KeyId(keyid.decode()))
+        if v is None:
+            chunk.problems.append(Problem(
+                pos, "signature",
+                f"record {pos}: signed by key {keyid.decode()[:16]}…, which the trust file does not list",
+            ))
+        else:
+            try:
+                v.verify(pae(payload), sig)
+            except VerificationError:
+                chunk.problems.append(Problem(
+                    pos, "signature",
+                    f"record {pos}: signature does not verify with key {v.name or keyid.decode()[:16]} "
+                    "(entry altered after signing)",
+                ))
+    if not parse_all:
+        prev = _top_field(payload, _PREV_KEY, _HEX)
+        seq_raw = _top_field(payload, _SEQ_KEY, _INT)
+        if prev is not None and seq_raw is not None:
+            return int(seq_raw[:-1]), prev
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        chunk.problems.append(Problem(pos, "format", f"record {pos}: payload is not valid JSON"))
+        return None, None
+    try:
+        if parse_all:
+            record = Record.from_obj(obj)
+            if trust is not None and record.signer.key_id != keyid.decode():
+                chunk.problems.append(Problem(
+                    pos, "signature",
+                    f"record {pos}: names signer key {record.signer.key_id[:16]}… "
+                    f"but was signed by {keyid.decode()[:16]}…",
+                ))
+            for o in record.outputs:
+                chunk.outputs.append((record.seq, o.name, o.uri, o.sha256))
+            return record.seq, record.prev.encode()
+        seq, prev = obj.get("seq"), obj.get("prev")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(prev, str):
+            raise RecordFormatError("record has no integer seq and string prev")
+        return seq, prev.encode()
+    except RecordFormatError as exc:
+        chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
+        return None, None
+
+
+def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
+    """Perfect subtrees (level, hash), left to right, covering leaves [start, start+len)."""
+    out: list[tuple[int, bytes]] = []
+    i, n = 0, len(leaves)
+    while i < n:
+        level = (n - i).bit_length() - 1
+        p = start + i
+        while p & ((1 << level) - 1):
+            level -= 1
+        row = leaves[i : i + (1 << level)]
+        while len(row) > 1:
+            row = [merkle.node_hash(row[j], row[j + 1]) for j in range(0, len(row), 2)]
+        out.append((level, row[0]))
+        i += 1 << level
+    return out
+
+
+# Set in the parent before forking; workers inherit them (no pickling of entry bytes).
+_WINDOW: Sequence[tuple[int, bytes]] = ()
+_TRUST: TrustRoot | None = None
+_PARSE_ALL = False
+
+
+def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
+    lo, hi, pos0 = job
+    chunk = _Chunk(lo=pos0 + lo)
+    leaves: list[bytes] = []
+    prev_hash: bytes | None = None
+    trust, parse_all, window = _TRUST, _PARSE_ALL, _WINDOW
+    for i in range(lo, hi):
+        key, e = window[i]
+        pos = pos0 + i
+        h = _sha256(e).digest()
+        lf = _LEAF.copy()
+        lf.update(e)
+        leaves.append(lf.digest())
+        if key != pos:
+            chunk.problems.append(Problem(
+                pos, "missing", f"record {pos}: storage returned record {key} in its place (record {pos} is missing)"
+            ))
+        seq, prev = _check_one(pos, key, e, trust, parse_all, chunk)
+        if prev is not None:
+            if prev_hash is None:
+                chunk.first_prev = prev
+            elif prev != prev_hash:
+                chunk.problems.append(_prev_problem(pos, prev, prev_hash))
+        elif prev_hash is None:
+            chunk.first_prev = b"?"
+        if seq is not None and seq != pos:
+            chunk.problems.append(Problem(pos, "seq", f"record {pos}: has seq {seq}, expected {pos}"))
+        prev_hash = _hexlify(h)
+    chunk.last_hash = prev_hash or b""
+    chunk.nodes = _range_nodes(pos0 + lo, leaves)
+    return chunk
+
+
+def _prev_problem(pos: int, prev: bytes, expected: bytes) -> Problem:
+    return Problem(
+        pos, "prev",
+        f"record {pos}: prev hash {prev.decode(errors='replace')[:8]}… does not match hash of "
+        f"record {pos - 1} ({expected.decode()[:8]}…)",
+    )
+
+
+# --- the core ------------------------------------------------------------------------------
+
+class _Frontier:
+    """Perfect subtrees covering [0, size), merged as nodes arrive left to right."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        levels = [lv for lv, _ in merkle.perfect_cover(0, size)]
+        self.stack: list[tuple[int, bytes]] = list(zip(levels, hashes, strict=True))
+
+    def push(self, level: int, h: bytes) -> None:
+        """Add the perfect subtree right after the current ones (aligned to its size)."""
+        while self.stack and self.stack[-1][0] == level:
+            h = merkle.node_hash(self.stack.pop()[1], h)
+            level += 1
+        self.stack.append((level, h))
+
+    def root(self) -> bytes:
+        if not self.stack:
+            return merkle.EMPTY_ROOT
+        return merkle.fold_cover([h for _, h in self.stack])
+
+
+def _workers(requested: int | None, n: int) -> int:
+    if n < PARALLEL_THRESHOLD or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if requested is not None:
+        return max(1, requested)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _chunks(lo: int, n: int, cuts: Sequence[int], parts: int) -> list[tuple[int, int]]:
+    """Split [0, n) into about ``parts`` pieces, also cutting at each position in ``cuts``."""
+    step = max(256, -(-n // max(parts, 1)))
+    bounds = set(range(0, n, step)) | {c - lo for c in cuts if 0 < c - lo < n} | {n}
+    b = sorted(bounds)
+    return [(b[i], b[i + 1]) for i in range(len(b) - 1)]
+
+
+def verify_entries(
+    entries: Iterable[tuple[int, bytes]],
+    trust: TrustRoot | None,
+    *,
+    anchor: Anchor | None = None,
+    stored_size: int | None = None,
+    stored_root: bytes | None = None,
+    checkpoint: Checkpoint | None = None,
+    digest_uri: DigestUri | None = None,
+    workers: int | None = None,
+    window: int = WINDOW,
+) -> Report:
+    """Verify a log given as ``(storage seq, entry bytes)`` pairs in order.
+
+    ``trust=None`` skips signatures (hash/Merkle-only). ``anchor`` starts from a trusted
+    earlier tree and expects the entries after it. ``stored_size``/``stored_root`` are
+    what the storage claims (its head); a difference is a problem. ``checkpoint`` must be
+    a tree the log extends. ``digest_uri`` digests an artifact URI (hex SHA-256).
+    """
+    global _WINDOW, _TRUST, _PARSE_ALL
+    problems: list[Problem] = []
+    start = 0
+    frontier = _Frontier()
+    expected_prev = _ZERO
+    # (0) the starting point
+    if anchor is not None:
+        start = anchor.size
+        problems += _check_anchor(anchor)
+        frontier = _Frontier(anchor.size, anchor.frontier) if not problems else _Frontier()
+        expected_prev = _hexlify(_sha256(anchor.last_entry).digest()) if anchor.size else _ZERO
+    cp_root: bytes | None = None
+    if checkpoint is not None and anchor is not None and checkpoint.size == anchor.size:
+        cp_root = anchor.root
+    outputs: dict[str, tuple[int, str, str]] = {}
+    pos = start
+    parse_all = trust is not None or digest_uri is not None
+    it = iter(entries)
+    while True:
+        batch = _take(it, window)
+        if not batch:
+            break
+        cuts = [checkpoint.size] if checkpoint is not None else []
+        n_workers = _workers(workers, len(batch))
+        jobs = [(lo, hi, pos) for lo, hi in _chunks(pos, len(batch), cuts, n_workers * 4)]
+        _WINDOW, _TRUST, _PARSE_ALL = batch, trust, parse_all
+        try:
+            if n_workers > 1:
+                ctx = multiprocessing.get_context("fork")
+                with ctx.Pool(n_workers) as pool:
+                    results: Iterable[_Chunk] = pool.map(_check_chunk, jobs, chunksize=1)
+            else:
+                results = map(_check_chunk, jobs)
+            for chunk in results:
+                # (2) the chain link into the chunk; inside it the worker checked them
+                if chunk.first_prev is not None and chunk.first_prev not in (expected_prev, b"?"):
+                    problems.append(_prev_problem(chunk.lo, chunk.first_prev, expected_prev))
+                expected_prev = chunk.last_hash
+                problems += chunk.problems
+                for seq, name, uri, sha in chunk.outputs:
+                    outputs[uri] = (seq, name, sha)
+                # (4) the Merkle tree, one perfect subtree at a time
+                for level, h in chunk.nodes:
+                    frontier.push(level, h)
+                pos = chunk.lo + sum(1 << lv for lv, _ in chunk.nodes)
+                if checkpoint is not None and pos == checkpoint.size:
+                    cp_root = frontier.root()
+        finally:
+            _WINDOW, _TRUST = (), None
+    size = pos
+    root = frontier.root()
+    if stored_size is not None and stored_size != size:
+        problems.append(Problem(
+            None, "size", f"storage says the log has {stored_size} records, but {size} were read"
+        ))
+    if stored_root is not None and stored_root != root and (stored_size is None or stored_size == size):
+        problems.append(Problem(
+            None, "root",
+            f"stored Merkle root {stored_root.hex()[:16]}… does not match the root of the entries "
+            f"({root.hex()[:16]}…)",
+        ))
+    # (5) the checkpoint: the log must still contain the tree it pinned
+    if checkpoint is not None:
+        problems += _check_checkpoint(checkpoint, size, cp_root)
+    # (6) artifacts, each URI against the latest record that wrote it
+    if digest_uri is not None:
+        problems += _check_artifacts(outputs, digest_uri)
+    problems.sort(key=lambda p: (p.seq if p.seq is not None else size, p.kind))
+    return Report(
+        ok=not problems,
+        size=size,
+        root=root,
+        problems=tuple(problems[:MAX_PROBLEMS]),
+        checked=size - start,
+        start=start,
+        omitted=max(0, len(problems) - MAX_PROBLEMS),
+    )
+
+
+def _take(it: Iterator[tuple[int, bytes]], n: int) -> list[tuple[int, bytes]]:
+    out = []
+    for item in it:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _check_anchor(a: Anchor) -> list[Problem]:
+    if a.size == 0:
+        return []
+    cover = merkle.perfect_cover(0, a.size)
+    if len(cover) != len(a.frontier) or merkle.fold_cover(list(a.frontier)) != a.root:
+        return [Problem(
+            None, "checkpoint", f"stored Merkle nodes do not reproduce the checkpoint root at size {a.size}"
+        )]
+    try:
+        merkle.verify_inclusion(
+            merkle.leaf_hash(a.last_entry), a.size - 1, a.size, list(a.last_entry_proof), a.root
+        )
+    except VerificationError as exc:
+        return [Problem(a.size - 1, "checkpoint", f"record {a.size - 1}: not the entry the checkpoint pinned ({exc})")]
+    return []
+
+
+def _check_checkpoint(cp: Checkpoint, size: int, root_at: bytes | None) -> list[Problem]:
+    if size < cp.size:
+        return [Problem(
+            size, "checkpoint",
+            f"the log has {size} records but checkpoint {cp.origin!r} pinned {cp.size}: "
+            f"records {size}..{cp.size - 1} were removed (truncated)",
+        )]
+    if cp.size == 0:
+        return []
+    if root_at != cp.root:
+        got = root_at.hex()[:16] if root_at else "?"
+        return [Problem(
+            cp.size - 1, "checkpoint",
+            f"the first {cp.size} records have root {got}…, but the checkpoint pinned "
+            f"{cp.root.hex()[:16]}…: the log was rewritten (it does not extend the checkpoint)",
+        )]
+    return []
+
+
+def _check_artifacts(outputs: dict[str, tuple[int, str, str]], digest_uri: DigestUri) -> list[Problem]:
+    problems = []
+    for uri, (seq, name, sha) in outputs.items():
+        try:
+            got = digest_uri(uri)
+        except Error as exc:
+            problems.append(Problem(seq, "artifact", f"record {seq}: artifact {name} ({uri}): {exc}"))
+            continue
+        if got != sha:
+            problems.append(Problem(
+                seq, "artifact",
+                f"record {seq}: artifact {name} ({uri}) has sha256 {got[:12]}…, the record says {sha[:12]}…",
+            ))
+    return problems
+
+
+# --- the driver: fetch bytes from a ledger, call the core --------------------------------
+
+def verify_ledger(
+    led: Ledger,
+    trust: TrustRoot | None,
+    *,
+    checkpoint: Checkpoint | None = None,
+    from_checkpoint: bool = False,
+    digest_uri: DigestUri | None = None,
+    workers: int | None = None,
+) -> Report:
+    """Read the ledger's entries (all, or only those after ``checkpoint``) and verify them.
+
+    ``from_checkpoint`` trusts the checkpoint (verify its signature first!) and reads
+    only the entries after it, plus O(log n) stored nodes.
+    """
+    head = led.head()
+    anchor = None
+    if from_checkpoint and checkpoint is not None and 0 < checkpoint.size <= head.size:
+        cover = merkle.perfect_cover(0, checkpoint.size)
+        nodes = led.get_nodes(cover)
+        anchor = Anchor(
+            size=checkpoint.size,
+            root=checkpoint.root,
+            frontier=tuple(nodes.get(c, b"") for c in cover),
+            last_entry=led.entry(checkpoint.size - 1),
+            last_entry_proof=tuple(led.inclusion_proof(checkpoint.size - 1, checkpoint.size)),
+        )
+    start = anchor.size if anchor else 0
+    return verify_entries(
+        led.entries(start, head.size),
+        trust,
+        anchor=anchor,
+        stored_size=head.size,
+        stored_root=head.root,
+        checkpoint=checkpoint,
+        digest_uri=digest_uri,
+        workers=workers,
+    )
+
+
+def format_problem(p: Problem) -> str:
+    return p.detail
+
+
+__all__ = [
+    "Anchor",
+    "EntryFormatError",
+    "Problem",
+    "Report",
+    "format_problem",
+    "verify_entries",
+    "verify_ledger",
+]
