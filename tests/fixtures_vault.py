@@ -197,6 +197,16 @@ def secrets_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+@pytest.fixture
+def vault_leak_guard(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """After the test: no secret value any vault test created appears in mlseal's logs."""
+    caplog.set_level(logging.DEBUG, logger="mlseal")
+    yield caplog
+    text = caplog.text
+    leaked = [v for v in ALL_SECRET_VALUES if v in text]
+    assert not leaked, f"{len(leaked)} secret value(s) leaked into the log"
+
+
 def random_value(prefix: str = "s3cr3t") -> str:
     value = f"{prefix}-{secrets.token_hex(12)}"
     ALL_SECRET_VALUES.add(value)
