@@ -299,12 +299,14 @@ def run_demo(
             watcher.join()
             watcher.poll()
     with open_ledger(wd.ledger_url) as led:
-        run_records = [_record(led, seq) for seq in range(first, led.size())]
+        records = [_record(led, seq) for seq in range(led.size())]
+    run_records = records[first:]
     verification = verify_workdir(wd)
     progress(f"ledger: {'verified' if verification.ok else 'VERIFICATION FAILED'} "
              f"({verification.size} entries, root {verification.root[:16]}…) with every artifact's bytes")
     deploy = next((r for r in reversed(run_records) if r.stage == "deploy" and r.status is Status.OK), None)
-    chain = lineage_chain(run_records, deploy.seq) if deploy else run_records
+    last = deploy.seq if deploy else (run_records[-1].seq if run_records else None)
+    chain = lineage_chain(records, last) if last is not None else []
     model_sha = next((i.sha256 for i in deploy.inputs if i.name == "model"), None) if deploy else None
     if deploy is None and failed is None:
         failed = "the pipeline finished without a deploy record"
@@ -342,6 +344,7 @@ def _record(led: Any, seq: int) -> Record:
 
 def verify_workdir(wd: Workdir) -> Verification:
     """`mlseal ledger verify --artifacts` over the demo's ledger and trust file."""
+    from mlseal._cli.ledger import digest_uri
     from mlseal.ledger import open_ledger
     from mlseal.ledger.verify import verify_ledger
     from mlseal.signing.trust import load_trust
@@ -349,22 +352,6 @@ def verify_workdir(wd: Workdir) -> Verification:
     if not wd.trust.exists():
         raise ConfigurationError(f"{wd.trust} is missing: not a demo workdir")
     with open_ledger(wd.ledger_url) as led:
-        report = verify_ledger(led, load_trust(wd.trust), digest_uri=digest_file_uri)
+        report = verify_ledger(led, load_trust(wd.trust), digest_uri=digest_uri)
     problems = [p.detail for p in report.problems]
     return Verification(ok=report.ok, size=report.size, root=report.root.hex(), problems=problems)
-
-
-def digest_file_uri(uri: str) -> str:
-    """The sha256 (or OMS manifest digest) of the artifact at a ``file://`` URI."""
-    import urllib.parse
-    import urllib.request
-
-    from mlseal.signing.digest import digest_path
-
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme != "file":
-        raise ConfigurationError(f"cannot read artifact {uri}: only file:// URIs are local")
-    path = Path(urllib.request.url2pathname(parts.path))
-    if not path.exists():
-        raise ConfigurationError(f"artifact {path} is missing")
-    return str(digest_path(path))

@@ -26,10 +26,11 @@ from mlseal.ledger.record import Record, Status
 #: the order stages appear in, left to right
 STAGE_ORDER = ("ingest", "process", "train", "evaluate", "deploy")
 
-_NODE_W = 150
+_NODE_W = 124
 _NODE_H = 92
-_GAP = 46
-_MARGIN = 20
+_GAP_X = 30
+_GAP_Y = 22
+_MARGIN = 12
 
 
 @dataclass(frozen=True)
@@ -69,55 +70,101 @@ def _node_label(r: Record) -> str:
     return name if name == r.stage else f"{r.stage}: {name}"
 
 
-def render_svg(chain: Sequence[Record], *, source: str | None = None, manifest: str | None = None) -> str:
-    """The lineage graph: source → one node per record → deployment manifest."""
-    nodes: list[tuple[str, str, str, str]] = []  # (id, title, line2, css class)
+@dataclass(frozen=True)
+class _Node:
+    id: str
+    lines: tuple[str, ...]
+    css: str
+    stage: str
+    col: int = 0
+    row: int = 0
+
+
+def _layout(
+    chain: Sequence[Record], source: str | None, manifest: str | None
+) -> tuple[list[_Node], list[tuple[str, str]]]:
+    """Nodes in columns by depth (longest path from a root), and the edges between them."""
+    in_chain = {r.seq for r in chain}
+    depth: dict[int, int] = {}
+    edges: list[tuple[str, str]] = []
+    offset = 1 if source is not None else 0
+    for r in sorted(chain, key=lambda x: x.seq):  # producers always have smaller seqs
+        parents = sorted({i.producer_seq for i in r.inputs if i.producer_seq in in_chain})
+        depth[r.seq] = offset + (1 + max(depth[p] - offset for p in parents) if parents else 0)
+        edges.extend((f"seq{p}", f"seq{r.seq}") for p in parents)
+        if source is not None and r.stage == "ingest":
+            edges.append(("raw", f"seq{r.seq}"))
+    nodes: list[_Node] = []
+    rows: dict[int, int] = {}
+
+    def place(nid: str, lines: tuple[str, ...], css: str, stage: str, col: int) -> None:
+        rows[col] = rows.get(col, -1) + 1
+        nodes.append(_Node(nid, lines, css, stage, col, rows[col]))
+
     if source is not None:
-        nodes.append(("raw", "raw data", source[-24:], "src"))
-    for r in chain:
+        place("raw", ("raw data", _tail(source, 18), "(not a stage)"), "node src", "source", 0)
+    # The main path (from the last record back through its deepest input) goes on row 0.
+    by_seq = {r.seq: r for r in chain}
+    main: set[int] = set()
+    cur = max(by_seq) if by_seq else None
+    while cur is not None:
+        main.add(cur)
+        parents = [i.producer_seq for i in by_seq[cur].inputs if i.producer_seq in in_chain]
+        cur = max(parents, key=lambda p: (depth[p], p)) if parents else None
+    for r in sorted(chain, key=lambda x: (depth[x.seq], x.seq not in main, x.seq)):
         status = "failed" if r.status is Status.FAILED else "ok"
-        nodes.append((f"seq{r.seq}", _node_label(r), f"#{r.seq} · {r.signer.name}", f"stage {r.stage} {status}"))
+        out = f"sha256 {r.outputs[0].sha256[:10]}" if r.outputs else ("FAILED" if status == "failed" else "—")
+        place(f"seq{r.seq}", (r.component.name or r.stage, f"{r.stage} · #{r.seq}", out, r.signer.name),
+              f"node stage {status}", r.stage, depth[r.seq])
     if manifest is not None:
-        nodes.append(("manifest", "deployment manifest", manifest[-24:], "dst"))
-    width = _MARGIN * 2 + len(nodes) * _NODE_W + max(0, len(nodes) - 1) * _GAP
-    height = _MARGIN * 2 + _NODE_H + 24
+        last = max((depth[r.seq] for r in chain if r.stage == "deploy"), default=max(depth.values(), default=-1))
+        place("manifest", ("deployment", "manifest", _tail(manifest, 18)), "node dst", "manifest", last + 1)
+        edges.extend((f"seq{r.seq}", "manifest") for r in chain if r.stage == "deploy" and r.outputs)
+    return nodes, edges
+
+
+def _tail(text: str, n: int) -> str:
+    return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+def render_svg(chain: Sequence[Record], *, source: str | None = None, manifest: str | None = None) -> str:
+    """The lineage graph: raw data → one node per record (columns by depth) → deployment manifest.
+
+    The SVG has a viewBox and scales to the page width, so every stage stays visible.
+    """
+    nodes, edges = _layout(chain, source, manifest)
+    cols = max((n.col for n in nodes), default=0) + 1
+    rows = max((n.row for n in nodes), default=0) + 1
+    width = _MARGIN * 2 + cols * _NODE_W + (cols - 1) * _GAP_X
+    height = _MARGIN * 2 + rows * _NODE_H + (rows - 1) * _GAP_Y
+    pos = {n.id: (_MARGIN + n.col * (_NODE_W + _GAP_X), _MARGIN + n.row * (_NODE_H + _GAP_Y)) for n in nodes}
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="lineage" role="img" '
-        f'aria-label="lineage graph" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="lineage" role="img" aria-label="lineage graph" '
+        f'viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="xMinYMin meet" '
+        f'style="max-width:{width * 1.25:.0f}px">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#455a64"/></marker></defs>',
     ]
-    for i, (nid, title, line2, css) in enumerate(nodes):
-        x = _MARGIN + i * (_NODE_W + _GAP)
-        y = _MARGIN
-        stage = css.split()[1] if css.startswith("stage") else css
-        parts.append(
-            f'<g class="node {_e(css)}" id="{_e(nid)}" data-stage="{_e(stage)}">'
-            f'<rect x="{x}" y="{y}" width="{_NODE_W}" height="{_NODE_H}" rx="10"/>'
-            f'<text x="{x + _NODE_W / 2}" y="{y + 34}" class="t1">{_e(title)}</text>'
-            f'<text x="{x + _NODE_W / 2}" y="{y + 58}" class="t2">{_e(line2)}</text></g>'
+    for a, b in edges:
+        if a not in pos or b not in pos:
+            continue
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        x1, y1, x2, y2 = xa + _NODE_W, ya + _NODE_H / 2, xb - 2, yb + _NODE_H / 2
+        # Long edges run straight along their source row, then bend into the target.
+        bend = max(x1, x2 - _GAP_X + 4) if y1 != y2 else x1
+        mid = (bend + x2) / 2
+        parts.append(f'<path class="edge" data-from="{_e(a)}" data-to="{_e(b)}" '
+                     f'd="M{x1},{y1} L{bend},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}" marker-end="url(#arrow)"/>')
+    for n in nodes:
+        x, y = pos[n.id]
+        texts = "".join(
+            f'<text x="{x + _NODE_W / 2}" y="{y + 22 + 19 * i}" class="{"t1" if i == 0 else "t2"}">{_e(t)}</text>'
+            for i, t in enumerate(n.lines)
         )
-        if i + 1 < len(nodes):
-            x1, x2, ym = x + _NODE_W, x + _NODE_W + _GAP, y + _NODE_H / 2
-            parts.append(
-                f'<line class="edge" x1="{x1}" y1="{ym}" x2="{x2 - 2}" y2="{ym}" marker-end="url(#arrow)"/>'
-            )
-            digest = _edge_digest(nodes, i, chain)
-            if digest:
-                parts.append(f'<text class="edge-label" x="{(x1 + x2) / 2}" y="{ym + _NODE_H / 2 + 18}">'
-                             f"{_e(digest[:8])}</text>")
+        parts.append(f'<g class="{_e(n.css)}" id="{_e(n.id)}" data-stage="{_e(n.stage)}">'
+                     f'<rect x="{x}" y="{y}" width="{_NODE_W}" height="{_NODE_H}" rx="10"/>{texts}</g>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _edge_digest(nodes: Sequence[tuple[str, str, str, str]], i: int, chain: Sequence[Record]) -> str | None:
-    """The digest of the artifact leaving node i (the first output of its record)."""
-    nid = nodes[i][0]
-    if not nid.startswith("seq"):
-        return None
-    seq = int(nid[3:])
-    rec = next((r for r in chain if r.seq == seq), None)
-    return rec.outputs[0].sha256 if rec and rec.outputs else None
 
 
 _CSS = """
@@ -131,8 +178,7 @@ svg .node.failed rect{fill:#ffebee;stroke:#b71c1c}
 svg .node.src rect,svg .node.dst rect{fill:#f1f8e9;stroke:#558b2f}
 svg .t1{font:600 13px system-ui,sans-serif;text-anchor:middle;fill:#0d47a1}
 svg .t2{font:11px ui-monospace,monospace;text-anchor:middle;fill:#37474f}
-svg .edge{stroke:#455a64;stroke-width:1.5}
-svg .edge-label{font:10px ui-monospace,monospace;text-anchor:middle;fill:#546e7a}
+svg .edge{stroke:#455a64;stroke-width:1.5;fill:none}
 .card{background:#fff;border:1px solid #dde;border-radius:8px;padding:10px 16px;margin:10px 0}
 .card h3{margin:4px 0 8px;font-size:15px}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 8px;border-bottom:1px solid #eee;
