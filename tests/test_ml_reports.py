@@ -13,6 +13,7 @@ from mlseal.ml import crypto, data, evaluate, train
 from mlseal.ml.anonymize import AnonymizeSpec, anonymize
 from mlseal.ml.errors import DataValidationError, GateError
 from mlseal.ml.validate import Reference, assess
+from mlseal.secrets import envelope
 
 HMAC_KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7")
 DATA_KEY = bytes.fromhex("d47ad47ad47ad47ad47ad47ad47ad47ad47ad47ad47ad47ad47ad47ad47ad47a")
@@ -37,8 +38,8 @@ def test_no_key_or_pii_in_any_output(tmp_path: Path) -> None:
     blob = crypto.encrypt(data.to_csv_bytes(anon), DATA_KEY, "vault:v1:wrapped")
 
     texts = [ingest.to_json(), anon_rep.to_json(), ref.to_json(), assess(tr, ref).to_json(), train_rep.to_json(),
-             model.to_json().decode(), metrics.to_json(), crypto.read_header(blob).to_bytes().decode(),
-             repr(table), repr(anon)]
+             model.to_json().decode(), metrics.to_json(), envelope.read_header(blob)[1].decode(),
+             repr(crypto.read_header(blob)), repr(table), repr(anon)]
     # error messages too
     y = np.zeros(anon.n_rows, dtype=np.int64)
     with pytest.raises(DataValidationError) as verr:

@@ -1,15 +1,16 @@
-"""AES-256-GCM envelope for a dataset file's bytes, with a self-describing header.
+"""Dataset encryption at rest: glue over `mlseal.secrets.envelope` (AES-256-GCM).
 
-The caller gets a fresh 32-byte data key and its wrapped form (e.g. a Vault Transit
-`vault:v1:...` ciphertext, or a dev-store equivalent) from its secret source; this
-module never sees the key-encryption key. Layout:
+There is one envelope format in mlseal, `mlseal.secrets.envelope` (a self-describing
+header holding the wrapped data key, its Transit key name and the nonce, authenticated
+as GCM associated data). This module adds what is specific to datasets, and stays pure
+— the caller passes key *bytes* it got from its secret source:
 
-    MAGIC (8 bytes "MLSDS\\x00\\x01\\n") | header length (4 bytes, big endian) | header JSON
-    | AES-256-GCM ciphertext with its 16-byte tag
-
-The header (algorithm, 12-byte nonce, wrapped key, optional media type) is canonical JSON
-and the whole prefix MAGIC..header is the GCM associated data, so changing any byte of
-it — e.g. swapping in another wrapped key — fails authentication.
+- a dataset domain and the content type are bound into the associated data, so a
+  dataset blob cannot be passed off as another kind of envelope (or another content
+  type) even under the same key;
+- `decrypt` takes the already-unwrapped key, so this library never calls Vault;
+- argument errors are `ConfigurationError`, tampering / wrong key `VerificationError`,
+  and no message carries key bytes.
 
     >>> import os
     >>> from mlseal.ml.crypto import encrypt, read_header, decrypt
@@ -23,41 +24,32 @@ it — e.g. swapping in another wrapped key — fails authentication.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from mlseal.errors import ConfigurationError
+from mlseal.secrets import envelope
+from mlseal.secrets._values import DataKey, Secret
+from mlseal.secrets.source import DATA_KEY, SecretSource
 
-from mlseal.errors import ConfigurationError, VerificationError
-
-MAGIC = b"MLSDS\x00\x01\n"
+#: Blobs start with the envelope's magic bytes (use `blob.startswith(MAGIC)` to detect them).
+MAGIC = envelope.MAGIC
 ALGORITHM = "AES-256-GCM"
-MEDIA_TYPE = "application/vnd.mlseal.dataset.encrypted.v1"
 KEY_BYTES = 32
-NONCE_BYTES = 12
-TAG_BYTES = 16
-MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_CONTENT_TYPE = "text/csv"
+_DATASET_DOMAIN = b"mlseal.ml.dataset.v1\x00"
 
 
 @dataclass(frozen=True)
 class Header:
-    """The clear, authenticated part of an encrypted dataset."""
+    """The clear part of an encrypted dataset (authenticated only once `decrypt` succeeds)."""
 
     wrapped_key: str
+    key_name: str
     nonce: bytes
-    content_type: str = "text/csv"
     algorithm: str = ALGORITHM
-
-    def to_bytes(self) -> bytes:
-        obj = {"alg": self.algorithm, "content_type": self.content_type,
-               "nonce": base64.b64encode(self.nonce).decode("ascii"), "v": 1, "wrapped_key": self.wrapped_key}
-        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def _check_key(key: bytes) -> None:
@@ -66,74 +58,63 @@ def _check_key(key: bytes) -> None:
         raise ConfigurationError(f"data key must be {KEY_BYTES} bytes for {ALGORITHM}, got {size}")
 
 
-def encrypt(plaintext: bytes, data_key: bytes, wrapped_key: str, *, content_type: str = "text/csv",
-            nonce: bytes | None = None) -> bytes:
-    """Encrypt `plaintext` under `data_key`, embedding `wrapped_key` in the header.
+def _aad(content_type: str) -> bytes:
+    if not content_type or not isinstance(content_type, str):
+        raise ConfigurationError("content_type must be a non-empty string")
+    return _DATASET_DOMAIN + content_type.encode("utf-8")
 
-    `nonce` is for tests only; by default a fresh random 96-bit nonce is used (one key
-    per dataset, so nonce reuse is not a practical risk either way).
+
+def encrypt(plaintext: bytes, data_key: bytes, wrapped_key: str, *, key_name: str = DATA_KEY,
+            content_type: str = DEFAULT_CONTENT_TYPE) -> bytes:
+    """Encrypt `plaintext` under a fresh 32-byte `data_key`; its `wrapped_key` goes in the header.
+
+    `key_name` is the Transit (or dev store) key that wrapped it, recorded so the reader
+    knows where to unwrap. Use each data key for one dataset.
     """
     _check_key(data_key)
     if not wrapped_key or not isinstance(wrapped_key, str):
         raise ConfigurationError("wrapped_key must be a non-empty string")
-    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-    if len(nonce) != NONCE_BYTES:
-        raise ConfigurationError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
-    header = Header(wrapped_key=wrapped_key, nonce=nonce, content_type=content_type).to_bytes()
-    prefix = MAGIC + struct.pack(">I", len(header)) + header
-    return prefix + AESGCM(bytes(data_key)).encrypt(nonce, plaintext, prefix)
-
-
-def _split(blob: bytes) -> tuple[Header, bytes, bytes]:
-    # 1. magic; 2. header length within bounds; 3. header is the JSON we write;
-    # 4. room for at least a tag. Any failure: VerificationError naming what is wrong.
-    if not blob.startswith(MAGIC):
-        raise VerificationError("not an mlseal encrypted dataset (bad magic bytes)")
-    if len(blob) < len(MAGIC) + 4:
-        raise VerificationError("encrypted dataset truncated in the header")
-    (hlen,) = struct.unpack(">I", blob[len(MAGIC):len(MAGIC) + 4])
-    start = len(MAGIC) + 4
-    if hlen > MAX_HEADER_BYTES or start + hlen + TAG_BYTES > len(blob):
-        raise VerificationError(f"encrypted dataset truncated or header length invalid ({hlen} bytes)")
-    raw = blob[start:start + hlen]
-    try:
-        obj = json.loads(raw)
-        nonce = base64.b64decode(obj["nonce"], validate=True)
-        header = Header(wrapped_key=str(obj["wrapped_key"]), nonce=nonce,
-                        content_type=str(obj["content_type"]), algorithm=str(obj["alg"]))
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise VerificationError("encrypted dataset header is malformed") from None
-    if header.algorithm != ALGORITHM or obj.get("v") != 1:
-        raise VerificationError(f"unsupported encryption: alg {header.algorithm!r}, v {obj.get('v')!r}")
-    if len(nonce) != NONCE_BYTES:
-        raise VerificationError(f"nonce is {len(nonce)} bytes, expected {NONCE_BYTES}")
-    return header, blob[:start + hlen], blob[start + hlen:]
+    dk = DataKey(Secret(bytes(data_key)), wrapped_key, key_name)
+    return envelope.encrypt(plaintext, dk, _aad(content_type))
 
 
 def read_header(blob: bytes) -> Header:
-    """The header (to get the wrapped key to unwrap). Not yet authenticated: `decrypt` does that."""
-    return _split(blob)[0]
+    """The header, to learn which wrapped key to unwrap; raises VerificationError if malformed."""
+    h = envelope.read_header(blob)[0]
+    return Header(wrapped_key=h.wrapped, key_name=h.key_name, nonce=h.nonce)
 
 
-def decrypt(blob: bytes, data_key: bytes) -> bytes:
-    """Authenticate header + ciphertext and return the plaintext; raise VerificationError if not."""
+class _Unwrapped:
+    """Answers the envelope's unwrap call with a key the caller already unwrapped."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = Secret(bytes(key))
+
+    def unwrap_data_key(self, wrapped: str, key_name: str = DATA_KEY) -> Secret[bytes]:
+        return self._key
+
+
+def decrypt(blob: bytes, data_key: bytes, *, content_type: str = DEFAULT_CONTENT_TYPE) -> bytes:
+    """Authenticate and decrypt with the unwrapped `data_key`; VerificationError if anything changed.
+
+    A swapped header (another wrapped key) fails too: the header is part of the
+    authenticated data.
+    """
     _check_key(data_key)
-    header, prefix, body = _split(blob)
-    try:
-        return AESGCM(bytes(data_key)).decrypt(header.nonce, body, prefix)
-    except InvalidTag:
-        raise VerificationError("encrypted dataset failed authentication: tampered, truncated, or wrong key") from None
+    # the envelope only calls unwrap_data_key on its source; the key is already unwrapped
+    return envelope.decrypt(blob, cast(SecretSource, _Unwrapped(data_key)), _aad(content_type))
 
 
 def encrypt_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], data_key: bytes, wrapped_key: str,
-                 *, content_type: str = "text/csv") -> None:
+                 *, key_name: str = DATA_KEY, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
     """Encrypt a file; the output is written atomically (temp file + rename)."""
-    _atomic_write(Path(dst), encrypt(Path(src).read_bytes(), data_key, wrapped_key, content_type=content_type))
+    blob = encrypt(Path(src).read_bytes(), data_key, wrapped_key, key_name=key_name, content_type=content_type)
+    _atomic_write(Path(dst), blob)
 
 
-def decrypt_file(src: str | os.PathLike[str], data_key: bytes) -> bytes:
+def decrypt_file(src: str | os.PathLike[str], data_key: bytes, *, content_type: str = DEFAULT_CONTENT_TYPE) -> bytes:
     """Decrypt a file to bytes in memory (the plaintext never touches disk here)."""
-    return decrypt(Path(src).read_bytes(), data_key)
+    return decrypt(Path(src).read_bytes(), data_key, content_type=content_type)
 
 
 def _atomic_write(dest: Path, payload: bytes) -> None:
