@@ -305,3 +305,25 @@ def test_split_bad_input() -> None:
         data.split(small())  # label 1 has a single row
     with pytest.raises(DataError, match="missing column"):
         data.split(small(), label="nope")
+
+
+def test_table_select_with_column_take() -> None:
+    t = small()
+    assert t.select(["x", "id"]).names == ("x", "id")
+    t2 = t.with_column("x", "int", np.array([7, 8, 9]))
+    assert t2.names == t.names and t2.schema.type_of("x") is ColumnType.INT
+    assert t.schema.type_of("x") is ColumnType.FLOAT  # the original is unchanged
+    t3 = t.with_column("new", "str", np.array(["p", "q", "r"], dtype=object))
+    assert t3.names[-1] == "new"
+    assert t.take([2, 0]).column("id").tolist() == ["c", "a"]
+    with pytest.raises(DataError, match="different lengths"):
+        t.with_column("new", "int", np.array([1]))
+
+
+def test_read_csv_with_schema(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    data.write_csv(small(), p)
+    assert data.read_csv(p, small().schema).equals(small())
+    wrong = Schema.of([("id", "str"), ("x", "int"), ("n", "int"), ("label", "int")])
+    with pytest.raises(DataError, match="column 'x' line 2: not a valid int"):
+        data.read_csv(p, wrong)
