@@ -116,6 +116,11 @@ class SqliteStore:
             raise LedgerConflict(f"ledger {self._display}: could not take the write lock: {exc}") from None
         try:
             size, prev = self._last()
+            if prev is None:
+                raise InfrastructureError(
+                    f"ledger {self._display}: record {size - 1} is missing from storage; refusing to append "
+                    "to a damaged ledger (run mlseal ledger verify)"
+                )
             siblings = self.get_nodes(merkle.append_coords(size))
             p = build(size, prev, siblings)
             db.execute(
@@ -138,13 +143,15 @@ class SqliteStore:
         return p
 
     # --- reads ----------------------------------------------------------------------
-    def _last(self) -> tuple[int, str]:
-        row = self._db.execute(
-            "SELECT seq, entry_hash FROM mlseal_entries ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
+    def _last(self) -> tuple[int, str | None]:
+        """(size, hash of the last entry); the size is the number of Merkle leaves, so an
+        entry row deleted from the end still shows up as a gap."""
+        row = self._db.execute("SELECT max(idx) FROM mlseal_nodes WHERE level = 0").fetchone()
+        if row is None or row[0] is None:
             return 0, ZERO_HASH
-        return int(row[0]) + 1, bytes(row[1]).hex()
+        size = int(row[0]) + 1
+        last = self._db.execute("SELECT entry_hash FROM mlseal_entries WHERE seq = ?", (size - 1,)).fetchone()
+        return size, None if last is None else bytes(last[0]).hex()
 
     def head(self) -> tuple[int, str, bytes]:
         db = self._db
@@ -154,7 +161,7 @@ class SqliteStore:
             root = merkle.root_hash(size, self)
         finally:
             db.execute("COMMIT")
-        return size, last, root
+        return size, last or "", root
 
     def size(self) -> int:
         return self._last()[0]

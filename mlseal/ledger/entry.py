@@ -21,6 +21,7 @@ the entry's exact bytes and hashes those bytes, never a re-serialisation:
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -90,11 +91,14 @@ def split_entry(data: bytes) -> SplitEntry:
     """
     m = CANONICAL_ENTRY.fullmatch(data)
     if m is not None:
-        return SplitEntry(
-            payload=base64.b64decode(m.group(1)),
-            keyid=m.group(2).decode(),
-            sig=base64.b64decode(m.group(3)),
-        )
+        try:
+            return SplitEntry(
+                payload=binascii.a2b_base64(m.group(1), strict_mode=True),
+                keyid=m.group(2).decode(),
+                sig=binascii.a2b_base64(m.group(3), strict_mode=True),
+            )
+        except binascii.Error:
+            raise EntryFormatError("entry payload or signature is not valid base64") from None
     try:
         env = dsse.parse(data)
     except VerificationError as exc:
