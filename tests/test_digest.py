@@ -19,34 +19,27 @@ from mlseal.signing import digest as dg
 from mlseal.signing.digest import digest_path, file_sha256, manifest_of
 
 
-@pytest.mark.parametrize("size", [0, 1, 1 << 20, (16 << 20) + 12345])
+@pytest.mark.parametrize(
+    "size", [0, 1, 1 << 20, dg._MMAP_MIN - 1, dg._MMAP_MIN, 2 * dg._WINDOW, 3 * dg._WINDOW + 12345]
+)
 def test_file_sha256_matches_hashlib(tmp_path: Path, size: int) -> None:
-    data = os.urandom(size)
+    data = os.urandom(min(size, 1 << 20)) * (size // (1 << 20) + 1)
+    data = data[:size]
     f = tmp_path / "f"
     f.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
     assert file_sha256(f) == expected
-    assert file_sha256(f, pipelined=False) == expected
+    assert file_sha256(f, prefetch=False) == expected
     assert digest_path(f) == expected
 
 
-def test_pipelined_reader_error_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = tmp_path / "big"
-    f.write_bytes(b"\0" * (dg._THREADED_MIN + 1))
-
-    class Failing:
-        def __init__(self) -> None:
-            self.n = 0
-
-        def readinto(self, b: bytearray) -> int:
-            self.n += 1
-            if self.n > 2:
-                raise OSError(5, "Input/output error")
-            b[:] = b"\0" * len(b)
-            return len(b)
-
-    with pytest.raises(OSError, match="Input/output"):
-        dg._hash_pipelined(Failing(), hashlib.sha256())
+def test_sparse_file(tmp_path: Path) -> None:
+    f = tmp_path / "sparse"
+    with f.open("wb") as fh:
+        fh.truncate(3 * dg._WINDOW + 5)
+        fh.seek(dg._WINDOW + 7)
+        fh.write(b"x")
+    assert file_sha256(f) == hashlib.sha256(f.read_bytes()).hexdigest()
 
 
 def test_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:

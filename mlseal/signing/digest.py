@@ -6,9 +6,9 @@ in-toto subject: sha256 over the concatenated raw per-file sha256 digests, in th
 order of the files' relative POSIX paths compared component by component (the order
 `pathlib.PurePosixPath` sorts in, so ``a/z`` comes before ``a.txt``).
 
-Files are read in large chunks into a few reused buffers (memory stays bounded whatever
-the size); a reader thread fills the next buffer while `hashlib` (which releases the GIL)
-hashes the current one, and a directory's files are hashed in parallel across cores.
+Large files are hashed through 16 MiB mmap windows (no copy; memory stays bounded
+whatever the size) while a helper thread faults in the next window, and `hashlib`
+releases the GIL; a directory's files are hashed in parallel across cores.
 This module imports only the standard library, so that `mlseal digest` starts fast.
 
     >>> import pathlib, tempfile
@@ -25,11 +25,11 @@ This module imports only the standard library, so that `mlseal digest` starts fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 import os
-import queue
 import stat
-import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,9 +40,10 @@ from mlseal.errors import ConfigurationError
 #: Paths `model-signing` ignores by default (relative to the model root).
 DEFAULT_IGNORED: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
 
-_CHUNK = 2 << 20  # 2 MiB: large enough that per-call overhead vanishes
-_BUFFERS = 4  # 8 MiB in flight at most per file
-_THREADED_MIN = 16 << 20  # below this the reader thread costs more than it saves
+_CHUNK = 1 << 20  # read() size for small files
+_WINDOW = 16 << 20  # mmap window: at most two are mapped at once (bounded RSS)
+_MMAP_MIN = 16 << 20  # below this a plain read loop is as fast
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14
 
 PathLike = str | os.PathLike[str]
 
@@ -89,66 +90,67 @@ def _read_error(path: PathLike, exc: OSError) -> ConfigurationError:
     return ConfigurationError(f"cannot read {path}: {exc.strerror or exc}")
 
 
-def _hash_simple(f: object, h: hashlib._Hash) -> None:
-    buf = bytearray(1 << 20)
+def _hash_read(fd: int, h: hashlib._Hash) -> None:
+    buf = bytearray(_CHUNK)
     view = memoryview(buf)
-    readinto = f.readinto  # type: ignore[attr-defined]
-    while n := readinto(buf):
+    while n := os.readv(fd, [buf]):
         h.update(view[:n])
 
 
-def _hash_pipelined(f: object, h: hashlib._Hash) -> None:
-    """A reader thread fills buffers while this thread hashes; both release the GIL."""
-    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    full: queue.SimpleQueue[tuple[bytearray, int] | BaseException] = queue.SimpleQueue()
-    for _ in range(_BUFFERS):
-        free.put(bytearray(_CHUNK))
-    readinto = f.readinto  # type: ignore[attr-defined]
-    stop = threading.Event()
-
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                b = free.get()
-                n = readinto(b)
-                full.put((b, n))
-                if not n:
-                    return
-        except BaseException as exc:  # handed to the hashing thread, re-raised there
-            full.put(exc)
-
-    t = threading.Thread(target=reader, name="mlseal-digest-reader", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = full.get()
-            if isinstance(item, BaseException):
-                raise item
-            b, n = item
-            if not n:
-                break
-            h.update(memoryview(b)[:n])
-            free.put(b)
-    finally:
-        stop.set()
-        free.put(bytearray(0))  # unblock a reader waiting for a buffer
-        t.join()
+def _populate(m: mmap.mmap) -> mmap.mmap:
+    """Fault a window's pages in (on another core) before the hasher gets to it."""
+    with contextlib.suppress(OSError, ValueError):  # older kernels: the hasher faults them in
+        m.madvise(_MADV_POPULATE_READ)
+    return m
 
 
-def file_sha256(path: PathLike, *, pipelined: bool = True) -> str:
-    """Hex sha256 of a file's bytes; memory stays bounded (a few MiB) at any size."""
+def _hash_mmap(fd: int, size: int, h: hashlib._Hash, *, prefetch: bool) -> None:
+    """Hash the file through mmap windows: no copy into user buffers, and `hashlib`
+    releases the GIL while it hashes a window. With `prefetch`, a helper thread maps
+    and faults in the next window while this one is hashed (one large file on 2 cores).
+    A file truncated by someone else while it is hashed raises SIGBUS (as with any
+    mmap reader, `model-signing`'s BLAKE3 hasher included)."""
+
+    def window(off: int) -> mmap.mmap:
+        return mmap.mmap(fd, min(_WINDOW, size - off), offset=off, access=mmap.ACCESS_READ)
+
+    if not prefetch:
+        for off in range(0, size, _WINDOW):
+            with window(off) as m:
+                h.update(m)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlseal-prefetch") as pool:
+        nxt = pool.submit(lambda: _populate(window(0)))
+        for off in range(0, size, _WINDOW):
+            m = nxt.result()
+            if off + _WINDOW < size:
+                nxt = pool.submit(lambda o=off + _WINDOW: _populate(window(o)))  # type: ignore[misc]
+            with m:
+                h.update(m)
+
+
+def file_sha256(path: PathLike, *, prefetch: bool = True) -> str:
+    """Hex sha256 of a file's bytes; memory stays bounded (two 16 MiB windows) at any size.
+
+    `prefetch=False` keeps to one thread (used when files are hashed in parallel).
+    """
     h = hashlib.sha256()
     try:
-        with open(path, "rb", buffering=0) as f:
-            size = os.fstat(f.fileno()).st_size
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            if pipelined and size >= _THREADED_MIN:
-                _hash_pipelined(f, h)
-            else:
-                _hash_simple(f, h)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise _read_error(path, exc) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size >= _MMAP_MIN:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            _hash_mmap(fd, st.st_size, h, prefetch=prefetch)
+        else:
+            _hash_read(fd, h)
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
@@ -230,10 +232,10 @@ def manifest_of(
     files.sort(key=lambda f: -_size(f[1]))
     n = workers or os.cpu_count() or 1
     if n == 1 or len(files) <= 1:
-        digests = [file_sha256(p, pipelined=len(files) <= 1) for _, p in files]
+        digests = [file_sha256(p, prefetch=len(files) <= 1) for _, p in files]
     else:
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="mlseal-digest") as pool:
-            digests = list(pool.map(lambda f: file_sha256(f[1], pipelined=False), files))
+            digests = list(pool.map(lambda f: file_sha256(f[1], prefetch=False), files))
     resources = sorted(
         (Resource(rel, d) for (rel, _), d in zip(files, digests, strict=True)),
         key=lambda r: sort_key(r.name),
