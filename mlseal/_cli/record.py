@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n, _ in args.input] + [n for n, _ in args.output]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"input/output names must be unique, got {names}")
+    for name, path in [*args.input, *args.output]:
+        if not os.path.exists(path):  # a usage error, not a failed step: nothing is recorded
+            raise ConfigurationError(f"{name}={path}: no such file or directory")
     metrics: dict[str, float] = {}
     for k, v in args.metric:
         if isinstance(v, bool) or not isinstance(v, int | float):

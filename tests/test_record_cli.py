@@ -1,0 +1,87 @@
+"""`mlseal record`: the CLI face of the sealed-stage runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlseal.cli import main
+from mlseal.ledger import open_ledger
+from mlseal.ledger.entry import parse_entry
+from mlseal.signing.keys import LocalKeySigner, PublicKeyVerifier
+from mlseal.signing.trust import TrustRoot
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    signer = LocalKeySigner.generate()
+    signer.save(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    return tmp_path / "k.pem"
+
+
+LAST_ERR: list[str] = []
+
+
+def _record(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict | None]:  # type: ignore[type-arg]
+    code = main(["record", "--json", *argv])
+    captured = capsys.readouterr()
+    LAST_ERR[:] = [captured.err]
+    return code, (json.loads(captured.out) if captured.out.strip() else None)
+
+
+def test_record_chain_and_fail_closed(tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLSEAL_TRUST", raising=False)
+    url = "sqlite:///" + str(tmp_path / "ledger.db")
+    raw = tmp_path / "raw.txt"
+    raw.write_text("b\na\nb\n")
+    code, first = _record(capsys, "--stage", "ingest", "--output", f"raw={raw}", "--param", "source=shell",
+                          "--ledger", url, "--key", str(key))
+    assert code == 0 and first is not None and first["seq"] == 0
+    assert Path(first["outputs"][0]["bundle"]) == tmp_path / "raw.txt.sig"
+
+    clean = tmp_path / "clean.txt"
+    clean.write_text("a\nb\n")  # what a shell step (sort -u) wrote
+    code, second = _record(capsys, "--stage", "process", "--name", "dedupe", "--input", f"raw={raw}",
+                           "--output", f"clean={clean}", "--param", "n=2", "--metric", "rows=2",
+                           "--ledger", url, "--key", str(key))
+    assert code == 0 and second is not None
+    assert second["inputs"] == [{"name": "raw", "sha256": first["outputs"][0]["sha256"], "producer_seq": 0}]
+    trust = TrustRoot.of(PublicKeyVerifier.from_file(tmp_path / "k.pub.pem", name="pipeline"))
+    with open_ledger(url) as led:
+        rec = parse_entry(led.entry(1), trust)
+    assert rec.component.name == "dedupe" and rec.params == {"n": 2} and rec.metrics == {"rows": 2.0}
+
+    # an input never recorded as an output: exit 1 and the ledger is unchanged
+    stray = tmp_path / "stray.txt"
+    stray.write_text("not recorded\n")
+    out = tmp_path / "out.txt"
+    out.write_text("x\n")
+    code, _ = _record(capsys, "--stage", "process", "--input", f"in={stray}", "--output", f"out={out}",
+                      "--ledger", url, "--key", str(key))
+    assert code == 1
+    assert "never recorded as an output" in LAST_ERR[0]
+    with open_ledger(url) as led:
+        assert led.size() == 2
+    assert out.exists() and not (tmp_path / "out.txt.sig").exists()  # the user's file is left alone
+
+    # recorded, but by a key the trust file does not name
+    other = LocalKeySigner.generate()
+    other.save(tmp_path / "o.pem", tmp_path / "o.pub.pem")
+    code, _ = _record(capsys, "--stage", "process", "--input", f"raw={raw}", "--ledger", url,
+                      "--key", str(tmp_path / "o.pem"))
+    assert code == 1
+
+
+def test_record_usage_errors(tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "sqlite:///" + str(tmp_path / "ledger.db")
+    with pytest.raises(SystemExit) as exc:
+        main(["record", "--stage", "ingest", "--output", "no-equals-sign"])
+    assert exc.value.code == 2
+    assert main(["record", "--stage", "ingest", "--output", f"x={tmp_path / 'missing'}", "--ledger", url,
+                 "--key", str(key)]) == 2
+    assert main(["record", "--stage", "ingest", "--metric", "acc=high", "--ledger", url, "--key", str(key)]) == 2
+    with open_ledger(url) as led:
+        assert led.size() == 0
