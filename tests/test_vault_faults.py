@@ -89,11 +89,13 @@ def test_vault_down_is_unavailable_after_bounded_retries() -> None:
 def test_sealed_vault(seeded: VaultHarness) -> None:
     fake = seeded.fake
     assert fake is not None
-    src = source(seeded.token_env(["mlseal-pipeline"]), attempts=2)
+    sleeps = Sleeps()
+    src = source(seeded.token_env(["mlseal-pipeline"]), sleep=sleeps)
     fake.seal()
     with pytest.raises(VaultSealed, match=f"Vault at {fake.addr} is sealed") as exc:
         src.read("mlseal/db")
     check_clean(seeded, exc.value)
+    assert sleeps.calls == []  # sealed needs an operator: no retry loop
     fake.unseal()
     assert src.read("mlseal/db").version == 1
 

@@ -630,7 +630,7 @@ class FakeVault:
 
     def _token_data(self, tok: Token) -> dict[str, Any]:
         now = self.clock()
-        ttl = 0 if tok.expires is None else max(0, int(tok.expires - now))
+        ttl = 0 if tok.expires is None else max(0, round(tok.expires - now))
         return {
             "accessor": tok.accessor, "creation_time": int(tok.created), "creation_ttl": tok.ttl,
             "display_name": tok.display_name, "entity_id": "",
@@ -681,7 +681,7 @@ class FakeVault:
             warnings = [f"TTL of {inc}s exceeded the effective max_ttl; TTL value is capped accordingly"]
         tok.expires = new_exp
         block = self._auth_block(tok)
-        block["lease_duration"] = int(new_exp - now)
+        block["lease_duration"] = round(new_exp - now)
         out = _resp(auth=block)
         out["warnings"] = warnings
         return 200, out

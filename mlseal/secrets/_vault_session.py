@@ -7,7 +7,8 @@ Every Vault call in mlseal goes through `VaultSession.call`, which
    using it until it expires and then fail with `VaultAuthError`;
 2. runs the request, retrying with bounded exponential backoff (and jitter) on
    connection errors, 5xx and 429 only — a 4xx means the request itself is wrong and is
-   never retried; TLS failures are never retried either;
+   never retried; neither are TLS failures or a sealed Vault (503 "Vault is sealed"),
+   which need an operator;
 3. translates every failure into a typed `VaultError` that names the operation and the
    path, scrubbed of the token, and logs the token *accessor*, never the token.
 """
@@ -305,7 +306,9 @@ class VaultSession:
                 reason = "timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection failed"
             except hvac.exceptions.VaultError as exc:
                 status = int(getattr(exc, "status_code", 0) or 0)
-                retryable = retry_status and (status >= 500 or status == 429)
+                sealed = status == 503 and any("sealed" in str(e).lower() for e in (exc.errors or []))
+                # A sealed Vault needs an operator to unseal it: fail fast instead of waiting.
+                retryable = retry_status and not sealed and (status >= 500 or status == 429)
                 if not retryable or attempt >= cfg.attempts:
                     raise self._translate(what, exc, status, attempt) from None
                 reason = f"HTTP {status}"

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Bootstrap a Vault server for mlseal, through the Vault HTTP API (curl + jq only).
+#
+#   VAULT_ADDR=https://vault:8200 VAULT_TOKEN=<admin token> infra/vault/bootstrap.sh
+#
+# Idempotent. It:
+#   1. enables KV v2 at $MLSEAL_VAULT_KV_MOUNT (default secret) and Transit at
+#      $MLSEAL_VAULT_TRANSIT_MOUNT (default transit), if not already enabled;
+#   2. creates the Transit keys mlseal-signing (ecdsa-p256) and mlseal-data
+#      (aes256-gcm96), both non-exportable (an existing key is left as it is);
+#   3. writes the ACL policies in policies/*.hcl (mount names rewritten if not default);
+#   4. with MLSEAL_K8S_HOST set: enables Kubernetes auth, points it at that API server
+#      (CA from MLSEAL_K8S_CA_CERT, default the pod's service-account CA) and creates the
+#      roles in kubernetes-roles.json;
+#   5. with MLSEAL_APPROLE=1: enables AppRole and creates role mlseal-pipeline (for CI).
+# Honours VAULT_CACERT and VAULT_NAMESPACE. The admin token is sent only as a header.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+: "${VAULT_ADDR:?set VAULT_ADDR}"
+: "${VAULT_TOKEN:?set VAULT_TOKEN to an admin token}"
+kv="${MLSEAL_VAULT_KV_MOUNT:-secret}"
+transit="${MLSEAL_VAULT_TRANSIT_MOUNT:-transit}"
+
+curl_opts=(--silent --show-error --max-time 30)
+[[ -n "${VAULT_CACERT:-}" ]] && curl_opts+=(--cacert "$VAULT_CACERT")
+[[ -n "${VAULT_NAMESPACE:-}" ]] && curl_opts+=(-H "X-Vault-Namespace: $VAULT_NAMESPACE")
+
+# vault METHOD PATH [JSON] [ALLOWED_ERROR_SUBSTRING] -> body on stdout; fails on non-2xx
+vault() {
+  local method="$1" path="$2" body="${3:-}" allowed="${4:-}" out status
+  out="$(mktemp)"
+  status="$(curl "${curl_opts[@]}" -o "$out" -w '%{http_code}' -X "$method" \
+    -H "X-Vault-Token: $VAULT_TOKEN" -H "Content-Type: application/json" \
+    ${body:+--data "$body"} "$VAULT_ADDR/v1/$path")" || { rm -f "$out"; echo "bootstrap: cannot reach $VAULT_ADDR" >&2; return 1; }
+  if [[ "$status" != 2* ]]; then
+    if [[ -n "$allowed" ]] && grep -q "$allowed" "$out"; then rm -f "$out"; return 0; fi
+    echo "bootstrap: $method $path -> HTTP $status: $(jq -c '.errors // .' "$out" 2>/dev/null || cat "$out")" >&2
+    rm -f "$out"
+    return 1
+  fi
+  cat "$out"
+  rm -f "$out"
+}
+
+say() { echo "bootstrap: $*" >&2; }
+
+say "KV v2 at $kv/, Transit at $transit/"
+vault POST "sys/mounts/$kv" '{"type":"kv","options":{"version":"2"},"description":"mlseal secrets"}' "already in use" >/dev/null
+vault POST "sys/mounts/$transit" '{"type":"transit","description":"mlseal keys"}' "already in use" >/dev/null
+
+say "Transit keys: mlseal-signing (ecdsa-p256), mlseal-data (aes256-gcm96), not exportable"
+vault POST "$transit/keys/mlseal-signing" '{"type":"ecdsa-p256","exportable":false}' >/dev/null
+vault POST "$transit/keys/mlseal-data" '{"type":"aes256-gcm96","exportable":false}' >/dev/null
+for key in mlseal-signing:ecdsa-p256 mlseal-data:aes256-gcm96; do
+  name="${key%%:*}" want="${key#*:}"
+  info="$(vault GET "$transit/keys/$name")"
+  got="$(jq -r .data.type <<<"$info")"
+  [[ "$got" == "$want" ]] || { say "ERROR: $transit/keys/$name exists with type $got, expected $want"; exit 1; }
+  [[ "$(jq -r .data.exportable <<<"$info")" == "false" ]] || say "WARNING: $transit/keys/$name is exportable"
+done
+
+for file in "$here"/policies/*.hcl; do
+  name="$(basename "$file" .hcl)"
+  say "policy $name"
+  text="$(sed -e "s#\"secret/#\"$kv/#g" -e "s#\"transit/#\"$transit/#g" "$file")"
+  vault PUT "sys/policies/acl/$name" "$(jq -n --arg p "$text" '{policy: $p}')" >/dev/null
+done
+
+if [[ -n "${MLSEAL_K8S_HOST:-}" ]]; then
+  k8s_mount="${MLSEAL_VAULT_K8S_MOUNT:-kubernetes}"
+  ca="${MLSEAL_K8S_CA_CERT:-/var/run/secrets/kubernetes.io/serviceaccount/ca.crt}"
+  say "Kubernetes auth at auth/$k8s_mount -> $MLSEAL_K8S_HOST"
+  vault POST "sys/auth/$k8s_mount" '{"type":"kubernetes"}' "already in use" >/dev/null
+  config="$(jq -n --arg host "$MLSEAL_K8S_HOST" '{kubernetes_host: $host}')"
+  if [[ -r "$ca" ]]; then config="$(jq --rawfile ca "$ca" '. + {kubernetes_ca_cert: $ca}' <<<"$config")"; fi
+  vault POST "auth/$k8s_mount/config" "$config" >/dev/null
+  for role in $(jq -r 'keys[]' "$here/kubernetes-roles.json"); do
+    say "Kubernetes role $role"
+    vault POST "auth/$k8s_mount/role/$role" "$(jq -c --arg r "$role" '.[$r]' "$here/kubernetes-roles.json")" >/dev/null
+  done
+fi
+
+if [[ "${MLSEAL_APPROLE:-0}" == "1" ]]; then
+  say "AppRole auth at auth/approle, role mlseal-pipeline"
+  vault POST "sys/auth/approle" '{"type":"approle"}' "already in use" >/dev/null
+  vault POST "auth/approle/role/mlseal-pipeline" \
+    '{"token_policies":["mlseal-pipeline"],"token_ttl":"20m","token_max_ttl":"2h","secret_id_ttl":"24h"}' >/dev/null
+fi
+
+say "done: run 'mlseal vault check' with a pipeline token to confirm"
