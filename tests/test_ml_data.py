@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlseal.errors import ConfigurationError, InfrastructureError
 from mlseal.ml import data
@@ -327,3 +329,14 @@ def test_read_csv_with_schema(tmp_path: Path) -> None:
     wrong = Schema.of([("id", "str"), ("x", "int"), ("n", "int"), ("label", "int")])
     with pytest.raises(DataError, match="column 'x' line 2: not a valid int"):
         data.read_csv(p, wrong)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.text(max_size=12), st.floats(allow_nan=True, allow_infinity=True),
+                               st.integers(min_value=-(2**62), max_value=2**62)), min_size=1, max_size=8))
+def test_csv_round_trip_property(rows: list[tuple[str, float, int]]) -> None:
+    schema = Schema.of([("s", "str"), ("f", "float"), ("i", "int")])
+    t = Table(schema, {"s": np.array([r[0] for r in rows], dtype=object), "f": np.array([r[1] for r in rows]),
+                       "i": np.array([r[2] for r in rows], dtype=np.int64)})
+    back = data.from_csv_bytes(data.to_csv_bytes(t), schema)
+    assert back.equals(t)

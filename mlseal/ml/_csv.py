@@ -16,13 +16,20 @@ import numpy as np
 from mlseal.ml.errors import DataError
 from mlseal.ml.table import Column, ColumnType, Schema, Table
 
-# Integers that round-trip through int64 without losing leading zeros ("007" stays a str).
+# Inference is conservative: integers without leading zeros ("007" stays a str) and at
+# most 18 digits (longer runs are identifiers). With a schema, any int64 value parses.
 _INT = re.compile(r"[+-]?(?:0|[1-9]\d{0,17})")
+_ANY_INT = re.compile(r"[+-]?\d{1,19}")
+_INT64 = (-(2**63), 2**63 - 1)
 _FLOAT = re.compile(r"[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf)", re.IGNORECASE)
 
 
 def _is_int(v: str) -> bool:
     return _INT.fullmatch(v) is not None
+
+
+def _is_int64(v: str) -> bool:
+    return _ANY_INT.fullmatch(v) is not None and _INT64[0] <= int(v) <= _INT64[1]
 
 
 def _is_float(v: str) -> bool:
@@ -46,7 +53,7 @@ def _parse(name: str, ctype: ColumnType, values: list[str]) -> np.ndarray:
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return out
-    ok = _is_int if ctype is ColumnType.INT else (lambda v: v == "" or _is_float(v))
+    ok = _is_int64 if ctype is ColumnType.INT else (lambda v: v == "" or _is_float(v))
     for line, v in enumerate(values, start=2):
         if not ok(v):
             raise DataError(f"column {name!r} line {line}: not a valid {ctype.value}")
@@ -99,8 +106,10 @@ def format_csv(table: Table) -> str:
     """Deterministic CSV text: header row, `\\n` line ends, floats in round-trip form."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.names)
+    # QUOTE_MINIMAL quotes only the delimiter, quote char and "\n" (the line terminator);
+    # a row with a bare "\r" is written fully quoted so that it reads back unchanged.
+    w_all = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     types = [table.schema.type_of(n) for n in table.names]
-    for row in table.rows():
-        w.writerow([_cell(t, v) for t, v in zip(types, row, strict=True)])
+    for cells in ([*table.names], *([_cell(t, v) for t, v in zip(types, row, strict=True)] for row in table.rows())):
+        (w_all if any("\r" in c for c in cells) else w).writerow(cells)
     return buf.getvalue()
