@@ -7,9 +7,12 @@ import hmac
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlseal.errors import ConfigurationError
 from mlseal.ml import data
+from mlseal.ml._synthetic import luhn_check_digit
 from mlseal.ml.anonymize import AnonymizeSpec, anonymize, luhn_valid, pseudonym, redact_text
 from mlseal.ml.errors import DataError
 from mlseal.ml.table import Table
@@ -136,3 +139,16 @@ def test_anonymize_empty_table() -> None:
     t = Table.from_columns({"id": np.array([], dtype=object), "x": np.array([], dtype=np.float64)})
     out, rep = anonymize(t, KEY, AnonymizeSpec(pseudonymize=("id",)))
     assert out.n_rows == 0 and rep.rows == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.text(alphabet="0123456789", min_size=15, max_size=15), sep=st.sampled_from(["", " ", "-"]),
+       wrong=st.integers(min_value=1, max_value=9))
+def test_card_redaction_follows_luhn(body: str, sep: str, wrong: int) -> None:
+    good = body + luhn_check_digit(body)
+    bad = body + str((int(luhn_check_digit(body)) + wrong) % 10)
+    fmt = lambda n: sep.join(n[i:i + 4] for i in range(0, 16, 4))  # noqa: E731
+    out, counts = redact_text(f"paid with {fmt(good)} today")
+    assert out == "paid with [CARD] today" and counts["card"] == 1
+    text = f"order {fmt(bad)} today"
+    assert redact_text(text) == (text, {"email": 0, "card": 0, "national_id": 0, "phone": 0})
