@@ -340,7 +340,9 @@ def run_webhook(policy: Policy, tls_dir: Path, **kwargs: Any) -> Iterator[Runnin
     cert, key = tls_dir / "tls.crt", tls_dir / "tls.key"
     pki.issue(cert, key)
     server, controller = build_server(policy, cert=cert, key=key, host="127.0.0.1", port=0, **kwargs)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only disables Nagle on sockets whose proto says TCP,
+    # and a proto-0 socket would add a delayed-ACK stall (~40 ms) to every response
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
