@@ -120,7 +120,9 @@ class VaultSecretSource:
             raise VaultResponseError(f"{what}: malformed response from Vault (no 'data' object)")
         return dict(resp["data"])
 
-    def transit_signer(self, key_name: str = SIGNING_KEY) -> VaultTransitSigner:
+    def transit_signer(self, key_name: str = SIGNING_KEY, *, check_signatures: bool = True) -> VaultTransitSigner:
+        """The Transit key as a `Signer`. ``check_signatures`` verifies each returned
+        signature locally (~0.2 ms) so a faulty Vault or proxy is caught at signing time."""
         name = _key_name(key_name)
         mount = self.config.transit_mount
         info = self.transit_key(name)
@@ -137,7 +139,7 @@ class VaultSecretSource:
             raise VaultResponseError(
                 f"read Transit key {mount}/keys/{name}: response lacks the public key of the latest version"
             ) from None
-        signer = VaultTransitSigner(self.session, mount, name, version, public)
+        signer = VaultTransitSigner(self.session, mount, name, version, public, check_signatures=check_signatures)
         log.info("signing with Vault Transit key %s/keys/%s v%d (%s…)", mount, name, version, signer.key_id[:16])
         return signer
 
@@ -198,9 +200,17 @@ class VaultTransitSigner:
     """
 
     def __init__(
-        self, session: VaultSession, mount: str, name: str, version: int, public: ec.EllipticCurvePublicKey
+        self,
+        session: VaultSession,
+        mount: str,
+        name: str,
+        version: int,
+        public: ec.EllipticCurvePublicKey,
+        *,
+        check_signatures: bool = True,
     ) -> None:
         self._session = session
+        self._check = check_signatures
         self.mount = mount
         self.name = name
         self.version = version
@@ -238,6 +248,8 @@ class VaultTransitSigner:
         if int(m.group(1)) != self.version:
             raise VaultResponseError(f"{what}: Vault signed with key version {m.group(1)}")
         der = _b64(m.group(2), what, "signature")
+        if not self._check:
+            return der
         try:
             self._public.verify(der, data, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
