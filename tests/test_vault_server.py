@@ -156,3 +156,16 @@ def test_tls_variant(vault_tls_server: FakeVault) -> None:
     assert call(vault_tls_server, "GET", "sys/health").status_code == 200
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{vault_tls_server.addr}/v1/sys/health", timeout=5)
+
+
+def test_setup_shortcuts_drive_the_same_state(vault_server: FakeVault) -> None:
+    vault_server.write_policy("p", 'path "secret/data/mlseal/*" { capabilities = ["read"] }')
+    vault_server.put_kv("mlseal/a", {"k": "v"})
+    vault_server.create_transit_key("s")
+    tok = vault_server.create_token(["p"], ttl="10m")
+    assert call(vault_server, "GET", "secret/data/mlseal/a", tok).json()["data"]["data"] == {"k": "v"}
+    assert call(vault_server, "GET", "secret/data/other", tok).status_code == 403
+    role_id, secret_id = vault_server.approle_creds("r", ["p"])
+    r = call(vault_server, "POST", "auth/approle/login", json={"role_id": role_id, "secret_id": secret_id})
+    assert r.json()["auth"]["policies"] == ["default", "p"]
+    assert call(vault_server, "GET", "transit/keys/s", vault_server.root_token).json()["data"]["type"] == "ecdsa-p256"

@@ -356,6 +356,44 @@ class FakeVault:
     def token_info(self, token: str) -> Token:
         return self.tokens[token]
 
+    # -- setup shortcuts (in-process, through the same handlers the HTTP API uses) -------
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None, *, namespace: str = "") -> Any:
+        headers = {"x-vault-token": self.root_token}
+        if namespace:
+            headers["x-vault-namespace"] = namespace
+        status, out = self.handle(method, "/v1/" + path, headers, json.dumps(body or {}).encode())
+        if status >= 400:
+            raise RuntimeError(f"{method} {path}: {status} {out}")
+        return out
+
+    def create_token(self, policies: list[str], *, ttl: str | int = "1h", renewable: bool = True,
+                     explicit_max_ttl: str | int | None = None, namespace: str = "") -> str:
+        body: dict[str, Any] = {"policies": policies, "ttl": ttl, "renewable": renewable}
+        if explicit_max_ttl is not None:
+            body["explicit_max_ttl"] = explicit_max_ttl
+        return str(self.admin("POST", "auth/token/create", body, namespace=namespace)["auth"]["client_token"])
+
+    def write_policy(self, name: str, hcl: str, *, namespace: str = "") -> None:
+        self.admin("PUT", f"sys/policies/acl/{name}", {"policy": hcl}, namespace=namespace)
+
+    def approle_creds(self, role: str, policies: list[str], *, ttl: str | int = "1h",
+                      mount: str = "approle") -> tuple[str, str]:
+        """Enable AppRole (once), create ``role`` and return (role_id, secret_id)."""
+        if f"{mount}/" not in self.namespaces[""].auth:
+            self.admin("POST", f"sys/auth/{mount}", {"type": "approle"})
+        self.admin("POST", f"auth/{mount}/role/{role}", {"token_policies": policies, "token_ttl": ttl})
+        role_id = self.admin("GET", f"auth/{mount}/role/{role}/role-id")["data"]["role_id"]
+        secret_id = self.admin("POST", f"auth/{mount}/role/{role}/secret-id")["data"]["secret_id"]
+        return str(role_id), str(secret_id)
+
+    def put_kv(self, path: str, data: dict[str, str], *, mount: str = "secret") -> int:
+        return int(self.admin("POST", f"{mount}/data/{path}", {"data": data})["data"]["version"])
+
+    def create_transit_key(self, name: str, key_type: str = "ecdsa-p256", *, exportable: bool = False,
+                           mount: str = "transit") -> None:
+        self.admin("POST", f"{mount}/keys/{name}", {"type": key_type, "exportable": exportable})
+
     # -- internals ----------------------------------------------------------------------------
 
     @staticmethod
