@@ -63,7 +63,7 @@ def _trusted_root(path: Path | None, staging: bool) -> Any:
     except (ValueError, AttributeError):
         raise ConfigurationError(f"Sigstore trusted root {path} is not a JSON object") from None
     try:
-        if "ClientTrustConfig" in media_type:
+        if "clienttrustconfig" in str(media_type).lower():
             return ClientTrustConfig.from_json(raw).trusted_root
         return TrustedRoot.from_file(str(path))
     except Exception as exc:  # sigstore raises pydantic/protobuf errors of many kinds
