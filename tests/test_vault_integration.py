@@ -169,3 +169,22 @@ def test_logs_name_the_accessor_not_the_token(vault: VaultHarness, secrets_log: 
     assert accessor in secrets_log.text
     assert token not in secrets_log.text
     assert any(r.levelno >= logging.INFO for r in secrets_log.records)
+
+
+def test_pipeline_policy_is_read_only_and_cannot_export(vault: VaultHarness) -> None:
+    import hvac
+
+    token, _ = vault.create_token(["mlseal-pipeline"])
+    c = hvac.Client(url=vault.addr, token=token, verify=str(vault.ca_cert_path) if vault.ca_cert_path else True,
+                    namespace=vault.namespace)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.secrets.kv.v2.create_or_update_secret(path=vault.path("w"), secret={"k": "v"})
+    for kind in ("signing-key", "hmac-key"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            c.secrets.transit.export_key(name="mlseal-signing", key_type=kind)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.secrets.transit.export_key(name="mlseal-data", key_type="encryption-key")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.secrets.transit.rotate_key(name="mlseal-signing")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.secrets.transit.sign_data(name="other-key", hash_input="eA==")
