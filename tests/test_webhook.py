@@ -198,3 +198,14 @@ def test_certificate_rotation_without_restart(webhook_factory: Any, admission_wo
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert server.peer_serial() == new
+
+
+def test_ledger_url_file_is_read_at_connect(webhook_factory: Any, admission_world: AdmissionWorld,
+                                            tmp_path: Path) -> None:
+    url_file = tmp_path / "ledger-url"  # what Vault Agent renders in the pod
+    p = write_policy(admission_world.dir, "urlfile.yaml", ledger={"url_file": str(url_file)})
+    server = webhook_factory(load_policy(p))
+    r = response(server.validate(review(isvc(admission_world.models["good"]))))
+    assert r["allowed"] is False and "cannot read the ledger URL file" in r["status"]["message"]
+    url_file.write_text(admission_world.ledger_url + "\n")
+    assert response(server.validate(review(isvc(admission_world.models["good"]))))["allowed"] is True

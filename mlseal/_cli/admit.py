@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     docs = _documents(text, source)
     policy = load_policy(args.policy)
     results = []
-    with open_ledger(args.ledger or policy.ledger_url, create=False) as led:
+    with open_ledger(args.ledger or policy.resolve_ledger_url(), create=False) as led:
         for doc in docs:
             manifest = doc if isinstance(doc, dict) else {"_": doc}
             decision = decide(manifest, policy, ledger=led, namespace=args.namespace)

@@ -192,10 +192,8 @@ def build_server(
     if ledger_factory is None:
         from mlseal.ledger import open_ledger
 
-        url = policy.ledger_url
-
         def ledger_factory() -> Any:
-            return open_ledger(url, create=False)
+            return open_ledger(policy.resolve_ledger_url(), create=False)
 
     controller = AdmissionController(
         policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl), metrics=metrics

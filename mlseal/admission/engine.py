@@ -351,7 +351,7 @@ def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerView | None = N
         if ledger is None:
             from mlseal.ledger import open_ledger
 
-            with open_ledger(policy.ledger_url, create=False) as led:
+            with open_ledger(policy.resolve_ledger_url(), create=False) as led:
                 findings = check_model(ref, rules, led, trust)
         else:
             findings = check_model(ref, rules, ledger, trust)

@@ -6,7 +6,7 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
 
     # policy.yaml
     trust: trust.yaml                      # relative paths resolve against this file
-    ledger: sqlite:///ledger.db
+    ledger: sqlite:///ledger.db            # or {url_file: /vault/secrets/ledger-url}
     require_stages: [ingest, process, train, evaluate]
     gates:
       accuracy: 0.90                       # minimum
@@ -15,6 +15,10 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
     namespaces:
       staging: {mode: warn}
       prod: {gates: {accuracy: 0.95, robust_accuracy: 0.70}}
+
+``ledger: {url_file: PATH}`` names a file holding the URL instead, for a PostgreSQL DSN
+with credentials that Vault Agent renders and renews: the file is read each time a
+connection is opened, so the URL (and its password) is never in the policy or a log.
 
 A stage name matches a record's stage kind (``ingest``, ``process``, ``train``,
 ``evaluate``) or its component name (``anonymize``), so a policy can require a
@@ -47,7 +51,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mlseal.errors import ConfigurationError
+from mlseal.errors import ConfigurationError, InfrastructureError
 from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
 
 #: the stages a model must have passed when a policy does not say
@@ -112,8 +116,24 @@ class Policy:
     default: Rules = field(default_factory=Rules)
     namespaces: Mapping[str, Rules] = field(default_factory=dict)
     source: str = "<memory>"
+    #: a file holding the ledger URL (credentials from Vault), read at each connect
+    ledger_url_file: Path | None = None
     #: sha256 over the policy and trust file bytes: part of the webhook's cache key
     fingerprint: str = ""
+
+    def resolve_ledger_url(self) -> str:
+        """The ledger URL, read from `ledger_url_file` when the policy names one."""
+        if self.ledger_url_file is None:
+            return self.ledger_url
+        try:
+            url = self.ledger_url_file.read_text().strip()
+        except OSError as exc:
+            raise InfrastructureError(
+                f"cannot read the ledger URL file {self.ledger_url_file}: {exc.strerror}"
+            ) from None
+        if not url:
+            raise InfrastructureError(f"the ledger URL file {self.ledger_url_file} is empty (not rendered yet?)")
+        return url
 
     def rules_for(self, namespace: str | None) -> Rules:
         if namespace is not None and namespace in self.namespaces:
@@ -203,8 +223,13 @@ def parse_policy(data: Mapping[str, Any], *, base: Path, source: str = "<memory>
     if unknown:
         raise _err(source, f"unknown keys {sorted(map(str, unknown))} (known: {sorted(_TOP_KEYS)})")
     ledger = data.get("ledger")
-    if not isinstance(ledger, str) or not ledger:
-        raise _err(source, "ledger must be a ledger URL (sqlite:///path.db or postgresql://...)")
+    url_file: Path | None = None
+    if isinstance(ledger, dict) and set(ledger) == {"url_file"} and isinstance(ledger["url_file"], str):
+        url_file = base / ledger["url_file"]
+        ledger = ""
+    elif not isinstance(ledger, str) or not ledger:
+        raise _err(source, "ledger must be a ledger URL (sqlite:///path.db or postgresql://...) "
+                           "or {url_file: PATH}")
     if trust is None:
         trust_path = data.get("trust")
         if not isinstance(trust_path, str) or not trust_path:
@@ -224,8 +249,8 @@ def parse_policy(data: Mapping[str, Any], *, base: Path, source: str = "<memory>
         if bad:
             raise _err(source, f"namespaces.{ns}: unknown keys {sorted(map(str, bad))} (known: {sorted(_RULE_KEYS)})")
         namespaces[ns] = _parse_rules(rules, default, source, f"namespaces.{ns}.")
-    return Policy(trust=trust, ledger_url=resolve_ledger_url(ledger, base), default=default,
-                  namespaces=namespaces, source=source, fingerprint=fingerprint)
+    return Policy(trust=trust, ledger_url=resolve_ledger_url(ledger, base) if ledger else "", default=default,
+                  namespaces=namespaces, source=source, ledger_url_file=url_file, fingerprint=fingerprint)
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
