@@ -137,3 +137,4 @@ def test_bootstrap_script_then_kubernetes_login_passes_check(tmp_path: Path) -> 
         assert checks["secret mlseal/db"]["ok"] is False and "permission denied" in str(
             checks["secret mlseal/db"]["detail"])
         assert checks["signing key"]["ok"] is False
+        assert checks["kv mount"]["ok"] is False  # no capability anywhere in secret/: mount not visible
