@@ -87,3 +87,30 @@ def test_changed_file_is_named(model_dir: Path, signing_key: KeyFiles) -> None:
     (model_dir / "sub" / "weights.bin").write_bytes(b"evil")
     with pytest.raises(VerificationError, match=r"sub/weights\.bin: content differs"):
         verify_path(model_dir, sig, signing_key.signer.verifier())
+
+
+def test_upstream_shard_serialized_bundle_verifies_with_mlseal(
+    model_dir: Path, signing_key: KeyFiles, tmp_path: Path
+) -> None:
+    (model_dir / "empty.bin").write_bytes(b"")
+    sig = tmp_path / "sharded.sig"
+    cfg = model_signing.signing.Config().use_elliptic_key_signer(private_key=signing_key.private)
+    cfg.set_hashing_config(model_signing.hashing.Config().use_shard_serialization(shard_size=4096))
+    cfg.sign(model_dir, sig)
+    v = verify_path(model_dir, sig, signing_key.signer.verifier())
+    assert v.files == 3 + 19  # three small files; weights.bin (76,800 bytes) is 19 shards; empty.bin none
+    w = model_dir / "sub" / "weights.bin"
+    data = bytearray(w.read_bytes())
+    data[5000] ^= 1
+    w.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match=r"sub/weights\.bin bytes 4096-8192: content differs"):
+        verify_path(model_dir, sig, signing_key.signer.verifier())
+
+
+def test_mlseal_shard_bundle_verifies_with_upstream(model_dir: Path, signing_key: KeyFiles, tmp_path: Path) -> None:
+    f = tmp_path / "big.bin"
+    f.write_bytes(bytes(range(256)) * 100)
+    for target in (model_dir, f):
+        sig = sign_path(target, signing_key.signer, shard_size=1000)
+        upstream_verify(target, sig, signing_key.public)
+        verify_path(target, sig, signing_key.signer.verifier())

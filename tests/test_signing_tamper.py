@@ -225,3 +225,26 @@ def test_symlink_refused_unless_allowed(model_dir: Path, signing_key: KeyFiles, 
 def test_missing_bundle_is_a_configuration_error(model_dir: Path, signing_key: KeyFiles) -> None:
     with pytest.raises(ConfigurationError, match="cannot read bundle"):
         verify_path(model_dir, None, signing_key.signer.verifier())
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda o: o["predicate"]["serialization"].update(method="tensors"), "serialization method='tensors'"),
+        (lambda o: o["predicate"]["serialization"].update(hash_type="blake3"), "hash_type='blake3'"),
+        (lambda o: o["predicate"]["resources"][0].update(algorithm="md5"), "algorithm 'md5', expected 'sha256'"),
+        (lambda o: o["predicate"]["resources"].append(dict(o["predicate"]["resources"][0])), "is listed twice"),
+        (lambda o: o["predicate"]["resources"][0].update(digest="XYZ"), "is not 64 lowercase hex digits"),
+        (lambda o: o["predicate"]["serialization"].update(ignore_paths=["../etc"]), "relative paths inside the model"),
+        (lambda o: o.update(subject=[]), "exactly one subject, found 0"),
+        (lambda o: o["predicate"]["serialization"].update(method="shards", shard_size=0), "shard_size must be"),
+    ],
+    ids=["method", "hash-type", "algorithm", "duplicate", "digest", "ignore-escape", "no-subject", "shard-size"],
+)
+def test_malformed_statements_signed_by_a_trusted_key(
+    model_dir: Path, signing_key: KeyFiles, edit: object, reason: str
+) -> None:
+    import re
+
+    sig = _resign(model_dir, signing_key, edit)
+    check(model_dir, sig, signing_key, re.escape(reason))

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     k.add_argument("--trust-config", metavar="FILE", help="ClientTrustConfig JSON of a private Sigstore instance")
     k.add_argument("--staging", action="store_true", help="use the public Sigstore staging instance")
     p.add_argument("--allow-symlinks", action="store_true", help="follow symbolic links instead of refusing them")
+    p.add_argument("--shard-size", type=int, metavar="BYTES",
+                   help="model-signing's shard serialization (digest per piece of each file); default: per file")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -53,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
         from mlseal.signing.signers import resolve_signer
 
         signer = resolve_signer(key=args.key, vault_transit=args.vault_transit)
-    out = sign_path(args.path, signer, out=args.out, allow_symlinks=args.allow_symlinks)
+    out = sign_path(args.path, signer, out=args.out, allow_symlinks=args.allow_symlinks, shard_size=args.shard_size)
     # report the digests the bundle just written names
     envelope = read_bundle(out).envelope
     assert envelope is not None
     m = oms.parse_statement(envelope.payload)
-    digest = m.resources[0].sha256 if [r.name for r in m.resources] == ["."] else m.digest
+    digest = m.resources[0].sha256 if [r.name for r in m.resources] == ["."] and m.shard_size is None else m.digest
     if args.json:
         emit_json({"path": args.path, "bundle": str(out), "sha256": digest, "subject_sha256": m.digest,
                    "files": len(m.resources), "key_id": getattr(signer, "key_id", None)})

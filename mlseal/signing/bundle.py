@@ -59,6 +59,7 @@ class VerifiedArtifact:
 
     path: Path
     #: what `digest_path` gives: sha256 of a file's bytes, or a directory's manifest digest
+    #: (for a bundle in the "shards" serialization: its subject digest, which differs)
     digest: str
     #: the bundle's in-toto subject digest (for a file: sha256 over its sha256, per OMS)
     subject_digest: str
@@ -103,11 +104,16 @@ def sign_path(
     *,
     out: PathLike | None = None,
     allow_symlinks: bool = False,
+    shard_size: int | None = None,
 ) -> Path:
-    """Write the OMS bundle for a file or directory (default ``PATH.sig``); return its path."""
+    """Write the OMS bundle for a file or directory (default ``PATH.sig``); return its path.
+
+    `shard_size` selects `model-signing`'s "shards" serialization (files cut in pieces);
+    the default, one digest per file, is what `digest_path` and the ledger use.
+    """
     src = Path(path)
     dest = Path(out) if out is not None else default_bundle_path(src)
-    manifest = manifest_of(src, ignore=_ignore_for(src, dest), allow_symlinks=allow_symlinks)
+    manifest = manifest_of(src, ignore=_ignore_for(src, dest), allow_symlinks=allow_symlinks, shard_size=shard_size)
     data = bundle_for(manifest, signer)
     _write_atomic(dest, data)
     return dest
@@ -193,17 +199,21 @@ def verify_path(
 
     is_file = stat.S_ISREG(st.st_mode) or (expected.allow_symlinks and src.is_file())
     names = [r.name for r in expected.resources]
-    if is_file and names != ["."]:
+    signs_file = bool(names) and all(n == "." or n.startswith(".:") for n in names)
+    if is_file and names and not signs_file:
         raise VerificationError(
             f"bundle {bpath} signs a directory model ({len(names)} files) named {expected.name!r}, but {src} is a file"
         )
-    if not is_file and names == ["."]:
+    if not is_file and signs_file:
         raise VerificationError(f"bundle {bpath} signs a single file named {expected.name!r}, but {src} is a directory")
 
     ignore = tuple(p for p in expected.ignore_paths) + _ignore_for(src, bpath)
-    actual = manifest_of(src, ignore=ignore, allow_symlinks=expected.allow_symlinks)  # (4)
+    actual = manifest_of(  # (4)
+        src, ignore=ignore, allow_symlinks=expected.allow_symlinks, shard_size=expected.shard_size
+    )
     _compare(src, expected, actual)  # (5)
-    digest = actual.resources[0].sha256 if is_file else actual.digest
+    # the ledger's digest (digest_path); a sharded bundle only yields its subject digest
+    digest = actual.resources[0].sha256 if is_file and expected.shard_size is None else actual.digest
     return VerifiedArtifact(src, digest, expected.digest, auth.signer, len(actual.resources))
 
 
@@ -213,8 +223,10 @@ def _compare(src: Path, expected: Manifest, actual: Manifest) -> None:
     problems = []
     for name in sorted(want.keys() & have.keys()):
         if want[name] != have[name]:
-            shown = src if name == "." else src / name
-            problems.append(f"{shown}: content differs (signed sha256 {want[name][:16]}…, found {have[name][:16]}…)")
+            problems.append(
+                f"{_shown(src, name, expected.shard_size)}: content differs "
+                f"(signed sha256 {want[name][:16]}…, found {have[name][:16]}…)"
+            )
     missing = sorted(want.keys() - have.keys())
     added = sorted(have.keys() - want.keys())
     if missing:
@@ -223,6 +235,15 @@ def _compare(src: Path, expected: Manifest, actual: Manifest) -> None:
         problems.append(f"{src}: file(s) not covered by the signature: {', '.join(added)}")
     if problems:
         raise VerificationError("; ".join(problems))
+
+
+def _shown(src: Path, name: str, sharded: int | None) -> str:
+    """A resource as a person reads it: the file's path (and byte range of a shard)."""
+    rng = ""
+    if sharded is not None:
+        name, start, end = name.rsplit(":", 2)
+        rng = f" bytes {start}-{end}"
+    return f"{src if name == '.' else src / name}{rng}"
 
 
 def _verify_message_digest(src: Path, signed: str, signer: SignedBy) -> VerifiedArtifact:

@@ -67,6 +67,8 @@ class Manifest:
     resources: tuple[Resource, ...]
     ignore_paths: tuple[str, ...]
     allow_symlinks: bool
+    #: None: one resource per file ("files"); else files cut in shards of this size ("shards")
+    shard_size: int | None = None
 
     @property
     def digest(self) -> str:
@@ -84,6 +86,32 @@ def subject_digest(resources: Iterable[Resource]) -> str:
 def sort_key(name: str) -> tuple[str, ...]:
     """Manifest order: path components compared one by one (PurePosixPath order)."""
     return PurePosixPath(name).parts
+
+
+def shard_sort_key(name: str) -> tuple[tuple[str, ...], int, int]:
+    """Order of "path:start:end" shard resources: by path, then offsets as numbers."""
+    path, start, end = name.rsplit(":", 2)
+    return PurePosixPath(path).parts, int(start), int(end)
+
+
+def range_sha256(path: PathLike, start: int, end: int) -> str:
+    """Hex sha256 of bytes [start, end) of a file (one shard)."""
+    h = hashlib.sha256()
+    buf = bytearray(min(_CHUNK, max(end - start, 1)))
+    view = memoryview(buf)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                n = f.readinto(view[: min(len(buf), left)])
+                if not n:
+                    raise ConfigurationError(f"{path} shrank while it was hashed (wanted bytes up to {end})")
+                h.update(view[:n])
+                left -= n
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    return h.hexdigest()
 
 
 def _read_error(path: PathLike, exc: OSError) -> ConfigurationError:
@@ -214,20 +242,25 @@ def manifest_of(
     ignore: Sequence[str] = (),
     allow_symlinks: bool = False,
     workers: int | None = None,
+    shard_size: int | None = None,
 ) -> Manifest:
     """The OMS manifest of a file or directory model (per-file digests, in parallel).
 
     `ignore` names paths relative to the model root (a directory ignores its subtree),
-    on top of `DEFAULT_IGNORED`. A single file is one resource named ``.``.
+    on top of `DEFAULT_IGNORED`. A single file is one resource named ``.``. With
+    `shard_size`, files are cut into shards named ``path:start:end`` (the `model-signing`
+    "shards" serialization; empty files then have no resource).
     """
     root = Path(path)
     st = _check_kind(root, allow_symlinks)
     name = root.name or Path(os.path.abspath(root)).name
     ignore_paths = tuple(dict.fromkeys((*ignore, *DEFAULT_IGNORED)))
     if stat.S_ISREG(st.st_mode):
-        res: tuple[Resource, ...] = (Resource(".", file_sha256(root)),)
-        return Manifest(name, res, ignore_paths, allow_symlinks)
-    files = list_files(root, ignore=ignore, allow_symlinks=allow_symlinks)
+        files = [(".", root)]
+    else:
+        files = list_files(root, ignore=ignore, allow_symlinks=allow_symlinks)
+    if shard_size is not None:
+        return Manifest(name, _shards(files, shard_size, workers), ignore_paths, allow_symlinks, shard_size)
     # biggest first, so that a large file does not start last and run alone
     files.sort(key=lambda f: -_size(f[1]))
     n = workers or os.cpu_count() or 1
@@ -241,6 +274,21 @@ def manifest_of(
         key=lambda r: sort_key(r.name),
     )
     return Manifest(name, tuple(resources), ignore_paths, allow_symlinks)
+
+
+def _shards(files: list[tuple[str, Path]], shard_size: int, workers: int | None) -> tuple[Resource, ...]:
+    if shard_size <= 0:
+        raise ConfigurationError(f"shard size must be positive, got {shard_size}")
+    tasks = [
+        (f"{rel}:{start}:{min(start + shard_size, size)}", p, start, min(start + shard_size, size))
+        for rel, p in files
+        for size in (_size(p),)
+        for start in range(0, size, shard_size)
+    ]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="mlseal-digest") as pool:
+        digests = list(pool.map(lambda t: range_sha256(t[1], t[2], t[3]), tasks))
+    out = [Resource(t[0], d) for t, d in zip(tasks, digests, strict=True)]
+    return tuple(sorted(out, key=lambda r: shard_sort_key(r.name)))
 
 
 def _size(p: Path) -> int:

@@ -37,19 +37,28 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 PREDICATE_TYPE_V01 = "https://model_signing/Digests/v0.1"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_SHARD_NAME = re.compile(r".+:[0-9]+:[0-9]+")
+
+
+def resource_algorithm(m: Manifest) -> str:
+    return "sha256" if m.shard_size is None else f"sha256-sharded-{m.shard_size}"
 
 
 def statement_obj(m: Manifest) -> dict[str, Any]:
     serialization: dict[str, Any] = {"allow_symlinks": m.allow_symlinks}
     if m.ignore_paths:
         serialization["ignore_paths"] = list(m.ignore_paths)
-    serialization.update({"method": "files", "hash_type": "sha256"})
+    if m.shard_size is None:
+        serialization.update({"method": "files", "hash_type": "sha256"})
+    else:
+        serialization.update({"method": "shards", "hash_type": "sha256", "shard_size": m.shard_size})
+    algorithm = resource_algorithm(m)
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": m.name, "digest": {"sha256": m.digest}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
-            "resources": [{"algorithm": "sha256", "digest": r.sha256, "name": r.name} for r in m.resources],
+            "resources": [{"algorithm": algorithm, "digest": r.sha256, "name": r.name} for r in m.resources],
             "serialization": serialization,
         },
     }
@@ -100,11 +109,19 @@ def parse_statement(payload: bytes) -> Manifest:
     # (5)
     predicate = _get(obj, "predicate", dict, "")
     ser = _get(predicate, "serialization", dict, "predicate.")
-    if ser.get("method") != "files" or ser.get("hash_type") != "sha256":
+    if ser.get("method") not in ("files", "shards") or ser.get("hash_type") != "sha256":
         raise VerificationError(
             f"unsupported serialization method={ser.get('method')!r} hash_type={ser.get('hash_type')!r};"
-            " mlseal verifies method 'files' with sha256"
+            " mlseal verifies methods 'files' and 'shards' with sha256"
         )
+    shard_size = None
+    if ser["method"] == "shards":
+        raw = ser.get("shard_size")
+        # (model-signing writes it through a protobuf Struct, so 40 arrives as 40.0)
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != int(raw) or raw <= 0:
+            raise VerificationError(f"OMS statement: shard_size must be a positive integer, got {raw!r}")
+        shard_size = int(raw)
+    algorithm = "sha256" if shard_size is None else f"sha256-sharded-{shard_size}"
     allow_symlinks = ser.get("allow_symlinks", False)
     ignore = ser.get("ignore_paths", [])
     if not isinstance(allow_symlinks, bool) or not isinstance(ignore, list):
@@ -118,8 +135,10 @@ def parse_statement(payload: bytes) -> Manifest:
         if not isinstance(r, dict):
             raise VerificationError(f"OMS statement: resource {i} is not an object")
         rname = _get(r, "name", str, f"resources[{i}].")
-        if r.get("algorithm") != "sha256":
-            raise VerificationError(f"resource {rname!r}: algorithm {r.get('algorithm')!r}, expected 'sha256'")
+        if r.get("algorithm") != algorithm:
+            raise VerificationError(f"resource {rname!r}: algorithm {r.get('algorithm')!r}, expected {algorithm!r}")
+        if shard_size is not None and not _SHARD_NAME.fullmatch(rname):
+            raise VerificationError(f"resource {rname!r} is not named path:start:end")
         d = _get(r, "digest", str, f"resources[{i}].")
         if not _HEX64.fullmatch(d):
             raise VerificationError(f"resource {rname!r}: digest {d!r:.80} is not 64 lowercase hex digits")
@@ -133,4 +152,4 @@ def parse_statement(payload: bytes) -> Manifest:
         raise VerificationError(
             f"subject digest {sdigest[:16]}… does not match the listed resources ({computed[:16]}…)"
         )
-    return Manifest(name, tuple(resources), tuple(ignore), allow_symlinks)
+    return Manifest(name, tuple(resources), tuple(ignore), allow_symlinks, shard_size)
