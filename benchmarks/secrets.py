@@ -43,7 +43,7 @@ def percentile(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def interleave(series: dict[str, Callable[[], object]], n: int, batch: int = 20) -> dict[str, list[float]]:
+def interleave(series: dict[str, Callable[[], object]], n: int, batch: int = 5) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {k: [] for k in series}
     for fn in series.values():  # warm up connections and caches
         for _ in range(10):
