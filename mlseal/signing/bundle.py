@@ -32,7 +32,6 @@ from mlseal.signing import dsse, oms
 from mlseal.signing.digest import Manifest, manifest_of
 from mlseal.signing.keys import PublicKeyVerifier, Signer, public_pem
 from mlseal.signing.policy import (
-    MESSAGE_DIGEST_TYPE,
     BundlePolicy,
     KeyPolicy,
     SignedBy,
@@ -188,9 +187,9 @@ def verify_path(
     bundle = read_bundle(bpath)  # (1)
     auth = as_policy(verifier_or_trust).verify(bundle)  # (2)
 
-    if auth.payload_type == MESSAGE_DIGEST_TYPE:
+    if auth.message_sha256 is not None:
         # a plain Sigstore signature over one file's sha256 (not OMS)
-        return _verify_message_digest(src, auth.payload.hex(), auth.signer)
+        return _verify_message_digest(src, auth.message_sha256, auth.signer)
     if auth.payload_type != oms.IN_TOTO_PAYLOAD_TYPE:
         raise VerificationError(
             f"bundle payload type is {auth.payload_type!r}, expected {oms.IN_TOTO_PAYLOAD_TYPE!r}"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
-from mlseal.signing.policy import MESSAGE_DIGEST_TYPE, Authenticated, SignedBy
+from mlseal.signing.policy import Authenticated, SignedBy
 from mlseal.signing.sigbundle import SigstoreBundle
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def verify_bundle(bundle: SigstoreBundle, policy: IdentityPolicy) -> Authenticat
         assert bundle.message_signature is not None
         digest = bytes.fromhex(bundle.message_signature.sha256)
         verifier.verify_artifact(Hashed(algorithm=HashAlgorithm.SHA2_256, digest=digest), sb, identity)
-        return Authenticated(MESSAGE_DIGEST_TYPE, digest, signer)
+        return Authenticated("", b"", signer, message_sha256=digest.hex())
     except SigstoreError as exc:
         raise VerificationError(
             f"keyless signature not accepted for identity {policy.identity} ({policy.issuer}): {exc}"

@@ -32,9 +32,6 @@ from mlseal.signing.trust import TrustRoot
 
 _log = logging.getLogger(__name__)
 
-#: payload type of `Authenticated` for plain Sigstore message signatures (payload = sha256)
-MESSAGE_DIGEST_TYPE = "application/vnd.mlseal.sha256-digest"
-
 
 @dataclass(frozen=True)
 class SignedBy:
@@ -53,11 +50,13 @@ class SignedBy:
 
 @dataclass(frozen=True)
 class Authenticated:
-    """The signed payload of a bundle whose signature a policy accepted."""
+    """What a bundle whose signature a policy accepted signs: a DSSE payload, or (for a
+    plain Sigstore message signature, no DSSE) the sha256 of one artifact."""
 
     payload_type: str
     payload: bytes
     signer: SignedBy
+    message_sha256: str | None = None
 
 
 @runtime_checkable
@@ -169,9 +168,7 @@ class UnsafeNoSignatureCheck:
             e = bundle.envelope
             return Authenticated(e.payload_type, e.payload, SignedBy(name="UNVERIFIED"))
         if bundle.message_signature is not None:
-            return Authenticated(
-                MESSAGE_DIGEST_TYPE, bytes.fromhex(bundle.message_signature.sha256), SignedBy(name="UNVERIFIED")
-            )
+            return Authenticated("", b"", SignedBy(name="UNVERIFIED"), bundle.message_signature.sha256)
         raise VerificationError("bundle has nothing signed")
 
 
