@@ -9,9 +9,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
-from mlseal.ledger import merkle, open_ledger
+from mlseal.ledger import _jcs, merkle, open_ledger
 from mlseal.ledger.entry import build_entry, parse_entry, split_entry
 from mlseal.ledger.record import (
     RECORD_PAYLOAD_TYPE,
@@ -274,3 +277,23 @@ def test_postgres_foreign_schema_and_empty(pg_url: str) -> None:
 def test_postgres_unreachable_is_infrastructure_error() -> None:
     with pytest.raises(InfrastructureError, match="cannot connect"):
         open_ledger("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_fast_canonical_json_equals_rfc8785(value: object) -> None:
+    try:
+        want = rfc8785.dumps(value)
+    except Exception:
+        with pytest.raises(Exception):
+            _jcs.dumps(value)
+        return
+    assert _jcs.dumps(value) == want

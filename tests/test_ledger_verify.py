@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlseal.ledger import merkle, open_ledger, verify
 from mlseal.ledger.checkpoint import Checkpoint
 from mlseal.ledger.entry import build_entry
-from mlseal.ledger.record import OutputRef, RecordDraft, Sha256Hex, SignerRef
+from mlseal.ledger.record import OutputRef, RecordDraft, RunInfo, Sha256Hex, SignerRef
 from mlseal.ledger.verify import Anchor, verify_entries, verify_ledger
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
@@ -331,3 +333,27 @@ def test_report_json_shape(ledger_signer: LocalKeySigner, ledger_trust: TrustRoo
     assert j["ok"] is False and j["size"] == 3 and len(j["root"]) == 64
     assert set(j["problems"][0]) == {"seq", "kind", "detail"}
     assert j["problems"][0]["seq"] == 1 and j["problems"][0]["kind"] == "format"
+
+
+_keys = st.sampled_from(["prev", "seq", "run", "signer", "key_id", "v", "x", ',"prev":"', "\\", '"'])
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=12)
+    | st.sampled_from([',"prev":"' + "a" * 64 + '"', '\\",\\"seq\\":', "0" * 64]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(_keys | st.text(max_size=5), _json, max_size=4),
+       seq=st.integers(0, 10**9), run_task=st.text(max_size=8))
+def test_fast_field_reader_agrees_with_json(
+    ledger_signer: LocalKeySigner, params: dict[str, Any], seq: int, run_task: str
+) -> None:
+    rec = RecordDraft(stage="train", params=params, run=RunInfo(task=run_task)).complete(
+        seq=seq, prev=sha(seq), time="t", signer=SignerRef("p", ledger_signer.key_id)
+    )
+    e = build_entry(rec, ledger_signer)
+    end = e.find(b'"', 12)
+    got = verify._fast_fields(e[12:end])
+    assert got is None or got == (seq, rec.prev.encode(), ledger_signer.key_id.encode())

@@ -19,7 +19,7 @@ from typing import Any
 
 import rfc8785
 
-_MAX_SAFE = 2**53
+_MAX_SAFE = 2**53 - 1
 _encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
 

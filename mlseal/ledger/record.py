@@ -117,7 +117,7 @@ def _check_json(v: object, where: str) -> None:
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return
     if isinstance(v, int):
-        if abs(v) > 2**53:
+        if abs(v) >= 2**53:  # RFC 8785 / I-JSON: beyond this, numbers lose precision
             raise RecordFormatError(f"record field {where}: integer {v} is too large for JSON")
         return
     if isinstance(v, float):

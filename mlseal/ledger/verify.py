@@ -29,6 +29,7 @@ results do not depend on the number of workers.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import json
@@ -69,8 +70,6 @@ _TAIL = re.compile(
     rb'","payloadType":"' + re.escape(RECORD_PAYLOAD_TYPE.encode()) + rb'",'
     rb'"signatures":\[\{"keyid":"([0-9a-f]{64})","sig":"([A-Za-z0-9+/]+={0,2})"\}\]\}'
 )
-_INT = re.compile(rb"(0|[1-9][0-9]{0,17})[,}]")
-_HEX = re.compile(rb"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -141,40 +140,102 @@ class _Chunk:
     outputs: list[tuple[int, str, str, str]] = field(default_factory=list)  # seq, name, uri, sha
 
 
-def _top_field(payload: bytes, key: bytes, value: re.Pattern[bytes]) -> bytes | None:
-    """Value of a top-level key, if the key occurs exactly once in the payload.
+# --- finding a key inside base64 without decoding it all ------------------------------
+# Hash-only verification needs just ``prev`` and ``seq`` from each payload. Decoding a
+# whole payload costs more than hashing the entry, so we search the base64 text: a
+# byte string at payload offset o is encoded, from its first whole 3-byte group on, as
+# fixed base64 characters at a 4-aligned position, one pattern per o mod 3. A hit at an
+# aligned position is confirmed by decoding the few groups around it, so the search is
+# exact; anything unusual falls back to JSON parsing.
 
-    In valid JSON the bytes ``"key":`` can only be an object key (inside a string a quote
-    is always escaped), so a key that occurs once is the top-level one the record
-    schema requires. Otherwise return None and let the caller parse the JSON.
-    """
-    if payload.count(key) != 1:
+def _b64_cores(key: bytes) -> tuple[tuple[bytes, int], ...]:
+    out = []
+    for r in range(3):
+        first = (3 - r) % 3  # index in key of the first byte of a whole group
+        whole = (len(key) - first) // 3
+        out.append((base64.b64encode(key[first : first + 3 * whole]), first))
+    return tuple(out)
+
+
+def _b64_range(b64: bytes, start: int, end: int) -> bytes | None:
+    """Payload bytes [start, end) decoded from the groups that hold them."""
+    g0 = start // 3
+    try:
+        w = _a2b(b64[g0 << 2 : ((end + 2) // 3) << 2], strict_mode=True)
+    except binascii.Error:
         return None
-    i = payload.index(key) + len(key)
-    m = value.match(payload, i)
-    return m.group(0) if m else None
+    return w[start - 3 * g0 : end - 3 * g0]
 
 
-_PREV_KEY = b'"prev":"'
-_SEQ_KEY = b'"seq":'
+_PREV_KEY = b',"prev":"'
+_PREV_CORES = _b64_cores(_PREV_KEY)
+_TAIL_WINDOW = 768  # base64 characters
+_MID = (
+    b'","payloadType":"' + RECORD_PAYLOAD_TYPE.encode() + b'","signatures":[{"keyid":"'
+)
+_STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_OPT = rb"(?:" + _STR + rb"|null)"
+#: A canonical record from its top-level ``prev`` to the end: after ``prev`` come run,
+#: secrets, seq, signer, stage, status, time, v, each with a fixed shape (RFC 8785 sorts
+#: keys). ``,"`` never occurs inside a JSON string (a quote there is escaped), so the
+#: last ``,"prev":"`` whose tail matches this closes exactly the top-level object: it
+#: is the record's own prev, whatever keys params or metrics hold.
+_RECORD_TAIL = re.compile(
+    rb',"prev":"([0-9a-f]{64})","run":\{"pipeline":' + _OPT + rb',"run_id":' + _OPT + rb',"task":' + _OPT
+    + rb'\},"secrets":\[(?:\{"path":' + _STR + rb',"version":(?:[0-9]+|null)\},?)*\],'
+    rb'"seq":(0|[1-9][0-9]{0,17}),"signer":\{"key_id":(' + _STR + rb'),"name":' + _STR + rb'\},'
+    rb'"stage":' + _STR + rb',"status":' + _STR + rb',"time":' + _STR + rb',"v":1\}',
+    re.DOTALL,
+)
+
+
+def _tail_fields(tail: bytes | None) -> tuple[int, bytes, bytes] | None:
+    """(seq, prev hex, signer key id as JSON string) from a record tail, if canonical."""
+    m = _RECORD_TAIL.fullmatch(tail) if tail is not None else None
+    if m is None:
+        return None
+    return int(m.group(2)), m.group(1), m.group(3)[1:-1]
+
+
+def _fast_fields(b64: bytes) -> tuple[int, bytes, bytes] | None:
+    """(seq, prev, signer key id) read from base64 payload text without decoding it all.
+
+    Only the tail from the last ``,"prev":"`` is decoded; `_RECORD_TAIL` then proves it
+    is the top-level one (see there). None: let the caller parse the whole payload.
+    """
+    # Look near the end first (records' tails are short); the last hit there is the
+    # last hit overall. Only if no pattern occurs there, search everything.
+    for lo in (max(len(b64) - _TAIL_WINDOW, 0), 0):
+        o = -1
+        for core, first in _PREV_CORES:
+            q = b64.rfind(core, lo)
+            while q >= 0 and q & 3:
+                q = b64.rfind(core, lo, q + len(core) - 1)
+            if q >= 0:
+                o = max(o, (q >> 2) * 3 - first)
+        if o >= 0:
+            return _tail_fields(_b64_range(b64, o, (len(b64) >> 2) * 3))
+        if lo == 0:
+            break
+    return None
 
 
 def _check_one(
-    pos: int, key: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk
+    pos: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk
 ) -> tuple[int | None, bytes | None]:
     """(record seq, record prev as ASCII hex) of one entry, adding what is wrong to chunk."""
     payload: bytes | None = None
     keyid = sig = b""
     if e.startswith(_HEAD):  # the canonical form this ledger writes
         end = e.find(b'"', 12)
-        m = _TAIL.fullmatch(e, end) if end > 0 else None
-        if m is not None:
-            try:
-                payload = _a2b(e[12:end], strict_mode=True)
-                if trust is not None:
+        if end > 0 and e.startswith(_MID, end):
+            m = _TAIL.fullmatch(e, end)
+            if m is not None:
+                try:
+                    payload = _a2b(e[12:end], strict_mode=True)
                     keyid, sig = m.group(1), _a2b(m.group(2), strict_mode=True)
-            except binascii.Error:
-                payload = None
+                except binascii.Error:
+                    payload = None
     if payload is None:
         try:
             part = split_entry(e)
@@ -199,34 +260,46 @@ def _check_one(
                     "(entry altered after signing)",
                 ))
     if not parse_all:
-        prev = _top_field(payload, _PREV_KEY, _HEX)
-        seq_raw = _top_field(payload, _SEQ_KEY, _INT)
-        if prev is not None and seq_raw is not None:
-            return int(seq_raw[:-1]), prev
+        i = payload.rfind(_PREV_KEY)
+        fields = _tail_fields(payload[i:]) if i >= 0 else None
+        if fields is not None:
+            if trust is not None and fields[2] != keyid:
+                chunk.problems.append(_signer_problem(pos, fields[2], keyid))
+            return fields[0], fields[1]
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         chunk.problems.append(Problem(pos, "format", f"record {pos}: payload is not valid JSON"))
         return None, None
     try:
+        seq: object
+        prev_s: object
+        signer_s: object
         if parse_all:
             record = Record.from_obj(obj)
-            if trust is not None and record.signer.key_id != keyid.decode():
-                chunk.problems.append(Problem(
-                    pos, "signature",
-                    f"record {pos}: names signer key {record.signer.key_id[:16]}… "
-                    f"but was signed by {keyid.decode()[:16]}…",
-                ))
+            seq, prev_s, signer_s = record.seq, record.prev, record.signer.key_id
             for o in record.outputs:
                 chunk.outputs.append((record.seq, o.name, o.uri, o.sha256))
-            return record.seq, record.prev.encode()
-        seq, prev = obj.get("seq"), obj.get("prev")
-        if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(prev, str):
+        else:
+            seq, prev_s = obj.get("seq"), obj.get("prev")
+            signer_obj = obj.get("signer")
+            signer_s = signer_obj.get("key_id") if isinstance(signer_obj, dict) else None
+        if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(prev_s, str):
             raise RecordFormatError("record has no integer seq and string prev")
-        return seq, prev.encode()
+        if trust is not None and signer_s != keyid.decode():
+            chunk.problems.append(_signer_problem(pos, str(signer_s).encode(), keyid))
+        return seq, prev_s.encode()
     except RecordFormatError as exc:
         chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
         return None, None
+
+
+def _signer_problem(pos: int, named: bytes, keyid: bytes) -> Problem:
+    return Problem(
+        pos, "signature",
+        f"record {pos}: names signer key {named.decode(errors='replace')[:16]}… "
+        f"but was signed by {keyid.decode()[:16]}…",
+    )
 
 
 def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
@@ -258,6 +331,9 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
     leaves: list[bytes] = []
     prev_hash: bytes | None = None
     trust, parse_all, window = _TRUST, _PARSE_ALL, _WINDOW
+    fast = trust is None and not parse_all
+    seq: int | None
+    prev: bytes | None
     for i in range(lo, hi):
         key, e = window[i]
         pos = pos0 + i
@@ -269,7 +345,15 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
             chunk.problems.append(Problem(
                 pos, "missing", f"record {pos}: storage returned record {key} in its place (record {pos} is missing)"
             ))
-        seq, prev = _check_one(pos, key, e, trust, parse_all, chunk)
+        fields = None
+        if fast and e.startswith(_HEAD):  # hash-only: read prev and seq, nothing else
+            end = e.find(b'"', 12)
+            if end > 0 and e.startswith(_MID, end):
+                fields = _fast_fields(e[12:end])
+        if fields is not None:
+            seq, prev = fields[0], fields[1]
+        else:
+            seq, prev = _check_one(pos, e, trust, parse_all, chunk)
         if prev is not None:
             if prev_hash is None:
                 chunk.first_prev = prev
@@ -366,7 +450,7 @@ def verify_entries(
         cp_root = anchor.root
     outputs: dict[str, tuple[int, str, str]] = {}
     pos = start
-    parse_all = trust is not None or digest_uri is not None
+    parse_all = digest_uri is not None
     it = iter(entries)
     while True:
         batch = _take(it, window)
