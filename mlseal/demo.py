@@ -142,6 +142,11 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
         wd.secrets.mkdir(mode=0o700, exist_ok=True)
         os.chmod(wd.secrets, 0o700)
     progress(f"secrets: {src.describe()}")
+    if src.kind == "vault":
+        # Vault keys are provisioned by an operator: fail now, with the fix, not mid-run.
+        from mlseal.components._steps import DEFAULT_HMAC_KEY_PATH
+
+        src.ensure_key(DEFAULT_HMAC_KEY_PATH)
     signer = src.transit_signer(SIGNING_KEY_NAME)
     (wd.keys / f"{SIGNER_NAME}.pub.pem").write_bytes(public_pem(signer.public_key()))
     wd.trust.write_text(yaml.safe_dump({
@@ -188,9 +193,14 @@ def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> N
         progress(f"  recorded the validation reference as ledger entry {st.result.seq}")
 
 
-def _task_env(wd: Workdir, src: Any) -> dict[str, str]:
-    """What every KFP task sees: where the ledger, trust and keys are. No secret values."""
-    env = {
+def _task_env(wd: Workdir, src: Any, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What every KFP task sees: where the ledger, trust and keys are, and how to reach Vault.
+
+    No secret value is set here but the Vault credentials the demo itself was given
+    (a token or AppRole secret id in the environment, as a Vault Agent would provide).
+    """
+    vault = {k: v for k, v in (environ or {}).items() if k.startswith(("VAULT_", "MLSEAL_VAULT_"))}
+    env = {**(vault if src.kind == "vault" else {}),
         "MLSEAL_LEDGER": wd.ledger_url,
         "MLSEAL_TRUST": str(wd.trust),
         "MLSEAL_SIGNER_NAME": SIGNER_NAME,
@@ -199,6 +209,7 @@ def _task_env(wd: Workdir, src: Any) -> dict[str, str]:
     }
     if src.kind == "dev":
         env["MLSEAL_DEV_SECRETS"] = str(wd.secrets)
+        env["VAULT_ADDR"] = ""  # the tasks use the same dev store as the demo, not an ambient Vault
     return env
 
 
@@ -284,7 +295,7 @@ def run_demo(
     progress(f"running the reference pipeline with kfp.local (SubprocessRunner, use_venv=False); log: {log_path}")
     watcher = _Watcher(wd.ledger_url, first, progress)
     failed: str | None = None
-    with _environ(_task_env(wd, src)), log_path.open("w") as log:
+    with _environ(_task_env(wd, src, env)), log_path.open("w") as log:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(wd.artifacts),
                    raise_on_error=True)
         watcher.start()

@@ -104,3 +104,24 @@ def test_rerun_appends_a_new_run_and_still_verifies(demo_run) -> None:  # type: 
     assert again.verification.size == before + len(STAGES)  # the reference is recorded once
     assert again.run_records[0].seq == before
     assert again.run_id != first.run_id or again.run_records[0].run.run_id != first.run_records[0].run.run_id
+
+
+@pytest.mark.vault_real
+def test_demo_with_vault_says_so_and_leaks_nothing(vault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import os
+
+    version = vault.put("mlseal/anonymize/hmac", {"key": base64.b64encode(os.urandom(32)).decode()})
+    env = vault.token_env(["mlseal-pipeline"])
+    lines: list[str] = []
+    result = run_demo(tmp_path / "wd", progress=lines.append, env=env, epochs=10)
+    assert result.ok, result.failed
+    assert result.secrets.lower().startswith("vault") and any("Vault" in line for line in lines)
+    assert not (result.workdir / "secrets").exists()  # no dev store: nothing secret on disk
+    anon = next(r for r in result.run_records if r.component.name == "anonymize")
+    assert [(x.path, x.version) for x in anon.secrets] == [("mlseal/anonymize/hmac", version)]
+    wd = result.workdir
+    texts = [p.read_bytes().decode("utf-8", "replace")
+             for p in [wd / "pipeline.yaml", wd / "report.html", wd / "ledger.db", *wd.rglob("*.log"),
+                       *(q for q in (wd / "artifacts").rglob("*") if q.is_file())]]
+    vault.assert_clean(*texts, *lines)
