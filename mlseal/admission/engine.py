@@ -24,6 +24,7 @@ for the model a manifest deploys:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -31,8 +32,8 @@ from mlseal.admission.decision import Decision, Finding, Reason
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
 from mlseal.admission.policy import Mode, Policy, Rules, Unannotated
 from mlseal.errors import InfrastructureError, VerificationError
-from mlseal.ledger.entry import parse_entry, record_of, split_entry
-from mlseal.ledger.record import Record, Status
+from mlseal.ledger.entry import parse_entry, split_entry
+from mlseal.ledger.record import Record, Status, is_sha256_hex
 from mlseal.signing.trust import TrustRoot
 
 #: lineage walks stop here: a model with a larger ancestry is denied rather than
@@ -102,13 +103,26 @@ class _Reader:
         # trusted key re-signing an edited record cannot also fix its successor.
         if seq + 1 >= self.size():
             return
-        nxt = record_of(self._view.entry(seq + 1))
+        prev = _prev_of(self._view.entry(seq + 1))
         h = hashlib.sha256(data).hexdigest()
-        if nxt.prev != h:
+        if prev != h:
             raise VerificationError(
-                f"record {seq + 1}'s prev {_short(nxt.prev)} does not match the hash of entry {seq} "
+                f"record {seq + 1}'s prev {_short(prev)} does not match the hash of entry {seq} "
                 f"({_short(h)}): entry {seq} was altered after it was appended"
             )
+
+
+def _prev_of(entry: bytes) -> str:
+    """The `prev` field of an entry's record, read without building the whole record."""
+    try:
+        obj = json.loads(split_entry(entry).payload)
+    except ValueError:
+        raise VerificationError("its successor's payload is not JSON") from None
+    prev = obj.get("prev") if isinstance(obj, dict) else None
+    if not is_sha256_hex(prev):
+        raise VerificationError("its successor's record has no valid prev hash")
+    assert isinstance(prev, str)
+    return prev
 
 
 def _tamper(msg: str) -> Finding:

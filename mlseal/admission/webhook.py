@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason
@@ -183,8 +183,18 @@ def _internal(what: str, exc: BaseException) -> Finding:
                                           "when it cannot decide (fail closed); see the webhook's log")
 
 
+class _NeedsLedger(Exception):
+    """The cache-only path cannot answer; the request must go to a worker thread."""
+
+
 class AdmissionController:
-    """Decides AdmissionReviews against one policy; one ledger connection per thread."""
+    """Decides AdmissionReviews against one policy; one ledger connection per thread.
+
+    Two paths: `review(body, cached_only=True)` answers from memory alone (requests
+    that need no ledger, and cache hits keyed by the ledger head last seen by
+    `refresh_head`, which the server calls every ~0.1 s) so the event loop can call it
+    inline; anything else returns None and goes to `review(body)` in a worker thread.
+    """
 
     def __init__(
         self,
@@ -194,8 +204,11 @@ class AdmissionController:
         cache: DecisionCache | None = None,
         metrics: WebhookMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        head_max_age: float = 1.0,
     ) -> None:
         self.policy = policy
+        self._head_max_age = head_max_age
+        self._known_head: tuple[float, Any] | None = None
         self._open = ledger_factory
         self.cache = cache if cache is not None else DecisionCache()
         self.metrics = metrics or WebhookMetrics()
@@ -217,12 +230,39 @@ class AdmissionController:
             with contextlib.suppress(Exception):  # the connection is being discarded anyway
                 led.close()
 
+    # --- the ledger head the cache-only path keys on --------------------------------
+    def refresh_head(self) -> None:
+        """Read the ledger head (call from a worker thread); forget it if unreadable."""
+        try:
+            head = self._ledger().head()
+        except Exception:
+            self._known_head = None
+            self._drop_ledger()
+            return
+        self._known_head = (self._clock(), head)
+
+    def _fresh_head(self) -> Any:
+        known = self._known_head
+        if known is None or self._clock() - known[0] > self._head_max_age:
+            return None
+        return known[1]
+
     # --- the decision ---------------------------------------------------------------
-    def _decide_model(self, ref: ModelRef, rules: Rules) -> tuple[Decision, bool]:
+    def _key(self, ref: ModelRef, rules: Rules, head: Any) -> Hashable:
+        return (self.policy.fingerprint, rules, ref.sha256, ref.uri, ref.where, head.size, head.root)
+
+    def _decide_model(self, ref: ModelRef, rules: Rules, *, cached_only: bool = False) -> tuple[Decision, bool]:
         """(decision, cache hit) for one model; ledger failures deny (fail closed)."""
+        if cached_only:
+            head = self._fresh_head()
+            hit = self.cache.get(self._key(ref, rules, head)) if head is not None else None
+            if hit is None:
+                raise _NeedsLedger
+            return hit, True
         try:
             led = self._ledger()
             head = led.head()
+            self._known_head = (self._clock(), head)
         except Exception as exc:
             self._drop_ledger()
             detail = str(exc)[:300] if isinstance(exc, Error) else type(exc).__name__
@@ -230,7 +270,7 @@ class AdmissionController:
                 f"the ledger is unreachable ({detail}); no model can be verified, so admission is denied "
                 "until the webhook can read the ledger"
             ))), False
-        key = (self.policy.fingerprint, rules, ref.sha256, ref.uri, ref.where, head.size, head.root)
+        key = self._key(ref, rules, head)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
@@ -243,7 +283,7 @@ class AdmissionController:
         self.cache.put(key, decision)
         return decision, False
 
-    def decide_request(self, req: _Request) -> tuple[Decision, ModelRef | None, bool]:
+    def decide_request(self, req: _Request, *, cached_only: bool = False) -> tuple[Decision, ModelRef | None, bool]:
         namespace = req.namespace
         if req.operation in ("DELETE", "CONNECT"):
             return Decision.allow(), None, False  # removing a model deploys nothing
@@ -267,11 +307,20 @@ class AdmissionController:
                     "the workload names no model (no mlseal.dev/model-sha256 annotation) and this namespace "
                     "admits model workloads only; add the annotations"))], rules), None, False
             return Decision.allow(), None, False
-        decision, hit = self._decide_model(ref, rules)
+        decision, hit = self._decide_model(ref, rules, cached_only=cached_only)
         return decision, ref, hit
 
-    def review(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, AdmissionReview response). Never raises; failures deny."""
+    @overload
+    def review(self, body: bytes) -> tuple[int, dict[str, Any]]: ...
+
+    @overload
+    def review(self, body: bytes, *, cached_only: bool) -> tuple[int, dict[str, Any]] | None: ...
+
+    def review(self, body: bytes, *, cached_only: bool = False) -> tuple[int, dict[str, Any]] | None:
+        """(HTTP status, AdmissionReview response). Never raises; failures deny.
+
+        With `cached_only`, returns None instead of reading the ledger.
+        """
         start = self._clock()
         uid = ""
         req: _Request | None = None
@@ -281,7 +330,9 @@ class AdmissionController:
         try:
             req = parse_review(body)
             uid = req.uid
-            decision, ref, hit = self.decide_request(req)
+            decision, ref, hit = self.decide_request(req, cached_only=cached_only)
+        except _NeedsLedger:
+            return None
         except BadReview as exc:
             status = 400
             uid = _salvage_uid(body)
