@@ -204,3 +204,24 @@ def test_unmet_gate_and_denied_deploy_fail_their_stages(sealed_env: SealedEnv) -
     assert denied.params["decision"]["allowed"] is False  # type: ignore[index]
     assert not (a / "isvc.yaml").exists()
     json.dumps(denied.to_obj())
+
+
+@pytest.mark.postgres
+def test_ingest_from_postgres_with_credentials_from_the_secret_store(sealed_env: SealedEnv, pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("CREATE TABLE patients (id text, age integer, label bigint)")
+        c.execute("INSERT INTO patients VALUES ('p1', 40, 0), ('p2', 51, 1), ('p3', 33, 1)")
+    password = "pw-" + hashlib.sha256(pg_url.encode()).hexdigest()[:12]
+    dsn = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+    assert password in dsn
+    sealed_env.secrets.put("mlseal/ingest/db", {"dsn": dsn})
+    out = sealed_env.root / "a" / "raw.csv"
+    r = s.ingest(sealed_env.sealing, dataset=s.ArtifactOut(out), source="pgtable:patients")
+    assert r.record is not None and r.record.metrics["rows"] == 3
+    assert [(x.path, x.version) for x in r.record.secrets] == [("mlseal/ingest/db", 1)]
+    assert r.record.params["source_kind"] == "postgresql"
+    recorded = parse_entry(sealed_env.ledger.entry(r.seq), sealed_env.trust).canonical()
+    assert password.encode() not in recorded and b"patients" in recorded
+    assert data.read_csv(out).n_rows == 3
