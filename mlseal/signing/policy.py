@@ -82,7 +82,7 @@ class KeyPolicy:
         # (model-signing checks the hint too: a different key is named before any crypto)
         if bundle.key_hint and bundle.key_hint != expected:
             raise VerificationError(
-                f"bundle was signed by key {bundle.key_hint[:16]}…, not by key {who} ({expected[:16]}…)"
+                f"bundle says it was signed by key {bundle.key_hint[:16]}…, not by key {who} ({expected[:16]}…)"
             )
         env = bundle.envelope
         message = dsse.pae(env.payload_type, env.payload)
