@@ -87,6 +87,13 @@ def secret_values(secrets_dir: Path) -> list[bytes]:
     return [v for v in values if len(v) >= 8]
 
 
+def ledger_plaintext(led: Any) -> bytes:
+    """Every entry as stored and its record decoded (entries hold the record base64-encoded)."""
+    from mlseal.ledger.entry import record_of
+
+    return b"".join(e + b"\n" + record_of(e).canonical() + b"\n" for _, e in led.entries())
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One demo run (about 20 s): the pipeline through KFP's local runner, verified and reported."""

@@ -13,7 +13,7 @@ from mlseal.cli import main
 from mlseal.demo import STAGES, run_demo
 from mlseal.ledger import open_ledger
 from mlseal.ledger.record import Status
-from tests.fixtures_pipeline import secret_values
+from tests.fixtures_pipeline import ledger_plaintext, secret_values
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,8 @@ def test_no_secret_value_leaves_the_secret_store(demo_run) -> None:  # type: ign
     executor_outputs = [p for p in scanned if p.name == "executor_output.json"]
     assert len(executor_outputs) >= 7  # KFP local outputs: executor outputs with artifact metadata
     with open_ledger(f"sqlite:///{wd / 'ledger.db'}") as led:
-        entries = b"".join(e for _, e in led.entries())
+        entries = ledger_plaintext(led)
+    assert b"transit/mlseal-data" in entries
     for path in scanned:
         content = path.read_bytes()
         for v in values:
@@ -124,4 +125,6 @@ def test_demo_with_vault_says_so_and_leaks_nothing(vault, tmp_path: Path) -> Non
     texts = [p.read_bytes().decode("utf-8", "replace")
              for p in [wd / "pipeline.yaml", wd / "report.html", wd / "ledger.db", *wd.rglob("*.log"),
                        *(q for q in (wd / "artifacts").rglob("*") if q.is_file())]]
+    with open_ledger(f"sqlite:///{wd / 'ledger.db'}") as led:
+        texts.append(ledger_plaintext(led).decode())
     vault.assert_clean(*texts, *lines)

@@ -17,6 +17,7 @@ from mlseal.signing.bundle import verify_path
 from mlseal.signing.keys import PublicKeyVerifier
 from mlseal.signing.trust import TrustRoot
 from mlseal.stage import Sealing
+from tests.fixtures_pipeline import ledger_plaintext
 from tests.fixtures_vault import VaultHarness
 
 pytestmark = pytest.mark.vault_real
@@ -40,7 +41,7 @@ def test_steps_take_secrets_from_vault_by_reference(vault: VaultHarness, tmp_pat
         enc = s.encrypt(sealing, data=s.ArtifactIn(tmp_path / "a" / "anon.csv"),
                         encrypted=s.ArtifactOut(tmp_path / "a" / "enc.bin"))
         records = [parse_entry(e, trust) for _, e in led.entries()]
-        entries = b"".join(e for _, e in led.entries())
+        entries = ledger_plaintext(led)
     assert [(x.path, x.version) for x in records[1].secrets] == [(hmac_path, version)]
     (transit,) = records[2].secrets
     assert transit.path == "transit/mlseal-data" and transit.version == 1
