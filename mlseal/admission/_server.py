@@ -220,7 +220,7 @@ def build_server(
 
     config = uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), ssl_context_factory=ssl_factory,
-        http="h11", lifespan="on", access_log=False, log_level=log_level, server_header=False,
+        http="auto", loop="auto", lifespan="on", access_log=False, log_level=log_level, server_header=False,
         timeout_keep_alive=30,
     )
     return uvicorn.Server(config), controller
