@@ -1,11 +1,26 @@
-"""Pytest fixtures for the signing area (loaded by conftest.py): keys and small models."""
+"""Pytest fixtures for the signing area (loaded by conftest.py): keys, small models, and a
+private Sigstore instance (`sigstore_instance`)."""
 
 from __future__ import annotations
 
+import base64
+import datetime as _dt
+import hashlib
+import json
+import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+import rfc8785
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mlseal.signing.keys import LocalKeySigner
 
@@ -54,22 +69,6 @@ def model_dir(tmp_path: Path) -> Path:
 # log (SET over the RFC 8785 entry, signed checkpoint, RFC 9162 leaf hash), behind the
 # same HTTP endpoints sigstore-python calls. Its trusted_root.json / ClientTrustConfig is
 # exactly what an operator of a private instance hands out.
-
-import base64  # noqa: E402
-import datetime as _dt  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import struct  # noqa: E402
-import threading  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from typing import Any  # noqa: E402
-
-import rfc8785  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 _OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 _SCT_LIST = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
