@@ -64,6 +64,7 @@ from mlseal.ledger.record import (
 from mlseal.signing.keys import Signer
 
 if TYPE_CHECKING:
+    from mlseal.secrets import DataKey, KVSecret, Secret, SecretSource
     from mlseal.signing.trust import TrustRoot
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,6 @@ class LedgerView(Protocol):
     def entry(self, seq: int) -> bytes: ...
 
 
-class SecretSourceView(Protocol):
-    """The part of `mlseal.secrets` source a stage uses (Vault or the dev store)."""
-
-    @property
-    def kind(self) -> str: ...
-
-    def read(self, path: str, version: int | None = None) -> Any: ...
-
-
 def _default_digest(path: Path) -> str:
     from mlseal.signing.digest import digest_path
 
@@ -147,7 +139,7 @@ class Sealing:
     signer: Signer
     trust: TrustRoot
     signer_name: str = "pipeline"
-    secrets: SecretSourceView | None = None
+    secrets: SecretSource | None = None
     image: str | None = None
     run: RunInfo = field(default_factory=RunInfo)
     digest: Callable[[Path], str] = _default_digest
@@ -296,7 +288,7 @@ class Stage:
         self._outputs: list[_PendingOutput] = []
         self._secrets: list[SecretRef] = []
         self._revealed: list[str] = []  # values to scrub from an error text, never stored
-        self._refused = False
+        self._refusal: BaseException | None = None
         self._entered = False
         self.result: StageResult | None = None
 
@@ -325,10 +317,10 @@ class Stage:
         try:
             verified = self._verify_input(name, p, bundle)
         except VerificationError as exc:
-            self._refused = True
-            raise InputRefused(f"stage {self.name}: input {name!r} refused: {exc}") from None
-        except Error:
-            self._refused = True
+            self._refusal = InputRefused(f"stage {self.name}: input {name!r} refused: {exc}")
+            raise self._refusal from None
+        except Error as exc:
+            self._refusal = exc
             raise
         self._inputs.append(verified)
         self._input_uris[name] = uri or p.resolve().as_uri()
@@ -383,7 +375,7 @@ class Stage:
 
     # -- secrets -------------------------------------------------------------------
 
-    def secret(self, path: str, *, version: int | None = None, key: bool = False) -> Any:
+    def secret(self, path: str, *, version: int | None = None, key: bool = False) -> KVSecret:
         """Read a secret by reference; the ledger records its path and version only.
 
         With ``key=True`` the secret is a random key (field ``key``) that the dev store
@@ -391,8 +383,8 @@ class Stage:
         """
         src = self._source()
         value = src.ensure_key(path) if key and version is None else src.read(path, version)
-        self.use_secret(str(getattr(value, "path", path)), _version_of(value, version))
-        self._remember(value)
+        self.use_secret(value.path, value.version)
+        self._remember(*value.data.values())
         return value
 
     def use_secret(self, path: str, version: int | None) -> None:
@@ -401,37 +393,30 @@ class Stage:
         if ref not in self._secrets:
             self._secrets.append(ref)
 
-    def data_key(self, key_name: str = "mlseal-data") -> Any:
+    def data_key(self, key_name: str = "mlseal-data") -> DataKey:
         """A fresh data key from Transit (or the dev store); records the key by name and version."""
         dk = self._source().data_key(key_name)
         self.use_secret(f"transit/{key_name}", _wrapped_version(dk.wrapped))
         self._remember(dk.plaintext)
         return dk
 
-    def unwrap_data_key(self, wrapped: str, key_name: str = "mlseal-data") -> Any:
+    def unwrap_data_key(self, wrapped: str, key_name: str = "mlseal-data") -> Secret[bytes]:
         """Unwrap a stored data key (decrypt-on-read); records the key by name and version."""
         plain = self._source().unwrap_data_key(wrapped, key_name)
         self.use_secret(f"transit/{key_name}", _wrapped_version(wrapped))
         self._remember(plain)
         return plain
 
-    def _source(self) -> Any:
+    def _source(self) -> SecretSource:
         self._require_entered()
         if self.sealing.secrets is None:
             raise ConfigurationError(f"stage {self.name} needs a secret source and has none")
         return self.sealing.secrets
 
-    def _remember(self, value: object) -> None:
+    def _remember(self, *values: Secret[Any]) -> None:
         """Keep revealed values in memory only, to scrub them from a failure's error text."""
-        candidates: list[object] = [value, getattr(value, "plaintext", None)]
-        data = getattr(value, "data", None)
-        if isinstance(data, Mapping):
-            candidates.extend(data.values())
-        for candidate in candidates:
-            reveal = getattr(candidate, "reveal", None)
-            if not callable(reveal):
-                continue
-            revealed = reveal()
+        for v in values:
+            revealed = v.reveal()
             if isinstance(revealed, bytes):
                 self._revealed.append(revealed.hex())
                 revealed = revealed.decode("latin-1")
@@ -500,7 +485,7 @@ class Stage:
                 raise
             return
         self._discard()
-        if self._refused:
+        if exc is self._refusal:
             log.error("stage %s failed closed; nothing written", self.name)
             return
         self._append_failed(exc)
@@ -669,15 +654,6 @@ def _wrapped_version(wrapped: str) -> int | None:
     if len(parts) == 3 and parts[1].startswith("v") and parts[1][1:].isdigit():
         return int(parts[1][1:])
     return None
-
-
-def _version_of(value: object, asked: int | None) -> int | None:
-    v = getattr(value, "version", None)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        return value[1]
-    return asked
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
