@@ -98,13 +98,18 @@ class InputRefused(VerificationError):
 
 
 class LedgerView(Protocol):
-    """The part of `mlseal.ledger.Ledger` a stage uses."""
+    """The part of `mlseal.ledger.Ledger` a stage uses (a superset of admission's view,
+    so that a deploy stage can hand the same ledger to the policy engine)."""
 
     def append(self, draft: RecordDraft, signer: Signer, *, signer_name: str) -> Any: ...
 
     def producers_of(self, sha256_hex: str) -> list[int]: ...
 
+    def consumers_of(self, sha256_hex: str) -> list[int]: ...
+
     def entry(self, seq: int) -> bytes: ...
+
+    def size(self) -> int: ...
 
 
 def _default_digest(path: Path) -> str:

@@ -328,7 +328,7 @@ def deploy(
         recorded = next(o.uri for o in m.producer.outputs if o.sha256 == m.sha256)
         obj = inference_service(name=service_name, namespace=namespace, model_uri=recorded,
                                 model_sha256=m.sha256, evaluation_seq=ev.producer_seq)
-        decision = decide(obj, load_policy(policy_path), ledger=sealing.ledger)  # type: ignore[arg-type]
+        decision = decide(obj, load_policy(policy_path), ledger=sealing.ledger)
         st.params["decision"] = decision.to_json()
         if not decision.allowed:
             raise PolicyDenied("deployment denied by admission policy: " + "; ".join(decision.reasons))
