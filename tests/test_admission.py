@@ -284,3 +284,56 @@ def test_admit_cli_configuration_errors(admission_world: AdmissionWorld, tmp_pat
     (tmp_path / "keys").symlink_to(admission_world.dir / "keys")
     r = admit(str(m), "--policy", str(missing))
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_lineage_verdict_agrees_with_ledger_trace(admission_world: AdmissionWorld) -> None:
+    """The engine walks lineage itself (no forward walk, trust-filtered producers, prev
+    links); on lineage breaks it must agree with the ledger's own `trace`."""
+    from mlseal.ledger.lineage import trace
+
+    with open_ledger(admission_world.ledger_url, create=False) as led:
+        for name in ("good", "nostage", "lowacc", "noeval", "broken"):
+            model = admission_world.models[name]
+            d = check(admission_world, isvc(model))
+            assert trace(led, model.sha256, admission_world.policy.trust).ok == (Reason.BROKEN_LINEAGE not in d.codes)
+
+
+def test_decision_cache_is_bounded_and_expires() -> None:
+    from mlseal.admission.webhook import DecisionCache
+
+    now = [0.0]
+    cache = DecisionCache(max_entries=2, ttl=10, clock=lambda: now[0])
+    a, b, c = Decision.allow(), Decision(False, ["x"]), Decision(False, ["y"])
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # a is now the most recent
+    cache.put("c", c)
+    assert len(cache) == 2 and cache.get("b") is None and cache.get("a") is a
+    now[0] = 11
+    assert cache.get("a") is None and cache.get("c") is None
+    off = DecisionCache(max_entries=0)
+    off.put("a", a)
+    assert off.get("a") is None
+
+
+def test_cache_only_path_never_reads_the_ledger(admission_world: AdmissionWorld) -> None:
+    from mlseal.admission.webhook import AdmissionController
+    from tests.fixtures_admission import review
+
+    opened: list[int] = []
+
+    def factory() -> Any:
+        opened.append(1)
+        return open_ledger(admission_world.ledger_url, create=False)
+
+    c = AdmissionController(admission_world.policy, ledger_factory=factory)
+    body = json.dumps(review(isvc(admission_world.models["good"]))).encode()
+    assert c.review(body, cached_only=True) is None  # no head known yet: must go to a worker
+    assert opened == []
+    status, out = c.review(body)
+    assert status == 200 and out["response"]["allowed"] is True and opened == [1]
+    cached = c.review(body, cached_only=True)
+    assert cached is not None and cached[1]["response"]["allowed"] is True
+    # requests that need no ledger are answered on the cache-only path
+    bad = c.review(b"not json", cached_only=True)
+    assert bad is not None and bad[0] == 400
