@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import rfc8785
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
@@ -297,3 +297,41 @@ def test_fast_canonical_json_equals_rfc8785(value: object) -> None:
             _jcs.dumps(value)
         return
     assert _jcs.dumps(value) == want
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(st.text(max_size=6), _json_values.filter(lambda v: _jcs_ok(v)), max_size=4),
+       seq=st.integers(0, 2**40), stage=st.sampled_from(["ingest", "train"]), task=st.text(max_size=6))
+def test_record_template_renders_the_canonical_record(
+    ledger_signer: LocalKeySigner, params: dict[str, object], seq: int, stage: str, task: str
+) -> None:
+    from mlseal.ledger.entry import RecordTemplate
+    from mlseal.ledger.record import RunInfo
+
+    d = RecordDraft(stage=stage, params=params, run=RunInfo(task=task), inputs=draft(3).inputs)
+    ref = SignerRef("pipeline", ledger_signer.key_id)
+    want = d.complete(seq=seq, prev=sha(seq), time="2026-01-01T00:00:00.5Z", signer=ref).canonical()
+    try:
+        template = RecordTemplate(d, ref)
+    except RecordFormatError:  # e.g. a float >= 2**53 that JSON reads back as a too-large integer
+        assume(False)
+    assert template.render(seq, sha(seq), "2026-01-01T00:00:00.5Z") == want
+
+
+def _jcs_ok(v: object) -> bool:
+    try:
+        rfc8785.dumps(v)
+    except Exception:
+        return False
+    return True
+
+
+def test_bad_digest_in_draft_is_refused(sqlite_url: str, ledger_signer: LocalKeySigner) -> None:
+    with open_ledger(sqlite_url) as led:
+        bad = RecordDraft(stage="train", outputs=(OutputRef(name="m", uri="u", sha256=Sha256Hex("XYZ")),))
+        with pytest.raises(RecordFormatError, match="outputs"):
+            led.append(bad, ledger_signer, signer_name="p")
+        wrong_type = RecordDraft(stage="train", inputs=(InputRef(name=5, uri="u", sha256=sha(1)),))  # type: ignore[arg-type]
+        with pytest.raises(RecordFormatError, match="name"):
+            led.append(wrong_type, ledger_signer, signer_name="p")
+        assert led.size() == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -93,25 +95,37 @@ def test_kill_9_during_appends(ledger_url: str, ledger_signer: LocalKeySigner, l
 
 
 class _FlakyConnection:
-    """Wraps a psycopg connection; its next COMMIT fails like a dropped network link."""
+    """Wraps a psycopg connection; the round trip carrying its next COMMIT is lost, like a
+    dropped network link: with ``after_commit`` the server committed, else it did not."""
 
     def __init__(self, real: Any, *, after_commit: bool) -> None:
-        self._real, self._after = real, after_commit
+        self._real, self._after, self._armed = real, after_commit, False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
     def execute(self, query: Any, *a: Any, **kw: Any) -> Any:
+        if query == "COMMIT":
+            self._armed = True
+            if not self._after:
+                query = "ROLLBACK"
+        result = self._real.execute(query, *a, **kw)
+        if self._armed and not self._real._pipeline:
+            self._drop()
+        return result
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        with self._real.pipeline():
+            yield
+        if self._armed:
+            self._drop()
+
+    def _drop(self) -> None:
         import psycopg
 
-        if query == "COMMIT":
-            if self._after:
-                self._real.execute("COMMIT")  # it happened, but the client never hears so
-            else:
-                self._real.execute("ROLLBACK")
-            self._real.close()
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return self._real.execute(query, *a, **kw)
+        self._real.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
 
 
 @pytest.mark.postgres

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
 from mlseal.ledger import merkle
 from mlseal.ledger._store import ROLE_INPUT, ROLE_OUTPUT, Prepared, Store
-from mlseal.ledger.entry import build_entry
+from mlseal.ledger.entry import RecordTemplate
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import Record, RecordDraft, SignerRef, is_sha256_hex
 from mlseal.signing.keys import LocalKeySigner, Signer
@@ -80,7 +80,7 @@ def format_time(t: _dt.datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-01-01T00:00:00.000000Z``."""
     if t.tzinfo is None:
         raise ConfigurationError("ledger clock returned a naive datetime; it must be timezone-aware")
-    return t.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(_dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def redact_url(url: str) -> str:
@@ -179,16 +179,15 @@ class Ledger:
         # does not verify; one such entry would make the append-only log fail
         # verification forever, so check those before storing.
         check = not isinstance(signer, LocalKeySigner)
-        built: list[Record] = []
+        template = RecordTemplate(draft, ref)  # all the encoding that need not wait for the lock
+        filled: list[tuple[str, str]] = []
 
         def build(size: int, prev: str, siblings: Mapping[Coord, bytes]) -> Prepared:
-            record = draft.complete(seq=size, prev=prev, time=format_time(self._clock()), signer=ref)
-            entry = build_entry(record, signer)
+            time = format_time(self._clock())
+            entry = template.sign(size, prev, time, signer)
             if check:
                 _self_check(entry, signer)
-            built.append(record)
-            digests = [(bytes.fromhex(o.sha256), ROLE_OUTPUT) for o in record.outputs]
-            digests += [(bytes.fromhex(i.sha256), ROLE_INPUT) for i in record.inputs]
+            filled.append((prev, time))
             return Prepared(
                 seq=size,
                 entry=entry,
@@ -197,8 +196,12 @@ class Ledger:
                 digests=digests,
             )
 
+        digests = [(bytes.fromhex(o.sha256), ROLE_OUTPUT) for o in draft.outputs]
+        digests += [(bytes.fromhex(i.sha256), ROLE_INPUT) for i in draft.inputs]
         p = self._store.append(build)
-        return Appended(seq=p.seq, entry=p.entry, entry_hash=p.entry_hash.hex(), record=built[-1])
+        prev, time = filled[-1]
+        record = draft.complete(seq=p.seq, prev=prev, time=time, signer=ref)
+        return Appended(seq=p.seq, entry=p.entry, entry_hash=p.entry_hash.hex(), record=record)
 
     # --- reading ----------------------------------------------------------------------
     def size(self) -> int:

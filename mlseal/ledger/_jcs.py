@@ -31,23 +31,31 @@ def _float_ok(f: float) -> bool:
     return 1e-4 <= a < 1e16 and not f.is_integer()
 
 
-def _simple(v: Any) -> bool:
-    if isinstance(v, str) or v is None or isinstance(v, bool):
-        return True
-    if isinstance(v, int):
-        return -_MAX_SAFE <= v <= _MAX_SAFE
-    if isinstance(v, float):
-        return _float_ok(v)
-    if isinstance(v, dict):
-        for k, x in v.items():
-            if not isinstance(k, str) or (not k.isascii() and max(map(ord, k)) > 0xFFFF):
+def _simple(value: Any) -> bool:
+    """True if the C encoder's output is already RFC 8785 for this value."""
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if t is int:
+            if not -_MAX_SAFE <= v <= _MAX_SAFE:
                 return False
-            if not _simple(x):
+        elif t is float:
+            if not _float_ok(v):
                 return False
-        return True
-    if isinstance(v, list | tuple):
-        return all(_simple(x) for x in v)
-    return False
+        elif t is dict:
+            for k, x in v.items():
+                if type(k) is not str or (not k.isascii() and max(map(ord, k)) > 0xFFFF):
+                    return False
+                push(x)
+        elif t is list or t is tuple:
+            extend(v)
+        else:  # subclasses (str enums, int subclasses, …): let rfc8785 decide
+            return False
+    return True
 
 
 def dumps(value: Any) -> bytes:

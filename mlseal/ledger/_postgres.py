@@ -124,15 +124,17 @@ class PostgresStore:
         last_error: Exception | None = None
         for _ in range(_ATTEMPTS):
             try:
-                return self._try_append(build)
+                p = self._try_append(build)
             except _Ambiguous as exc:
                 last_error = exc
                 self._reconnect()
-                if self.find_entry_hash(exc.prepared.entry_hash) is not None:
-                    return exc.prepared  # the commit went through before the connection dropped
+                if self.find_entry_hash(exc.prepared.entry_hash) is None:
+                    continue  # rolled back: build a new entry on the current head
+                p = exc.prepared  # the commit went through before the connection dropped
             except psycopg.OperationalError as exc:  # lost before COMMIT: nothing was written
                 last_error = exc
                 self._reconnect()
+                continue
             except psycopg.errors.UniqueViolation as exc:
                 self._rollback()
                 raise LedgerConflict(f"ledger {self._display}: concurrent append at the same position: {exc}") from None
@@ -142,12 +144,39 @@ class PostgresStore:
             except BaseException:
                 self._rollback()
                 raise
+            self._make_durable()
+            return p
         raise InfrastructureError(f"ledger {self._display}: append failed after {_ATTEMPTS} attempts: {last_error}")
+
+    def _make_durable(self) -> None:
+        """Wait until the WAL is on disk past our (asynchronous) commit.
+
+        A transaction that takes an xid commits synchronously, flushing the WAL up to
+        its commit record, which lies after ours. Concurrent writers' flushes are
+        grouped by the server (one fsync covers every commit before it), which is what
+        lets serialised appends exceed one per fsync. WAL order also means a crash can
+        only lose a suffix of unacknowledged appends, never leave a gap.
+        """
+        for attempt in range(2):
+            try:
+                self._db.execute("SELECT txid_current()")
+                return
+            except psycopg.OperationalError as exc:
+                if attempt:
+                    raise InfrastructureError(
+                        f"ledger {self._display}: could not confirm the append is durable: {exc}"
+                    ) from None
+                self._reconnect()
 
     def _try_append(self, build: Build) -> Prepared:
         db = self._db
-        db.execute("BEGIN")
-        row = db.execute("SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1 FOR UPDATE").fetchone()
+        with db.pipeline():
+            db.execute("BEGIN")
+            # The head row lock is held until COMMIT; an asynchronous commit releases it
+            # without waiting for the disk, and _make_durable waits afterwards.
+            db.execute("SET LOCAL synchronous_commit = off")
+            cur = db.execute("SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1 FOR UPDATE")
+            row = cur.fetchone()
         if row is None:
             raise ConfigurationError(f"ledger {self._display}: head row is missing")
         size, last_hash, raw_frontier = int(row[0]), bytes(row[1]), bytes(row[2])
@@ -162,24 +191,27 @@ class PostgresStore:
         p = build(size, last_hash.hex() if size else ZERO_HASH, siblings)
         top = p.nodes[-1]
         new_frontier = [*frontier[:len(frontier) - len(coords)], top[2]]
-        with db.pipeline():
-            db.execute(
-                "INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES (%s, %s, %s)",
-                (p.seq, p.entry, p.entry_hash),
-            )
-            with db.cursor() as cur:
-                cur.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (%s, %s, %s)", p.nodes)
-                if p.digests:
-                    cur.executemany(
-                        "INSERT INTO mlseal_digests (sha256, role, seq) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                        [(d, role, p.seq) for d, role in p.digests],
-                    )
-            db.execute(
-                "UPDATE mlseal_head SET size = %s, last_hash = %s, frontier = %s WHERE id = 1",
-                (size + 1, p.entry_hash, b"".join(new_frontier)),
-            )
+        # One round trip for the writes and COMMIT: the lock is held for as short as
+        # possible. If the connection drops in here, nobody knows whether COMMIT ran.
         try:
-            db.execute("COMMIT")
+            with db.pipeline():
+                db.execute(
+                    "INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES (%s, %s, %s)",
+                    (p.seq, p.entry, p.entry_hash),
+                )
+                with db.cursor() as c:
+                    c.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (%s, %s, %s)", p.nodes)
+                    if p.digests:
+                        c.executemany(
+                            "INSERT INTO mlseal_digests (sha256, role, seq) VALUES (%s, %s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            [(d, role, p.seq) for d, role in p.digests],
+                        )
+                db.execute(
+                    "UPDATE mlseal_head SET size = %s, last_hash = %s, frontier = %s WHERE id = 1",
+                    (size + 1, p.entry_hash, b"".join(new_frontier)),
+                )
+                db.execute("COMMIT")
         except psycopg.OperationalError:
             raise _Ambiguous(p) from None
         return p

@@ -146,12 +146,13 @@ class SqliteStore:
     def _last(self) -> tuple[int, str | None]:
         """(size, hash of the last entry); the size is the number of Merkle leaves, so an
         entry row deleted from the end still shows up as a gap."""
-        row = self._db.execute("SELECT max(idx) FROM mlseal_nodes WHERE level = 0").fetchone()
+        row = self._db.execute(
+            "SELECT n.idx, e.entry_hash FROM (SELECT max(idx) AS idx FROM mlseal_nodes WHERE level = 0) n "
+            "LEFT JOIN mlseal_entries e ON e.seq = n.idx"
+        ).fetchone()
         if row is None or row[0] is None:
             return 0, ZERO_HASH
-        size = int(row[0]) + 1
-        last = self._db.execute("SELECT entry_hash FROM mlseal_entries WHERE seq = ?", (size - 1,)).fetchone()
-        return size, None if last is None else bytes(last[0]).hex()
+        return int(row[0]) + 1, None if row[1] is None else bytes(row[1]).hex()
 
     def head(self) -> tuple[int, str, bytes]:
         db = self._db
@@ -184,6 +185,8 @@ class SqliteStore:
 
     def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]:
         out: dict[Coord, bytes] = {}
+        if not coords:
+            return out
         coords = list(coords)
         for i in range(0, len(coords), 200):
             chunk = coords[i : i + 200]

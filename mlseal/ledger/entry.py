@@ -23,11 +23,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
 from mlseal.errors import VerificationError
-from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, Record, RecordFormatError
+from mlseal.ledger import _jcs
+from mlseal.ledger.record import (
+    RECORD_PAYLOAD_TYPE,
+    ZERO_HASH,
+    Record,
+    RecordDraft,
+    RecordFormatError,
+    SignerRef,
+)
 from mlseal.signing import dsse
 from mlseal.signing.keys import KeyId, Signer
 from mlseal.signing.trust import TrustRoot
@@ -69,7 +78,42 @@ def build_entry(record: Record, signer: Signer) -> bytes:
     Equal to ``dsse.sign(signer, RECORD_PAYLOAD_TYPE, record.canonical())``, written out
     directly because every append pays for it.
     """
-    payload = record.canonical()
+    return _envelope(record.canonical(), signer)
+
+
+class RecordTemplate:
+    """A draft's canonical bytes with holes for ``seq``, ``prev`` and ``time``.
+
+    Appends fill the holes while holding the ledger's write lock, so everything else
+    (RFC 8785 encoding of inputs, outputs, params, …) is done before taking it. RFC 8785
+    writes an object as ``{"k1":v1,"k2":v2,…}`` with keys sorted, so joining the
+    separately canonicalised members in key order is the canonical record, exactly.
+    """
+
+    _HOLES = ("prev", "seq", "time")
+
+    def __init__(self, draft: RecordDraft, signer: SignerRef) -> None:
+        self.draft, self.signer = draft, signer
+        obj = draft.complete(seq=0, prev=ZERO_HASH, time="", signer=signer).to_obj()
+        # refuse what readers would refuse (a field of the wrong type, a bad digest)
+        # before anything is signed or stored
+        Record.from_obj(json.loads(_jcs.dumps(obj)))
+        self._parts: list[bytes | str] = []
+        for key in sorted(obj):  # top-level keys are ASCII: UTF-16 order = byte order
+            self._parts.append(key if key in self._HOLES else b'"%s":%s' % (key.encode(), _jcs.dumps(obj[key])))
+
+    def render(self, seq: int, prev: str, time: str) -> bytes:
+        values = {"prev": _jcs.dumps(prev), "seq": b"%d" % seq, "time": _jcs.dumps(time)}
+        return b"{" + b",".join(
+            p if isinstance(p, bytes) else b'"%s":%s' % (p.encode(), values[p]) for p in self._parts
+        ) + b"}"
+
+    def sign(self, seq: int, prev: str, time: str, signer: Signer) -> bytes:
+        """The entry for this draft at ``seq``; equal to `build_entry` of the completed record."""
+        return _envelope(self.render(seq, prev, time), signer)
+
+
+def _envelope(payload: bytes, signer: Signer) -> bytes:
     sig = signer.sign(pae(payload))
     return b'{"payload":"%s","payloadType":"%s","signatures":[{"keyid":"%s","sig":"%s"}]}' % (
         base64.b64encode(payload),
