@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,6 @@ def test_ledger_unreachable_denies_with_reason(webhook_factory: Any, admission_w
     assert server.controller.metrics.decisions.value("denied", "ledger_unavailable") == 2
 
 
-@pytest.mark.postgres
 def test_postgres_ledger_down_denies(webhook_factory: Any, admission_world: AdmissionWorld) -> None:
     p = write_policy(admission_world.dir, "pgdown.yaml", ledger="postgresql://postgres@127.0.0.1:1/test")
     server = webhook_factory(load_policy(p))
@@ -216,3 +216,40 @@ def test_ledger_url_file_is_read_at_connect(webhook_factory: Any, admission_worl
     assert r["allowed"] is False and "cannot read the ledger URL file" in r["status"]["message"]
     url_file.write_text(admission_world.ledger_url + "\n")
     assert response(server.validate(review(isvc(admission_world.models["good"]))))["allowed"] is True
+
+
+def test_slow_ledger_denies_before_the_api_server_times_out(webhook_factory: Any,
+                                                            admission_world: AdmissionWorld) -> None:
+    release = threading.Event()
+
+    def hanging() -> Any:
+        release.wait(20)
+        return open_ledger(admission_world.ledger_url, create=False)
+
+    server = webhook_factory(admission_world.policy, ledger_factory=hanging, decision_timeout=0.5)
+    try:
+        t = time.monotonic()
+        r = response(server.validate(review(isvc(admission_world.models["good"]), uid="slow-1")))
+        assert time.monotonic() - t < 4
+        assert r["uid"] == "slow-1" and r["allowed"] is False
+        assert "no decision within 0.5s" in r["status"]["message"]
+    finally:
+        release.set()
+
+
+def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionWorld) -> None:
+    class Broken:
+        def head(self) -> Any:
+            return open_ledger(admission_world.ledger_url, create=False).head()
+
+        def producers_of(self, sha256_hex: str) -> list[int]:
+            raise ZeroDivisionError("bug")
+
+        def close(self) -> None:
+            pass
+
+    server = webhook_factory(admission_world.policy, ledger_factory=Broken)
+    r = response(server.validate(review(isvc(admission_world.models["good"]))))
+    assert r["allowed"] is False
+    assert "internal error while reading the ledger (ZeroDivisionError)" in r["status"]["message"]
+    assert server.request("GET", "/healthz")[0] == 200

@@ -199,6 +199,7 @@ def build_server(
     reload_interval: float = 10.0,
     threads: int = 4,
     ledger_factory: Callable[[], Any] | None = None,
+    decision_timeout: float = DECISION_TIMEOUT,
     log_level: str = "warning",
 ) -> tuple[uvicorn.Server, AdmissionController]:
     """A ready-to-run uvicorn server (call ``.run()`` or ``await .serve(sockets)``)."""
@@ -213,7 +214,8 @@ def build_server(
     controller = AdmissionController(
         policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl), metrics=metrics
     )
-    app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads)
+    app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads,
+                     decision_timeout=decision_timeout)
 
     def ssl_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return reloader.base

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import re
@@ -53,6 +54,8 @@ from typing import Any
 
 from mlseal.errors import ConfigurationError, InfrastructureError
 from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
+
+log = logging.getLogger(__name__)
 
 #: the stages a model must have passed when a policy does not say
 DEFAULT_STAGES = ("ingest", "process", "train", "evaluate")
@@ -262,4 +265,9 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     if isinstance(trust_path, str):
         with contextlib.suppress(OSError):  # load_trust below reports a missing file
             h.update((path.parent / trust_path).read_bytes())
-    return parse_policy(data, base=path.parent, source=str(path), fingerprint=h.hexdigest())
+    policy = parse_policy(data, base=path.parent, source=str(path), fingerprint=h.hexdigest())
+    warned = [ns for ns, r in policy.namespaces.items() if r.mode is Mode.WARN]
+    if policy.default.mode is Mode.WARN or warned:
+        where = "every namespace" if policy.default.mode is Mode.WARN else "namespaces " + ", ".join(warned)
+        log.warning("policy %s: warn mode in %s: models that fail the checks are admitted", path, where)
+    return policy

@@ -7,13 +7,12 @@ ledger head), count the decision, write one JSON audit line. It never raises: an
 failure, including a bug or an unreachable ledger, becomes a denial with a reason
 (fail closed). `mlseal.admission._server` puts it behind TLS.
 
-    >>> import contextlib
-import contextlib
-import json
-    >>> c = AdmissionController(policy, ledger_factory=lambda: open_ledger(url))  # doctest: +SKIP
-    >>> status, out = c.review(json.dumps(review).encode())                     # doctest: +SKIP
-    >>> out["response"]["allowed"]                                                # doctest: +SKIP
-    False
+    >>> from mlseal.admission import Decision
+    >>> review_response("uid-1", Decision(allowed=False, reasons=["model sha256 ab… is not in the ledger"]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'apiVersion': 'admission.k8s.io/v1', 'kind': 'AdmissionReview',
+     'response': {'uid': 'uid-1', 'allowed': False, 'status': {'code': 403, 'reason': 'Forbidden',
+                  'message': 'mlseal: model sha256 ab… is not in the ledger'}}}
 """
 
 from __future__ import annotations
