@@ -54,6 +54,21 @@ _SCHEMA = [
         PRIMARY KEY (sha256, role, seq))""",
 ]
 
+#: Everything an append writes, in one statement (one parse, one round trip).
+_WRITE = """
+WITH e AS (
+    INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES (%(seq)s, %(entry)s, %(entry_hash)s)
+), n AS (
+    INSERT INTO mlseal_nodes (level, idx, hash)
+    SELECT * FROM unnest(%(levels)s::integer[], %(idxs)s::bigint[], %(hashes)s::bytea[])
+), d AS (
+    INSERT INTO mlseal_digests (sha256, role, seq)
+    SELECT DISTINCT s, r, %(seq)s FROM unnest(%(shas)s::bytea[], %(roles)s::smallint[]) AS x(s, r)
+    ON CONFLICT DO NOTHING
+)
+UPDATE mlseal_head SET size = %(size)s, last_hash = %(entry_hash)s, frontier = %(frontier)s WHERE id = 1
+"""
+
 #: attempts for one append when the connection fails (each re-checks the last one)
 _ATTEMPTS = 3
 
@@ -195,22 +210,18 @@ class PostgresStore:
         # possible. If the connection drops in here, nobody knows whether COMMIT ran.
         try:
             with db.pipeline():
-                db.execute(
-                    "INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES (%s, %s, %s)",
-                    (p.seq, p.entry, p.entry_hash),
-                )
-                with db.cursor() as c:
-                    c.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (%s, %s, %s)", p.nodes)
-                    if p.digests:
-                        c.executemany(
-                            "INSERT INTO mlseal_digests (sha256, role, seq) VALUES (%s, %s, %s) "
-                            "ON CONFLICT DO NOTHING",
-                            [(d, role, p.seq) for d, role in p.digests],
-                        )
-                db.execute(
-                    "UPDATE mlseal_head SET size = %s, last_hash = %s, frontier = %s WHERE id = 1",
-                    (size + 1, p.entry_hash, b"".join(new_frontier)),
-                )
+                db.execute(_WRITE, {
+                    "seq": p.seq,
+                    "entry": p.entry,
+                    "entry_hash": p.entry_hash,
+                    "levels": [n[0] for n in p.nodes],
+                    "idxs": [n[1] for n in p.nodes],
+                    "hashes": [n[2] for n in p.nodes],
+                    "shas": [d for d, _ in p.digests],
+                    "roles": [r for _, r in p.digests],
+                    "size": size + 1,
+                    "frontier": b"".join(new_frontier),
+                })
                 db.execute("COMMIT")
         except psycopg.OperationalError:
             raise _Ambiguous(p) from None
