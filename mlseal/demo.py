@@ -321,13 +321,13 @@ def run_demo(
     model_sha = next((i.sha256 for i in deploy.inputs if i.name == "model"), None) if deploy else None
     if deploy is None and failed is None:
         failed = "the pipeline finished without a deploy record"
-    manifest = next((o.uri for o in deploy.outputs), None) if deploy else None
+    manifest = _manifest_name(deploy) if deploy else None
     wd.report.write_text(render_report(
         chain,
         title="mlseal demo: lineage from raw data to deployment",
         verification=verification,
         source=wd.source.name,
-        manifest=manifest.rsplit("/", 1)[-1] if manifest else None,
+        manifest=manifest,
         facts={"secrets": src.describe(), "run": run_id, "workdir": str(wd.root),
                "pipeline": str(wd.pipeline.name), "model sha256": model_sha or "—"},
     ))
@@ -344,6 +344,11 @@ def run_demo(
         seconds=time.monotonic() - started,
         log=log_path,
     )
+
+
+def _manifest_name(deploy: Record) -> str:
+    """The deployed service's name, for the report's last node."""
+    return f"{deploy.params.get('service_name', 'model')}"
 
 
 def _record(led: Any, seq: int) -> Record:

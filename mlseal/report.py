@@ -17,6 +17,7 @@ Rendering is pure: records in, HTML text out.
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,7 +222,7 @@ def _card(r: Record) -> str:
 
 
 def _param_text(v: Any) -> str:
-    text = v if isinstance(v, str) else repr(v)
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     return text if len(text) <= 200 else text[:200] + "…"
 
 
