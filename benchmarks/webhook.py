@@ -12,8 +12,11 @@ Scenarios, each at 8 and 32 clients:
 - healthz: GET /healthz on the same server, the HTTP+TLS baseline;
 - validate warm: POST /validate with the decision cache warm (the steady state: the
   same few hundred models are reviewed again and again on every pod restart/scale);
-- validate cold: the same with the cache disabled (--cache-size 0), so every request
-  verifies the model's ledger entries, lineage and gates against the 100k ledger.
+- validate, records cached: decision cache off (--cache-size 0), every request walks the
+  model's lineage and gates in the 100k ledger, reusing signature checks of records whose
+  entry bytes were verified before (--verified-records, the default);
+- validate cold: no cache at all (--cache-size 0 --verified-records 0): every request
+  fetches, signature-checks and hash-link-checks every record of the lineage.
 
 Baselines measured in the same run: hashlib.sha256 throughput, and the in-process
 engine (`check_model`, no HTTP) per decision. Targets (issue 5): p99 <= 50 ms warm at 8
@@ -95,7 +98,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, d: Path, policy: Path, cache_size: int) -> None:
+    def __init__(self, d: Path, policy: Path, cache_size: int, verified: int = 100_000) -> None:
         self.port = free_port()
         tls = d / "tls"
         self.pki = make_pki(tls)
@@ -104,7 +107,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlseal.cli", "webhook", "serve", "--policy", str(policy),
              "--tls-cert", str(tls / "tls.crt"), "--tls-key", str(tls / "tls.key"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--cache-size", str(cache_size)],
+             "--port", str(self.port), "--cache-size", str(cache_size), "--verified-records", str(verified)],
             stdout=self.audit, stderr=subprocess.PIPE, cwd=REPO,
         )
         ctx = self.pki.client_context()
@@ -221,17 +224,20 @@ def main() -> int:
 
         bodies = [json.dumps(review(isvc_for(s, u), uid=f"bench-{i}")).encode() for i, (s, u) in enumerate(chosen)]
         rows: list[tuple[str, int, dict[str, Any]]] = []
-        for cache_size, label in ((4096, "warm"), (0, "cold")):
-            server = Server(d, policy_path, cache_size)
+        configs = ((4096, 100_000, "validate warm (decision cache)"),
+                   (0, 100_000, "validate, records cached"),
+                   (0, 0, "validate cold (no cache)"))
+        for cache_size, verified, label in configs:
+            server = Server(d, policy_path, cache_size, verified)
             try:
-                if label == "warm":
+                if cache_size:
                     for clients in (8, 32):
                         rows.append(("healthz (HTTP+TLS baseline)", clients,
                                      load(server, http_requests("/healthz", []), clients, args.warmup, args.duration)))
-                    # fill the cache once, then measure
+                if cache_size or verified:  # fill the caches once, then measure
                     load(server, http_requests("/validate", bodies), 8, 0.0, 2.0)
                 for clients in (8, 32):
-                    rows.append((f"validate {label} (cache {'on' if cache_size else 'off'})", clients,
+                    rows.append((label, clients,
                                  load(server, http_requests("/validate", bodies), clients, args.warmup,
                                       args.duration)))
             finally:

@@ -335,3 +335,24 @@ def test_cache_only_path_never_reads_the_ledger(admission_world: AdmissionWorld)
     # requests that need no ledger are answered on the cache-only path
     bad = c.review(b"not json", cached_only=True)
     assert bad is not None and bad[0] == 400
+
+
+def test_verified_record_cache_never_hides_tampering(tmp_path: Path) -> None:
+    from mlseal.admission.webhook import AdmissionController, DecisionCache
+    from tests.fixtures_admission import make_world, resign_entry, review, tamper_metrics
+
+    w = make_world(tmp_path)
+    c = AdmissionController(w.policy, ledger_factory=lambda: open_ledger(w.ledger_url, create=False),
+                            cache=DecisionCache(0))
+    body = json.dumps(review(isvc(w.models["good"]))).encode()
+    assert c.review(body)[1]["response"]["allowed"] is True
+    assert len(c.verified) >= 4  # the lineage's records are now known-good
+    assert c.review(body)[1]["response"]["allowed"] is True
+    tamper_metrics(w.ledger_url, w.models["good"].seqs["evaluate"], accuracy=0.1)
+    out = c.review(body)[1]["response"]
+    assert out["allowed"] is False and "ledger tampering" in out["status"]["message"]
+    body = json.dumps(review(isvc(w.models["lowacc"]))).encode()
+    assert "accuracy = 0.52" in c.review(body)[1]["response"]["status"]["message"]
+    resign_entry(w.ledger_url, w.models["lowacc"].seqs["train"], w.signer, params={"n_estimators": 99})
+    out = c.review(body)[1]["response"]
+    assert out["allowed"] is False and "prev" in out["status"]["message"]

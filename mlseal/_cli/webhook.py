@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--port", type=int, default=8443, help="listen port (default: 8443)")
     s.add_argument("--cache-size", type=int, default=4096, help="decisions kept (0 disables the cache)")
     s.add_argument("--cache-ttl", type=float, default=60.0, help="seconds a cached decision lives")
+    s.add_argument("--verified-records", type=int, default=100_000,
+                   help="ledger records kept verified by entry hash (0: verify every time)")
     s.add_argument("--reload-interval", type=float, default=10.0, help="seconds between certificate checks")
     s.add_argument("--threads", type=int, default=4, help="decision worker threads")
     s.set_defaults(func=run)
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,
-        cache_ttl=args.cache_ttl, reload_interval=args.reload_interval, threads=args.threads,
+        cache_ttl=args.cache_ttl, verified_records=args.verified_records, reload_interval=args.reload_interval,
+        threads=args.threads,
     )
     return 0

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mlseal.admission._metrics import CONTENT_TYPE, WebhookMetrics
+from mlseal.admission.engine import VerifiedRecords
 from mlseal.admission.policy import Policy
 from mlseal.admission.webhook import MAX_BODY, AdmissionController, DecisionCache, audit_log
 from mlseal.errors import ConfigurationError
@@ -196,6 +197,7 @@ def build_server(
     port: int = 8443,
     cache_size: int = 4096,
     cache_ttl: float = 60.0,
+    verified_records: int = 100_000,
     reload_interval: float = 10.0,
     threads: int = 4,
     ledger_factory: Callable[[], Any] | None = None,
@@ -212,7 +214,8 @@ def build_server(
             return open_ledger(policy.resolve_ledger_url(), create=False)
 
     controller = AdmissionController(
-        policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl), metrics=metrics
+        policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl),
+        verified=VerifiedRecords(verified_records), metrics=metrics,
     )
     app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads,
                      decision_timeout=decision_timeout)

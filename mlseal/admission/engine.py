@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -66,12 +68,47 @@ class _Untrusted(VerificationError):
     """The entry is signed, but by nobody the trust file names."""
 
 
+class VerifiedRecords:
+    """Records already verified, keyed by the SHA-256 of their exact entry bytes.
+
+    The same bytes under the same trusted keys verify the same way, so a lineage shared
+    by many models (one dataset, many trainings) is verified once. A record is kept only
+    once its hash link to a successor was checked; changed bytes are a miss. Bounded
+    (least recently used goes first) and thread-safe.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[tuple[frozenset[str], int, bytes], Record] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[frozenset[str], int, bytes]) -> Record | None:
+        with self._lock:
+            rec = self._items.get(key)
+            if rec is not None:
+                self._items.move_to_end(key)
+            return rec
+
+    def put(self, key: tuple[frozenset[str], int, bytes], rec: Record) -> None:
+        if self._max <= 0:
+            return
+        with self._lock:
+            self._items[key] = rec
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class _Reader:
     """Loads and verifies records for one decision; remembers what it loaded."""
 
-    def __init__(self, view: LedgerView, trust: TrustRoot) -> None:
+    def __init__(self, view: LedgerView, trust: TrustRoot, verified: VerifiedRecords | None = None) -> None:
         self._view = view
         self._trust = trust
+        self._trust_key = frozenset(trust.signers)
+        self._verified = verified
         self._records: dict[int, Record] = {}
         self._size: int | None = None
 
@@ -85,6 +122,12 @@ class _Reader:
         if seq in self._records:
             return self._records[seq]
         data = self._view.entry(seq)
+        key = (self._trust_key, seq, hashlib.sha256(data).digest())
+        if self._verified is not None:
+            known = self._verified.get(key)
+            if known is not None:
+                self._records[seq] = known
+                return known
         part = split_entry(data)
         if part.keyid not in self._trust.signers:
             raise _Untrusted(f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list")
@@ -94,15 +137,17 @@ class _Reader:
             raise VerificationError(f"entry {seq}: {exc}") from None
         if rec.seq != seq:
             raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
-        self._check_link(seq, data)
+        if self._check_link(seq, data) and self._verified is not None:
+            self._verified.put(key, rec)
         self._records[seq] = rec
         return rec
 
-    def _check_link(self, seq: int, data: bytes) -> None:
+    def _check_link(self, seq: int, data: bytes) -> bool:
+        """Check the successor's prev; False when there is no successor yet."""
         # The next record's prev must be this entry's hash (DESIGN.md: hash-chained); a
         # trusted key re-signing an edited record cannot also fix its successor.
         if seq + 1 >= self.size():
-            return
+            return False
         prev = _prev_of(self._view.entry(seq + 1))
         h = hashlib.sha256(data).hexdigest()
         if prev != h:
@@ -110,6 +155,7 @@ class _Reader:
                 f"record {seq + 1}'s prev {_short(prev)} does not match the hash of entry {seq} "
                 f"({_short(h)}): entry {seq} was altered after it was appended"
             )
+        return True
 
 
 def _prev_of(entry: bytes) -> str:
@@ -270,9 +316,13 @@ def _check_gates(rules: Rules, evaluation: Record) -> list[Finding]:
     return out
 
 
-def check_model(ref: ModelRef, rules: Rules, view: LedgerView, trust: TrustRoot) -> list[Finding]:
-    """Every failed check for `ref` (steps 2-6 of the module docstring); empty = admit."""
-    reader = _Reader(view, trust)
+def check_model(ref: ModelRef, rules: Rules, view: LedgerView, trust: TrustRoot, *,
+                verified: VerifiedRecords | None = None) -> list[Finding]:
+    """Every failed check for `ref` (steps 2-6 of the module docstring); empty = admit.
+
+    `verified` lets records verified by earlier calls be reused (see VerifiedRecords).
+    """
+    reader = _Reader(view, trust, verified)
     # 2. a trusted record produced the digest
     producer, problems = _trusted_producer(reader, view, ref.sha256, "model")
     if producer is None:

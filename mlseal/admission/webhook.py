@@ -29,7 +29,7 @@ from typing import Any, Protocol, overload
 
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason
-from mlseal.admission.engine import LedgerView, apply_mode, check_model
+from mlseal.admission.engine import LedgerView, VerifiedRecords, apply_mode, check_model
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
 from mlseal.admission.policy import Policy, Rules, Unannotated
 from mlseal.errors import Error
@@ -201,6 +201,7 @@ class AdmissionController:
         *,
         ledger_factory: Callable[[], ServedLedger],
         cache: DecisionCache | None = None,
+        verified: VerifiedRecords | None = None,
         metrics: WebhookMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
         head_max_age: float = 1.0,
@@ -210,6 +211,7 @@ class AdmissionController:
         self._known_head: tuple[float, Any] | None = None
         self._open = ledger_factory
         self.cache = cache if cache is not None else DecisionCache()
+        self.verified = verified if verified is not None else VerifiedRecords()
         self.metrics = metrics or WebhookMetrics()
         self._clock = clock
         self._local = threading.local()
@@ -274,7 +276,7 @@ class AdmissionController:
         if cached is not None:
             return cached, True
         try:
-            findings = check_model(ref, rules, led, self.policy.trust)
+            findings = check_model(ref, rules, led, self.policy.trust, verified=self.verified)
         except Exception as exc:
             self._drop_ledger()
             return Decision.deny(_internal("reading the ledger", exc)), False
