@@ -120,17 +120,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _signer(args: argparse.Namespace) -> Any:
-    from mlseal.signing.keys import LocalKeySigner
+    from mlseal.signing.signers import resolve_signer
 
-    key = args.key or os.environ.get("MLSEAL_SIGNING_KEY")
-    if key:
-        return LocalKeySigner.from_file(key)
-    transit = args.vault_transit or os.environ.get("MLSEAL_VAULT_TRANSIT_KEY")
-    if transit:
-        from mlseal.secrets import open_secret_source
-
-        return open_secret_source().transit_signer(transit)
-    raise ConfigurationError("no signing key: pass --key PEM or --vault-transit KEY (or set MLSEAL_SIGNING_KEY)")
+    # as in a stage: an explicit option, else $MLSEAL_SIGNING_KEY, else $MLSEAL_VAULT_TRANSIT_KEY
+    transit = args.vault_transit
+    if not (transit or args.key or os.environ.get("MLSEAL_SIGNING_KEY")):
+        transit = os.environ.get("MLSEAL_VAULT_TRANSIT_KEY")
+    return resolve_signer(key=args.key, vault_transit=transit)
 
 
 def _trust(path: str | None, signer: Any, signer_name: str | None) -> Any:
