@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -94,10 +93,12 @@ class RecordTemplate:
 
     def __init__(self, draft: RecordDraft, signer: SignerRef) -> None:
         self.draft, self.signer = draft, signer
-        obj = draft.complete(seq=0, prev=ZERO_HASH, time="", signer=signer).to_obj()
         # refuse what readers would refuse (a field of the wrong type, a bad digest)
         # before anything is signed or stored
-        Record.from_obj(json.loads(_jcs.dumps(obj)))
+        draft.validate()
+        if not isinstance(signer.name, str) or not isinstance(signer.key_id, str):
+            raise RecordFormatError("record field signer must hold a name and a key id")
+        obj = draft.complete(seq=0, prev=ZERO_HASH, time="", signer=signer).to_obj()
         self._parts: list[bytes | str] = []
         for key in sorted(obj):  # top-level keys are ASCII: UTF-16 order = byte order
             self._parts.append(key if key in self._HOLES else b'"%s":%s' % (key.encode(), _jcs.dumps(obj[key])))

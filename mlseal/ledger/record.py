@@ -123,6 +123,8 @@ def _check_json(v: object, where: str) -> None:
     if isinstance(v, float):
         if not math.isfinite(v):
             raise RecordFormatError(f"record field {where}: {v} is not a JSON number")
+        if v.is_integer() and 2**53 <= abs(v) < 1e21:  # JSON would read it back as a too-large integer
+            raise RecordFormatError(f"record field {where}: {v} is too large for JSON")
         return
     if isinstance(v, list):
         for i, x in enumerate(v):
@@ -284,6 +286,52 @@ class RecordDraft:
                 raise RecordFormatError(f"record field metrics.{k} must be a finite number, got {m!r}")
         if self.status is Status.FAILED and self.outputs:
             raise RecordFormatError("a failed step records no outputs")
+
+    def validate(self) -> None:
+        """Check every field's type and digest format (dataclasses do not), naming the
+        first bad field; what passes here, `Record.from_obj` reads back unchanged."""
+        def check(ok: bool, where: str, value: object) -> None:
+            if not ok:
+                shown = value[:80] if isinstance(value, str) else type(value).__name__
+                raise RecordFormatError(f"record field {where} is invalid: {shown!r}")
+
+        def opt_str(v: object) -> bool:
+            return v is None or isinstance(v, str)
+
+        def opt_int(v: object) -> bool:
+            return v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53)
+
+        c = self.component
+        check(isinstance(c, Component), "component", c)
+        check(isinstance(c.name, str), "component.name", c.name)
+        check(c.source_sha256 is None or is_sha256_hex(c.source_sha256), "component.source_sha256", c.source_sha256)
+        check(opt_str(c.image), "component.image", c.image)
+        check(isinstance(self.run, RunInfo), "run", self.run)
+        for k in ("pipeline", "run_id", "task"):
+            check(opt_str(getattr(self.run, k)), f"run.{k}", getattr(self.run, k))
+        check(isinstance(self.inputs, tuple), "inputs", self.inputs)
+        for i, x in enumerate(self.inputs):
+            w = f"inputs[{i}]"
+            check(isinstance(x, InputRef), w, x)
+            check(isinstance(x.name, str), f"{w}.name", x.name)
+            check(isinstance(x.uri, str), f"{w}.uri", x.uri)
+            check(is_sha256_hex(x.sha256), f"{w}.digest.sha256", x.sha256)
+            check(opt_int(x.producer_seq), f"{w}.producer_seq", x.producer_seq)
+        check(isinstance(self.outputs, tuple), "outputs", self.outputs)
+        for i, o in enumerate(self.outputs):
+            w = f"outputs[{i}]"
+            check(isinstance(o, OutputRef), w, o)
+            check(isinstance(o.name, str), f"{w}.name", o.name)
+            check(isinstance(o.uri, str), f"{w}.uri", o.uri)
+            check(is_sha256_hex(o.sha256), f"{w}.digest.sha256", o.sha256)
+            check(isinstance(o.media_type, str), f"{w}.media_type", o.media_type)
+            check(o.bundle_sha256 is None or is_sha256_hex(o.bundle_sha256), f"{w}.bundle_sha256", o.bundle_sha256)
+        check(isinstance(self.secrets, tuple), "secrets", self.secrets)
+        for i, sr in enumerate(self.secrets):
+            check(isinstance(sr, SecretRef) and isinstance(sr.path, str), f"secrets[{i}].path", sr)
+            check(opt_int(sr.version), f"secrets[{i}].version", sr.version)
+        check(isinstance(self.status, Status), "status", self.status)
+        check(opt_str(self.error), "error", self.error)
 
     def complete(self, *, seq: int, prev: str, time: str, signer: SignerRef) -> Record:
         return Record(seq=seq, prev=prev, time=time, signer=signer, **self._fields())
