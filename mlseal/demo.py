@@ -176,7 +176,7 @@ def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> N
     from mlseal.ml import anonymize, data, validate
     from mlseal.signing.digest import digest_path
     from mlseal.signing.trust import load_trust
-    from mlseal.stage import Sealing, Stage
+    from mlseal.stage import MEDIA_JSON, Sealing, Stage
 
     with open_ledger(wd.ledger_url) as led:
         if wd.reference.exists() and led.producers_of(digest_path(wd.reference)):
@@ -187,7 +187,7 @@ def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> N
                           secrets=src)
         with Stage("ingest", name="reference", sealing=sealing, source=_seal_reference,
                    params={"learned_from": wd.source.name, "label": data.DEMO_LABEL}) as st:
-            st.output("reference", wd.reference, media_type="application/json").write_text(reference.to_json())
+            st.output("reference", wd.reference, media_type=MEDIA_JSON).write_text(reference.to_json())
             st.metric("rows", table.n_rows)
         assert st.result is not None
         progress(f"  recorded the validation reference as ledger entry {st.result.seq}")

@@ -75,8 +75,6 @@ R = TypeVar("R")
 #: media types the runtime records for the artifacts the components write
 MEDIA_CSV = "text/csv"
 MEDIA_JSON = "application/json"
-MEDIA_ENCRYPTED = "application/vnd.mlseal.encrypted+json"
-MEDIA_MODEL = "application/vnd.mlseal.model.sklearn+pickle"
 MEDIA_YAML = "application/yaml"
 
 #: environment variables a stage reads its run context from (KFP sets none of these by

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,8 @@ from mlseal.errors import ConfigurationError, PolicyDenied
 from mlseal.ledger.record import StageKind
 from mlseal.stage import MEDIA_CSV, MEDIA_JSON, MEDIA_YAML, Sealing, Stage, StageResult
 
-#: media type of an encrypted dataset (mlseal.ml.crypto's envelope)
+#: media type recorded for an encrypted dataset (mlseal.ml.crypto's envelope over a CSV)
 MEDIA_ENCRYPTED = "application/vnd.mlseal.dataset.encrypted.v1"
-MEDIA_MODEL = "application/vnd.mlseal.model.v1+json"
 
 DEFAULT_HMAC_KEY_PATH = "mlseal/anonymize/hmac"
 DEFAULT_DATA_KEY_NAME = "mlseal-data"
@@ -48,10 +46,6 @@ class ArtifactOut:
 
     path: Path
     uri: str | None = None
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, indent=2) + "\n"
 
 
 # --- ingest ------------------------------------------------------------------------------
@@ -147,7 +141,7 @@ def encrypt(
                params={"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}) as st:
         plain = st.input("data", data.path, bundle=data.bundle, uri=data.uri).read_bytes()
         dk = st.data_key(data_key_name)
-        blob = crypto.encrypt(plain, dk.plaintext.reveal(), dk.wrapped, content_type=MEDIA_CSV)
+        blob = crypto.encrypt(plain, dk.plaintext.reveal(), dk.wrapped, key_name=dk.key_name, content_type=MEDIA_CSV)
         st.output("encrypted", encrypted.path, media_type=MEDIA_ENCRYPTED, uri=encrypted.uri).write_bytes(blob)
         st.metric("plaintext_bytes", len(plain))
     assert st.result is not None
@@ -162,8 +156,8 @@ def read_dataset(st: Stage, name: str, art: ArtifactIn, *, data_key_name: str = 
     blob = st.input(name, art.path, bundle=art.bundle, uri=art.uri).read_bytes()
     if blob.startswith(crypto.MAGIC):
         header = crypto.read_header(blob)
-        key = st.unwrap_data_key(header.wrapped_key, data_key_name)
-        blob = crypto.decrypt(blob, key.reveal())
+        key = st.unwrap_data_key(header.wrapped_key, header.key_name or data_key_name)
+        blob = crypto.decrypt(blob, key.reveal(), content_type=MEDIA_CSV)
     return mldata.from_csv_bytes(blob)
 
 
@@ -229,6 +223,7 @@ def train(
     """
     from mlseal.ml import data as mldata
     from mlseal.ml import train as mltrain
+    from mlseal.ml.model import MEDIA_TYPE as MODEL_MEDIA_TYPE
 
     config = mltrain.TrainConfig(label=label, adversarial=adversarial, epsilon=epsilon, epochs=epochs, seed=seed)
     params = {**config.to_obj(), "test_fraction": test_fraction, "split_seed": seed}
@@ -237,7 +232,7 @@ def train(
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, _ = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
         fitted, report = mltrain.train(train_part, config)
-        st.output("model", model.path, media_type=MEDIA_MODEL, uri=model.uri).write_bytes(fitted.to_json())
+        st.output("model", model.path, media_type=MODEL_MEDIA_TYPE, uri=model.uri).write_bytes(fitted.to_json())
         st.metric("train_accuracy", report.train_accuracy)
         st.metric("rows", report.rows)
         st.metric("features", len(report.features))
