@@ -370,10 +370,11 @@ def webhook(admission_world: AdmissionWorld, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture
 def webhook_factory(tmp_path: Path) -> Iterator[Callable[..., RunningWebhook]]:
     stack = contextlib.ExitStack()
+    started = [0]
 
     def start(policy: Policy, **kwargs: Any) -> RunningWebhook:
-        d = tmp_path / f"tls{len(stack._exit_callbacks)}"
-        return stack.enter_context(run_webhook(policy, d, **kwargs))
+        started[0] += 1
+        return stack.enter_context(run_webhook(policy, tmp_path / f"tls{started[0]}", **kwargs))
 
     with stack:
         yield start
