@@ -99,15 +99,24 @@ class RecordTemplate:
         if not isinstance(signer.name, str) or not isinstance(signer.key_id, str):
             raise RecordFormatError("record field signer must hold a name and a key id")
         obj = draft.complete(seq=0, prev=ZERO_HASH, time="", signer=signer).to_obj()
-        self._parts: list[bytes | str] = []
+        # The members between two holes, canonicalised as one object without its braces:
+        # keys sort the same inside a group as in the whole record.
+        self._groups: list[bytes] = []
+        group: dict[str, object] = {}
         for key in sorted(obj):  # top-level keys are ASCII: UTF-16 order = byte order
-            self._parts.append(key if key in self._HOLES else b'"%s":%s' % (key.encode(), _jcs.dumps(obj[key])))
+            if key in self._HOLES:
+                self._groups.append(_jcs.dumps(group)[1:-1])
+                group = {}
+            else:
+                group[key] = obj[key]
+        self._groups.append(_jcs.dumps(group)[1:-1])
 
     def render(self, seq: int, prev: str, time: str) -> bytes:
-        values = {"prev": _jcs.dumps(prev), "seq": b"%d" % seq, "time": _jcs.dumps(time)}
-        return b"{" + b",".join(
-            p if isinstance(p, bytes) else b'"%s":%s' % (p.encode(), values[p]) for p in self._parts
-        ) + b"}"
+        g = self._groups
+        members = [
+            g[0], b'"prev":"%s"' % prev.encode(), g[1], b'"seq":%d' % seq, g[2], b'"time":' + _jcs.dumps(time), g[3]
+        ]
+        return b"{" + b",".join(m for m in members if m) + b"}"
 
     def sign(self, seq: int, prev: str, time: str, signer: Signer) -> bytes:
         """The entry for this draft at ``seq``; equal to `build_entry` of the completed record."""
