@@ -210,8 +210,12 @@ def test_bad_urls(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.db").exists()
     with pytest.raises(ConfigurationError, match="sqlite:///relative"):
         open_ledger("sqlite://host/x.db")
-    with pytest.raises(ConfigurationError, match=r"\*\*\*"):
+    with pytest.raises(ConfigurationError, match=r"\*\*\*") as exc:
         open_ledger("mongodb://user:hunter2@host/db")
+    assert "hunter2" not in str(exc.value)
+    from mlseal.ledger import redact_url
+
+    assert "s3cret" not in redact_url("postgresql://h/db?sslmode=require&password=s3cret")
 
 
 def test_url_forms_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_signer: LocalKeySigner) -> None:
