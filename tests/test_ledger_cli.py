@@ -98,8 +98,10 @@ def test_config_errors_exit_2(world: dict[str, str], tmp_path: Path, capsys: pyt
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     (tmp_path / "rsa.pem").write_bytes(rsa_pem)
-    code, out, err = run(capsys, "ledger", "checkpoint", "--ledger", world["url"], "--key", str(tmp_path / "rsa.pem"))
+    code, out, err = run(capsys, "ledger", "checkpoint", "--ledger", world["url"], "--key", str(tmp_path / "rsa.pem"),
+                         "--out", str(tmp_path / "cp.txt"))
     assert code == 2 and "EC P-256" in err and out == ""
+    assert not (tmp_path / "cp.txt").exists()
     code, _, err = run(capsys, "ledger", "checkpoint", "--ledger", world["url"])
     assert code == 2 and "signing key" in err
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from mlseal.errors import Error, VerificationError
 from mlseal.ledger import merkle
 from mlseal.ledger.checkpoint import Checkpoint
-from mlseal.ledger.entry import EntryFormatError, pae, split_entry
+from mlseal.ledger.entry import pae, split_entry
 from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, ZERO_HASH, Record, RecordFormatError
 from mlseal.signing.keys import KeyId
 from mlseal.signing.trust import TrustRoot
@@ -144,9 +144,9 @@ class _Chunk:
 # Hash-only verification needs just ``prev`` and ``seq`` from each payload. Decoding a
 # whole payload costs more than hashing the entry, so we search the base64 text: a
 # byte string at payload offset o is encoded, from its first whole 3-byte group on, as
-# fixed base64 characters at a 4-aligned position, one pattern per o mod 3. A hit at an
-# aligned position is confirmed by decoding the few groups around it, so the search is
-# exact; anything unusual falls back to JSON parsing.
+# fixed base64 characters at a 4-aligned position, one pattern per o mod 3. The last
+# aligned hit is decoded from there to the end and must match `_RECORD_TAIL`, which
+# makes the reading exact; anything unusual falls back to JSON parsing.
 
 def _b64_cores(key: bytes) -> tuple[tuple[bytes, int], ...]:
     out = []
@@ -615,16 +615,10 @@ def verify_ledger(
     )
 
 
-def format_problem(p: Problem) -> str:
-    return p.detail
-
-
 __all__ = [
     "Anchor",
-    "EntryFormatError",
     "Problem",
     "Report",
-    "format_problem",
     "verify_entries",
     "verify_ledger",
 ]
