@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -184,26 +185,33 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _log(args: argparse.Namespace) -> int:
+    with _open(args) as led:
+        try:
+            _print_log(led, args)
+        except BrokenPipeError:  # `mlseal ledger log | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print_log(led: Ledger, args: argparse.Namespace) -> None:
     from mlseal.errors import VerificationError
     from mlseal.ledger import merkle
     from mlseal.ledger.entry import split_entry
 
-    with _open(args) as led:
-        for seq, entry in led.entries(args.start, args.end):
-            try:
-                record: Any = json.loads(split_entry(entry).payload)
-            except (VerificationError, ValueError):
-                record = None
-            if args.json:
-                emit_json({
-                    "seq": seq,
-                    "leaf": base64.b64encode(entry).decode(),
-                    "leaf_hash": merkle.leaf_hash(entry).hex(),
-                    "record": record,
-                })
-            else:
-                say(_log_line(seq, record))
-    return 0
+    for seq, entry in led.entries(args.start, args.end):
+        try:
+            record: Any = json.loads(split_entry(entry).payload)
+        except (VerificationError, ValueError):
+            record = None
+        if args.json:
+            emit_json({
+                "seq": seq,
+                "leaf": base64.b64encode(entry).decode(),
+                "leaf_hash": merkle.leaf_hash(entry).hex(),
+                "record": record,
+            })
+        else:
+            say(_log_line(seq, record))
 
 
 def _log_line(seq: int, record: Any) -> str:
