@@ -175,6 +175,7 @@ _MID = (
 )
 _STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _OPT = rb"(?:" + _STR + rb"|null)"
+_SECRET = rb'\{"path":' + _STR + rb',"version":(?:0|[1-9][0-9]*|null)\}'
 #: A canonical record from its top-level ``prev`` to the end: after ``prev`` come run,
 #: secrets, seq, signer, stage, status, time, v, each with a fixed shape (RFC 8785 sorts
 #: keys). ``,"`` never occurs inside a JSON string (a quote there is escaped), so the
@@ -182,7 +183,7 @@ _OPT = rb"(?:" + _STR + rb"|null)"
 #: is the record's own prev, whatever keys params or metrics hold.
 _RECORD_TAIL = re.compile(
     rb',"prev":"([0-9a-f]{64})","run":\{"pipeline":' + _OPT + rb',"run_id":' + _OPT + rb',"task":' + _OPT
-    + rb'\},"secrets":\[(?:\{"path":' + _STR + rb',"version":(?:[0-9]+|null)\},?)*\],'
+    + rb'\},"secrets":\[(?:' + _SECRET + rb'(?:,' + _SECRET + rb')*)?\],'
     rb'"seq":(0|[1-9][0-9]{0,17}),"signer":\{"key_id":(' + _STR + rb'),"name":' + _STR + rb'\},'
     rb'"stage":' + _STR + rb',"status":' + _STR + rb',"time":' + _STR + rb',"v":1\}',
     re.DOTALL,
