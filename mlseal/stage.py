@@ -307,18 +307,22 @@ class Stage:
         *,
         bundle: str | os.PathLike[str] | bytes | None = None,
         uri: str | None = None,
+        expect_sha256: str | None = None,
     ) -> Path:
         """Verify an input artifact and return its path; raise `InputRefused` otherwise.
 
-        Checks, in order: (1) the artifact's digest is an output of at least one ledger
-        record; (2) that record's entry is signed by a trusted signer and the record did
-        not fail; (3) the OMS bundle (``PATH.sig``, or `bundle`) hashes to the recorded
-        `bundle_sha256` and (4) verifies over the artifact with a trusted key.
+        Checks, in order: (0) if the caller knows which artifact it should be (e.g. the
+        digest the upstream KFP task put in the artifact's metadata), the digest is that
+        one — so another recorded, signed artifact cannot be swapped in; (1) the digest is
+        an output of at least one ledger record; (2) that record's entry is signed by a
+        trusted signer and the record did not fail; (3) the OMS bundle (``PATH.sig``, or
+        `bundle`) hashes to the recorded `bundle_sha256` and (4) verifies over the
+        artifact with a trusted key.
         """
         self._require_entered()
         p = Path(path)
         try:
-            verified = self._verify_input(name, p, bundle)
+            verified = self._verify_input(name, p, bundle, expect_sha256)
         except VerificationError as exc:
             self._refusal = InputRefused(f"stage {self.name}: input {name!r} refused: {exc}")
             raise self._refusal from None
@@ -329,11 +333,19 @@ class Stage:
         self._input_uris[name] = uri or p.resolve().as_uri()
         return p
 
-    def _verify_input(self, name: str, path: Path, bundle: str | os.PathLike[str] | bytes | None) -> VerifiedInput:
+    def _verify_input(
+        self, name: str, path: Path, bundle: str | os.PathLike[str] | bytes | None, expect: str | None
+    ) -> VerifiedInput:
         s = self.sealing
         if not path.exists():
             raise VerificationError(f"{path} does not exist")
         sha = Sha256Hex(s.digest(path))
+        # (0) the artifact the caller was handed
+        if expect is not None and sha != expect:
+            raise VerificationError(
+                f"digest {sha[:16]}… of {path} is not the {expect[:16]}… its producer recorded for it "
+                "(changed or swapped for another artifact)"
+            )
         # (1) a recorded output
         seqs = s.ledger.producers_of(sha)
         if not seqs:

@@ -51,6 +51,24 @@ def attacker(data: Input[Dataset]) -> None:
         f.write(bytes([first[0] ^ 0x01]))
 
 
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def swapper(data: Input[Dataset], other: Input[Dataset]) -> None:
+    """Not a sealed stage: replaces an artifact with another recorded, signed one (and its bundle)."""
+    import shutil
+
+    shutil.copyfile(other.path, data.path)
+    shutil.copyfile(other.path + ".sig", data.path + ".sig")
+
+
+@dsl.pipeline(name="swapped")
+def swapped(source: str) -> None:
+    raw = C["ingest"](source=source)
+    anon = C["anonymize"](data=raw.outputs["dataset"])
+    hit = swapper(data=anon.outputs["anonymized"], other=raw.outputs["dataset"])
+    enc = C["encrypt"](data=anon.outputs["anonymized"])
+    enc.after(hit)
+
+
 @dsl.pipeline(name="tampered")
 def tampered(source: str) -> None:
     raw = C["ingest"](source=source)
@@ -81,4 +99,22 @@ def test_altered_artifact_between_stages_fails_the_run(tmp_path: Path, monkeypat
     assert all(r.status is Status.OK for r in records)
     assert not list(wd.artifacts.rglob("encrypted*"))
     out = capfd.readouterr()
-    assert "input 'data' refused" in out.out + out.err and "never recorded as an output" in out.out + out.err
+    assert "input 'data' refused" in out.out + out.err and "changed or swapped" in out.out + out.err
+
+
+@pytest.mark.slow
+def test_swapping_in_another_signed_artifact_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    """The raw (identifying) dataset is recorded and signed too: it must not pass for the anonymized one."""
+    wd = Workdir(tmp_path / "wd")
+    src, _ = _prepare(wd, {}, lambda _: None, {"accuracy": 0.9})
+    for k, v in _task_env(wd, src).items():
+        monkeypatch.setenv(k, v)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(wd.artifacts))
+    with pytest.raises(RuntimeError, match="encrypt"):
+        swapped(source=str(wd.source))
+    out = capfd.readouterr()
+    assert "changed or swapped for another artifact" in out.out + out.err
+    trust = load_trust(wd.trust)
+    with open_ledger(wd.ledger_url) as led:
+        assert [parse_entry(e, trust).component.name for _, e in led.entries()] == ["reference", "ingest", "anonymize"]

@@ -98,6 +98,21 @@ def test_swapped_bundle_is_refused(sealed_env: SealedEnv) -> None:
     assert env.ledger.size() == 3
 
 
+def test_expected_digest_stops_a_swap_for_another_signed_artifact(sealed_env: SealedEnv) -> None:
+    env = sealed_env
+    a, b = env.root / "a.csv", env.root / "b.csv"
+    _produce(env, a, "a\n1\n")
+    _produce(env, b, "b\n2\n")
+    import hashlib
+
+    want = hashlib.sha256(a.read_bytes()).hexdigest()
+    with Stage("process", name="p", sealing=env.sealing) as st:
+        st.input("x", a, expect_sha256=want)  # the artifact it was handed
+    with pytest.raises(InputRefused, match="swapped"), Stage("process", name="p", sealing=env.sealing) as st:
+        st.input("x", b, expect_sha256=want)  # recorded and signed, but not this input
+    assert env.ledger.size() == 3
+
+
 def test_input_from_untrusted_signer_is_refused(sealed_env: SealedEnv) -> None:
     env = sealed_env
     intruder = replace(env.sealing, signer=LocalKeySigner.generate(), signer_name="intruder")

@@ -40,6 +40,7 @@ def run(step: str, *, inputs: Mapping[str, Any], outputs: Mapping[str, Any], run
                 Path(a.path),
                 bundle=(a.metadata.get(META_BUNDLE) or "").encode() or None,
                 uri=_uri(a.uri, a.path),
+                sha256=a.metadata.get(META_SHA256) or None,
             )
             for name, a in inputs.items()
         }

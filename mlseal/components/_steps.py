@@ -33,11 +33,17 @@ DEFAULT_DB_CREDENTIALS_PATH = "mlseal/ingest/db"
 
 @dataclass(frozen=True)
 class ArtifactIn:
-    """An input artifact: where its bytes are, and its OMS bundle if it travelled separately."""
+    """An input artifact: where its bytes are, its OMS bundle if it travelled separately,
+    and the digest the upstream task recorded for it (KFP metadata), if known."""
 
     path: Path
     bundle: bytes | None = None
     uri: str | None = None
+    sha256: str | None = None
+
+    def open(self, st: Stage, name: str) -> Path:
+        """Verify this artifact as input `name` of `st` (fail closed) and return its path."""
+        return st.input(name, self.path, bundle=self.bundle, uri=self.uri, expect_sha256=self.sha256)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def anonymize(
         spec = anon.AnonymizeSpec(tuple(pseudonymize or ()), tuple(redact or ()), tuple(drop or ()))
     with Stage(StageKind.PROCESS, name="anonymize", sealing=sealing, source=anonymize,
                params={"spec": spec.to_obj()}) as st:
-        table = mldata.read_csv(st.input("data", data.path, bundle=data.bundle, uri=data.uri))
+        table = mldata.read_csv(data.open(st, "data"))
         key = _key_bytes(st.secret(hmac_key_path, key=True))
         result, report = anon.anonymize(table, key, spec)
         mldata.write_csv(result, st.output("anonymized", anonymized.path, media_type=MEDIA_CSV, uri=anonymized.uri))
@@ -139,7 +145,7 @@ def encrypt(
 
     with Stage(StageKind.PROCESS, name="encrypt", sealing=sealing, source=encrypt,
                params={"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}) as st:
-        plain = st.input("data", data.path, bundle=data.bundle, uri=data.uri).read_bytes()
+        plain = data.open(st, "data").read_bytes()
         dk = st.data_key(data_key_name)
         blob = crypto.encrypt(plain, dk.plaintext.reveal(), dk.wrapped, key_name=dk.key_name, content_type=MEDIA_CSV)
         st.output("encrypted", encrypted.path, media_type=MEDIA_ENCRYPTED, uri=encrypted.uri).write_bytes(blob)
@@ -153,7 +159,7 @@ def read_dataset(st: Stage, name: str, art: ArtifactIn, *, data_key_name: str = 
     from mlseal.ml import crypto
     from mlseal.ml import data as mldata
 
-    blob = st.input(name, art.path, bundle=art.bundle, uri=art.uri).read_bytes()
+    blob = art.open(st, name).read_bytes()
     if blob.startswith(crypto.MAGIC):
         header = crypto.read_header(blob)
         key = st.unwrap_data_key(header.wrapped_key, header.key_name or data_key_name)
@@ -228,7 +234,7 @@ def train(
     config = mltrain.TrainConfig(label=label, adversarial=adversarial, epsilon=epsilon, epochs=epochs, seed=seed)
     params = {**config.to_obj(), "test_fraction": test_fraction, "split_seed": seed}
     with Stage(StageKind.TRAIN, name="train", sealing=sealing, source=train, params=params) as st:
-        st.input("validation", validation.path, bundle=validation.bundle, uri=validation.uri)
+        validation.open(st, "validation")
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, _ = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
         fitted, report = mltrain.train(train_part, config)
@@ -269,7 +275,7 @@ def evaluate(
     params = {"label": label, "epsilon": epsilon, "test_fraction": test_fraction, "split_seed": seed,
               "gates": dict(gates or {})}
     with Stage(StageKind.EVALUATE, name="evaluate", sealing=sealing, source=evaluate, params=params) as st:
-        fitted = LinearModel.from_json(st.input("model", model.path, bundle=model.bundle, uri=model.uri).read_bytes())
+        fitted = LinearModel.from_json(model.open(st, "model").read_bytes())
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, test_part = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
         scores = mleval.evaluate(fitted, test_part, train=train_part, epsilon=epsilon)
@@ -317,8 +323,8 @@ def deploy(
 
     with Stage(StageKind.DEPLOY, name="deploy", sealing=sealing, source=deploy,
                params={"policy": policy_path, "service_name": service_name, "namespace": namespace}) as st:
-        st.input("model", model.path, bundle=model.bundle, uri=model.uri)
-        st.input("evaluation", evaluation.path, bundle=evaluation.bundle, uri=evaluation.uri)
+        model.open(st, "model")
+        evaluation.open(st, "evaluation")
         m, ev = st.inputs[0], st.inputs[1]
         recorded = next(o.uri for o in m.producer.outputs if o.sha256 == m.sha256)
         obj = inference_service(name=service_name, namespace=namespace, model_uri=recorded,
