@@ -209,14 +209,6 @@ def source_sha256(obj: object) -> Sha256Hex:
     return Sha256Hex(hashlib.sha256(text.encode()).hexdigest())
 
 
-def file_sha256(path: Path) -> Sha256Hex:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return Sha256Hex(h.hexdigest())
-
-
 # --- results ---------------------------------------------------------------------------
 
 
@@ -354,7 +346,7 @@ class Stage:
         try:
             if not bundle_path.exists():
                 raise VerificationError(f"no signature bundle for {path} (looked for {bundle_path})")
-            bundle_sha = file_sha256(bundle_path)
+            bundle_sha = _sha256_file(bundle_path)
             problems: list[str] = []
             # (2) newest trusted producer first
             for seq in sorted(seqs, reverse=True):
@@ -537,7 +529,7 @@ class Stage:
                 uri=o.uri or o.final.resolve().as_uri(),
                 sha256=sha,
                 bundle=bundle,
-                bundle_sha256=file_sha256(bundle),
+                bundle_sha256=_sha256_file(bundle),
                 media_type=o.media_type,
             )
         draft = self._draft(
@@ -642,7 +634,15 @@ def sealed(
 
 
 def _sig_of(path: Path) -> Path:
-    return path.with_name(path.name + ".sig")
+    from mlseal.signing.bundle import default_bundle_path
+
+    return default_bundle_path(path)
+
+
+def _sha256_file(path: Path) -> Sha256Hex:
+    from mlseal.signing.digest import file_sha256
+
+    return Sha256Hex(file_sha256(path))
 
 
 def _remove(path: Path) -> None:
