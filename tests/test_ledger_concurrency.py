@@ -152,3 +152,17 @@ def test_postgres_connection_lost_for_good(pg_url: str, ledger_signer: LocalKeyS
         store._db = _FlakyConnection(store._db, after_commit=False)
         with pytest.raises(InfrastructureError):
             led.append(RecordDraft(stage="process"), ledger_signer, signer_name="pipeline")
+
+
+@pytest.mark.postgres
+def test_postgres_append_is_flushed_before_it_returns(pg_url: str, ledger_signer: LocalKeySigner) -> None:
+    import psycopg
+
+    with open_ledger(pg_url) as led, psycopg.connect(pg_url, autocommit=True) as probe:
+        store: Any = led._store
+        for _ in range(20):
+            led.append(RecordDraft(stage="process"), ledger_signer, signer_name="pipeline")
+            flushed = probe.execute(
+                "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (store.last_commit_lsn,)
+            ).fetchone()
+            assert flushed is not None and flushed[0], "append returned before its commit was on disk"

@@ -31,6 +31,14 @@ from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared
 from mlseal.ledger.merkle import HASH_SIZE, Coord
 from mlseal.ledger.record import ZERO_HASH
 
+#: One small row per connection slot; updating it synchronously is how an append waits
+#: for the disk (see PostgresStore._make_durable).
+_FLUSH_TABLE = "CREATE TABLE IF NOT EXISTS mlseal_flush (slot integer PRIMARY KEY, n bigint NOT NULL)"
+_FLUSH = (
+    "INSERT INTO mlseal_flush (slot, n) VALUES (pg_backend_pid() % 256, 1) "
+    "ON CONFLICT (slot) DO UPDATE SET n = mlseal_flush.n + 1"
+)
+
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS mlseal_meta (key text PRIMARY KEY, value text NOT NULL)",
     """CREATE TABLE IF NOT EXISTS mlseal_head (
@@ -47,6 +55,7 @@ _SCHEMA = [
         idx bigint NOT NULL,
         hash bytea NOT NULL,
         PRIMARY KEY (level, idx))""",
+    _FLUSH_TABLE,
     """CREATE TABLE IF NOT EXISTS mlseal_digests (
         sha256 bytea NOT NULL,
         role smallint NOT NULL,
@@ -82,6 +91,7 @@ class PostgresStore:
         self._url = url
         self._display = display
         self._create = create
+        self.last_commit_lsn: str | None = None
         self._db = self._connect()
         try:
             self._setup(create)
@@ -132,6 +142,8 @@ class PostgresStore:
                     (bytes(32),),
                 )
             meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM mlseal_meta")}
+            if "mlseal_flush" not in tables and create:
+                db.execute(_FLUSH_TABLE)
         check_meta(meta, self._display)
 
     # --- writes ---------------------------------------------------------------------
@@ -166,15 +178,18 @@ class PostgresStore:
     def _make_durable(self) -> None:
         """Wait until the WAL is on disk past our (asynchronous) commit.
 
-        A transaction that takes an xid commits synchronously, flushing the WAL up to
-        its commit record, which lies after ours. Concurrent writers' flushes are
-        grouped by the server (one fsync covers every commit before it), which is what
-        lets serialised appends exceed one per fsync. WAL order also means a crash can
-        only lose a suffix of unacknowledged appends, never leave a gap.
+        A transaction that writes WAL commits synchronously (the session default):
+        the server flushes the WAL up to its commit record, which lies after ours.
+        (A transaction that only takes an xid writes no WAL before its commit record
+        and is not flushed, hence a real row update, in a per-connection slot so that
+        writers do not queue on it.) Concurrent writers' flushes are grouped by the
+        server (one fsync covers every commit before it), which is what lets
+        serialised appends exceed one per fsync. WAL order also means a crash can only
+        lose a suffix of unacknowledged appends, never leave a gap.
         """
         for attempt in range(2):
             try:
-                self._db.execute("SELECT txid_current()")
+                self._db.execute(_FLUSH)
                 return
             except psycopg.OperationalError as exc:
                 if attempt:
@@ -223,6 +238,10 @@ class PostgresStore:
                     "frontier": b"".join(new_frontier),
                 })
                 db.execute("COMMIT")
+                # the WAL position just past our commit record: _make_durable waits for it
+                lsn = db.execute("SELECT pg_current_wal_insert_lsn()::text")
+            row = lsn.fetchone()
+            self.last_commit_lsn = str(row[0]) if row else None
         except psycopg.OperationalError:
             raise _Ambiguous(p) from None
         return p
