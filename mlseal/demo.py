@@ -40,7 +40,7 @@ import yaml
 
 from mlseal.errors import ConfigurationError, Error
 from mlseal.ledger.record import Record, Status
-from mlseal.report import Verification, lineage_chain, render_report
+from mlseal.report import Verification, render_report
 
 #: the stages of the reference pipeline, in order (component names)
 STAGES = ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy")
@@ -310,14 +310,12 @@ def run_demo(
             watcher.join()
             watcher.poll()
     with open_ledger(wd.ledger_url) as led:
-        records = [_record(led, seq) for seq in range(led.size())]
-    run_records = records[first:]
+        run_records = [_record(led, seq) for seq in range(first, led.size())]
+        chain = _chain(led, wd, run_records)
     verification = verify_workdir(wd)
     progress(f"ledger: {'verified' if verification.ok else 'VERIFICATION FAILED'} "
              f"({verification.size} entries, root {verification.root[:16]}…) with every artifact's bytes")
     deploy = next((r for r in reversed(run_records) if r.stage == "deploy" and r.status is Status.OK), None)
-    last = deploy.seq if deploy else (run_records[-1].seq if run_records else None)
-    chain = lineage_chain(records, last) if last is not None else []
     model_sha = next((i.sha256 for i in deploy.inputs if i.name == "model"), None) if deploy else None
     if deploy is None and failed is None:
         failed = "the pipeline finished without a deploy record"
@@ -344,6 +342,21 @@ def run_demo(
         seconds=time.monotonic() - started,
         log=log_path,
     )
+
+
+def _chain(led: Any, wd: Workdir, run_records: list[Record]) -> list[Record]:
+    """The run's lineage for the report: everything its last sealed output descends from
+    (the ledger's own trace, signatures checked), plus the run's failed records, if any."""
+    from mlseal.ledger.lineage import trace
+    from mlseal.signing.trust import load_trust
+
+    last = next((r for r in reversed(run_records) if r.outputs), None)
+    if last is None:
+        return list(run_records)
+    lineage = trace(led, last.outputs[0].sha256, load_trust(wd.trust))
+    found = {r.seq: r for r in (*lineage.ancestors, *([lineage.producer] if lineage.producer else []))}
+    found.update({r.seq: r for r in run_records if r.status is Status.FAILED})
+    return [found[seq] for seq in sorted(found)]
 
 
 def _manifest_name(deploy: Record) -> str:

@@ -44,20 +44,6 @@ class Verification:
     problems: Sequence[str] = field(default_factory=tuple)
 
 
-def lineage_chain(records: Sequence[Record], last_seq: int) -> list[Record]:
-    """The records `last_seq` descends from (following inputs' producer_seq), oldest first."""
-    by_seq = {r.seq: r for r in records}
-    seen: set[int] = set()
-    todo = [last_seq]
-    while todo:
-        seq = todo.pop()
-        if seq in seen or seq not in by_seq:
-            continue
-        seen.add(seq)
-        todo.extend(i.producer_seq for i in by_seq[seq].inputs if i.producer_seq is not None)
-    return [by_seq[s] for s in sorted(seen)]
-
-
 def _short(digest: str | None, n: int = 12) -> str:
     return (digest or "—")[:n]
 

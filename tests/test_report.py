@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, SecretRef, SignerRef, Status
-from mlseal.report import Verification, lineage_chain, render_report, render_svg
+from mlseal.report import Verification, render_report, render_svg
 
 SHA = [f"{i:x}" * 64 for i in range(1, 10)]
 
@@ -31,13 +31,6 @@ def _rec(seq: int, stage: str, name: str, inputs: tuple[int, ...] = (), *, faile
         **kw,
     )
     return draft.complete(seq=seq, prev="0" * 64, time="2026-01-01T00:00:00Z", signer=SignerRef("pipeline", "k" * 64))
-
-
-def test_lineage_chain_follows_producers() -> None:
-    recs = [_rec(0, "ingest", "reference"), _rec(1, "ingest", "ingest"), _rec(2, "ingest", "unrelated"),
-            _rec(3, "process", "validate", (0, 1)), _rec(4, "train", "train", (3,))]
-    assert [r.seq for r in lineage_chain(recs, 4)] == [0, 1, 3, 4]
-    assert [r.seq for r in lineage_chain(recs, 2)] == [2]
 
 
 def test_report_escapes_and_shows_secrets_by_reference() -> None:
