@@ -61,7 +61,6 @@ WINDOW = 262_144
 DigestUri = Callable[[str], str]
 
 _ZERO = ZERO_HASH.encode()
-_LEAF = hashlib.sha256(merkle.LEAF_PREFIX)
 _sha256 = hashlib.sha256
 _hexlify = binascii.hexlify
 _a2b = binascii.a2b_base64
@@ -198,12 +197,20 @@ def _tail_fields(tail: bytes | None) -> tuple[int, bytes, bytes] | None:
     return int(m.group(2)), m.group(1), m.group(3)[1:-1]
 
 
-def _fast_fields(b64: bytes) -> tuple[int, bytes, bytes] | None:
-    """(seq, prev, signer key id) read from base64 payload text without decoding it all.
+def _fast_fields(b64: bytes, hint: int = 0) -> tuple[int, bytes, bytes, int] | None:
+    """(seq, prev, signer key id, tail length) read from base64 payload text without
+    decoding it all.
 
-    Only the tail from the last ``,"prev":"`` is decoded; `_RECORD_TAIL` then proves it
-    is the top-level one (see there). None: let the caller parse the whole payload.
+    Only the tail from the record's ``,"prev":"`` is decoded; `_RECORD_TAIL` then proves
+    it is the top-level one (see there), wherever it was found. ``hint`` is the tail
+    length of the previous record: consecutive records usually have equal tails, so
+    that guess is tried first. None: let the caller parse the whole payload.
     """
+    end = (len(b64) >> 2) * 3  # decoded length, rounded up to whole groups
+    if hint:
+        fields = _tail_fields(_b64_range(b64, end - hint, end))
+        if fields is not None:
+            return (*fields, hint)
     # Look near the end first (records' tails are short); the last hit there is the
     # last hit overall. Only if no pattern occurs there, search everything.
     for lo in (max(len(b64) - _TAIL_WINDOW, 0), 0):
@@ -215,7 +222,8 @@ def _fast_fields(b64: bytes) -> tuple[int, bytes, bytes] | None:
             if q >= 0:
                 o = max(o, (q >> 2) * 3 - first)
         if o >= 0:
-            return _tail_fields(_b64_range(b64, o, (len(b64) >> 2) * 3))
+            fields = _tail_fields(_b64_range(b64, o, end))
+            return None if fields is None else (*fields, end - o)
         if lo == 0:
             break
     return None
@@ -329,19 +337,19 @@ _PARSE_ALL = False
 def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
     lo, hi, pos0 = job
     chunk = _Chunk(lo=pos0 + lo)
-    leaves: list[bytes] = []
-    prev_hash: bytes | None = None
     trust, parse_all, window = _TRUST, _PARSE_ALL, _WINDOW
     fast = trust is None and not parse_all
+    rows = window[lo:hi]
+    entries = [e for _, e in rows]
+    # the two hashes of every entry, in C-level loops
+    hashes = [_hexlify(h.digest()) for h in map(_sha256, entries)]
+    leaves = [h.digest() for h in map(_sha256, map(merkle.LEAF_PREFIX.__add__, entries))]
+    prev_hash: bytes | None = None
+    hint = 0
     seq: int | None
     prev: bytes | None
-    for i in range(lo, hi):
-        key, e = window[i]
-        pos = pos0 + i
-        h = _sha256(e).digest()
-        lf = _LEAF.copy()
-        lf.update(e)
-        leaves.append(lf.digest())
+    for i, (key, e) in enumerate(rows):
+        pos = pos0 + lo + i
         if key != pos:
             chunk.problems.append(Problem(
                 pos, "missing", f"record {pos}: storage returned record {key} in its place (record {pos} is missing)"
@@ -350,9 +358,9 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
         if fast and e.startswith(_HEAD):  # hash-only: read prev and seq, nothing else
             end = e.find(b'"', 12)
             if end > 0 and e.startswith(_MID, end):
-                fields = _fast_fields(e[12:end])
+                fields = _fast_fields(e[12:end], hint)
         if fields is not None:
-            seq, prev = fields[0], fields[1]
+            seq, prev, _, hint = fields
         else:
             seq, prev = _check_one(pos, e, trust, parse_all, chunk)
         if prev is not None:
@@ -364,7 +372,7 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
             chunk.first_prev = b"?"
         if seq is not None and seq != pos:
             chunk.problems.append(Problem(pos, "seq", f"record {pos}: has seq {seq}, expected {pos}"))
-        prev_hash = _hexlify(h)
+        prev_hash = hashes[i]
     chunk.last_hash = prev_hash or b""
     chunk.nodes = _range_nodes(pos0 + lo, leaves)
     return chunk
