@@ -12,8 +12,14 @@
 #   4. with MLSEAL_K8S_HOST set: enables Kubernetes auth, points it at that API server
 #      (CA from MLSEAL_K8S_CA_CERT, default the pod's service-account CA) and creates the
 #      roles in kubernetes-roles.json;
-#   5. with MLSEAL_APPROLE=1: enables AppRole and creates role mlseal-pipeline (for CI).
-# Honours VAULT_CACERT and VAULT_NAMESPACE. The admin token is sent only as a header.
+#   5. with MLSEAL_APPROLE=1: enables AppRole and creates role mlseal-pipeline (for CI);
+#   6. with MLSEAL_LEDGER_PG_HOST set (plus MLSEAL_LEDGER_PG_DB, MLSEAL_LEDGER_PG_ADMIN_USER
+#      and MLSEAL_LEDGER_PG_ADMIN_PASSWORD, read from the environment, never argv):
+#      enables the database secrets engine and creates role mlseal-ledger-reader, which
+#      issues short-lived PostgreSQL logins with SELECT on the ledger tables only — the
+#      admission webhook's ledger DSN (policies/mlseal-webhook.hcl).
+# Honours VAULT_CACERT and VAULT_NAMESPACE. The admin token is sent only as a header,
+# read by curl from a file descriptor so that it never appears in a process list.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,13 +32,14 @@ curl_opts=(--silent --show-error --max-time 30)
 [[ -n "${VAULT_CACERT:-}" ]] && curl_opts+=(--cacert "$VAULT_CACERT")
 [[ -n "${VAULT_NAMESPACE:-}" ]] && curl_opts+=(-H "X-Vault-Namespace: $VAULT_NAMESPACE")
 
-# vault METHOD PATH [JSON] [ALLOWED_ERROR_SUBSTRING] -> body on stdout; fails on non-2xx
+# vault METHOD PATH [JSON] [ALLOWED_ERROR_SUBSTRING] -> body on stdout; fails on non-2xx.
+# The JSON body goes through stdin, never curl's argv (it may carry a password).
 vault() {
   local method="$1" path="$2" body="${3:-}" allowed="${4:-}" out status
   out="$(mktemp)"
   status="$(curl "${curl_opts[@]}" -o "$out" -w '%{http_code}' -X "$method" \
-    -H "X-Vault-Token: $VAULT_TOKEN" -H "Content-Type: application/json" \
-    ${body:+--data "$body"} "$VAULT_ADDR/v1/$path")" || { rm -f "$out"; echo "bootstrap: cannot reach $VAULT_ADDR" >&2; return 1; }
+    -H @<(printf 'X-Vault-Token: %s\n' "$VAULT_TOKEN") -H "Content-Type: application/json" \
+    ${body:+--data-binary @-} "$VAULT_ADDR/v1/$path" <<<"$body")" || { rm -f "$out"; echo "bootstrap: cannot reach $VAULT_ADDR" >&2; return 1; }
   if [[ "$status" != 2* ]]; then
     if [[ -n "$allowed" ]] && grep -q "$allowed" "$out"; then rm -f "$out"; return 0; fi
     echo "bootstrap: $method $path -> HTTP $status: $(jq -c '.errors // .' "$out" 2>/dev/null || cat "$out")" >&2
@@ -86,6 +93,24 @@ if [[ "${MLSEAL_APPROLE:-0}" == "1" ]]; then
   vault POST "sys/auth/approle" '{"type":"approle"}' "already in use" >/dev/null
   vault POST "auth/approle/role/mlseal-pipeline" \
     '{"token_policies":["mlseal-pipeline"],"token_ttl":"20m","token_max_ttl":"2h","secret_id_ttl":"24h"}' >/dev/null
+fi
+
+if [[ -n "${MLSEAL_LEDGER_PG_HOST:-}" ]]; then
+  : "${MLSEAL_LEDGER_PG_ADMIN_USER:?set MLSEAL_LEDGER_PG_ADMIN_USER}"
+  : "${MLSEAL_LEDGER_PG_ADMIN_PASSWORD:?set MLSEAL_LEDGER_PG_ADMIN_PASSWORD}"
+  db="${MLSEAL_LEDGER_PG_DB:-mlseal}"
+  say "database secrets engine at database/, role mlseal-ledger-reader on $MLSEAL_LEDGER_PG_HOST/$db"
+  vault POST "sys/mounts/database" '{"type":"database","description":"mlseal ledger logins"}' "already in use" >/dev/null
+  vault POST "database/config/mlseal-ledger" "$(jq -n \
+    --arg url "postgresql://{{username}}:{{password}}@$MLSEAL_LEDGER_PG_HOST/$db" \
+    --arg user "$MLSEAL_LEDGER_PG_ADMIN_USER" --arg pass "$MLSEAL_LEDGER_PG_ADMIN_PASSWORD" \
+    '{plugin_name:"postgresql-database-plugin", connection_url:$url, username:$user,
+      password:$pass, allowed_roles:["mlseal-ledger-reader"]}')" >/dev/null
+  vault POST "database/roles/mlseal-ledger-reader" "$(jq -n '{db_name:"mlseal-ledger",
+    creation_statements:["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '"'"'{{password}}'"'"' VALID UNTIL '"'"'{{expiration}}'"'"';",
+      "GRANT USAGE ON SCHEMA public TO \"{{name}}\";",
+      "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";"],
+    default_ttl:"1h", max_ttl:"24h"}')" >/dev/null
 fi
 
 say "done: run 'mlseal vault check' with a pipeline token to confirm"

@@ -17,3 +17,10 @@ path "transit/sign/*" {
 path "secret/data/*" {
   capabilities = ["deny"]
 }
+
+# The ledger DSN: short-lived, read-only PostgreSQL credentials from the database
+# secrets engine (role mlseal-ledger-reader; SELECT on the ledger tables only), rendered
+# by Vault Agent into the webhook pod (infra/k8s/webhook-deployment.yaml).
+path "database/creds/mlseal-ledger-reader" {
+  capabilities = ["read"]
+}
