@@ -16,6 +16,7 @@ trusted_root.json — and an identity policy (certificate SAN + OIDC issuer).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,14 @@ class _Token:
 
 
 def _trusted_root(path: Path | None, staging: bool) -> Any:
+    # one parse per root (and per version of a root file) per process: an AnyOf over
+    # several keyless identities would otherwise reload it for each
+    mtime = path.stat().st_mtime_ns if path is not None and path.exists() else 0
+    return _load_trusted_root(path, staging, mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_trusted_root(path: Path | None, staging: bool, _mtime: int) -> Any:
     from sigstore.models import ClientTrustConfig, TrustedRoot
 
     if path is None:
