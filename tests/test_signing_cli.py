@@ -123,3 +123,15 @@ def test_private_key_never_printed(model_dir: Path, signing_key: KeyFiles, capsy
     body = "".join(pem.splitlines()[1:-1])
     assert body[:40] not in captured.out + captured.err
     assert "LocalKeySigner(key_id=" in repr(LocalKeySigner.from_file(signing_key.private))
+
+
+def test_vault_transit_without_vault_is_refused_not_downgraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--vault-transit must not silently sign with the dev store's local key."""
+    for var in ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="needs Vault: set VAULT_ADDR"):
+        resolve_signer(vault_transit="mlseal-signing")
+    assert not (tmp_path / ".mlseal").exists(), "no dev key may be created on the way"

@@ -29,9 +29,17 @@ def resolve_signer(*, key: str | None = None, vault_transit: str | None = None) 
     if key and vault_transit:
         raise ConfigurationError("pass either --key or --vault-transit, not both")
     if vault_transit:
-        from mlseal.secrets import open_secret_source  # type: ignore[attr-defined,unused-ignore]
+        from mlseal.secrets import open_secret_source
 
-        signer: Signer = open_secret_source().transit_signer(vault_transit)
+        source = open_secret_source()
+        if source.kind != "vault":
+            # Asked for Vault explicitly: a silent fall-back to a local dev key would break
+            # "the private key never leaves Vault", so refuse instead.
+            raise ConfigurationError(
+                f"--vault-transit {vault_transit} needs Vault: set VAULT_ADDR (and a Vault auth "
+                "method such as VAULT_TOKEN); the dev secret store is not Vault"
+            )
+        signer: Signer = source.transit_signer(vault_transit)
         return signer
     if key:
         return LocalKeySigner.from_file(key)
