@@ -46,8 +46,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--stage", required=True, help="stage kind: ingest, process, train, evaluate, deploy, ...")
     p.add_argument("--name", help="component name (default: the stage)")
-    p.add_argument("--input", action="append", default=[], type=_io, metavar="NAME=PATH")
-    p.add_argument("--output", action="append", default=[], type=_io, metavar="NAME=PATH")
+    p.add_argument("--input", action="append", default=[], type=_io, metavar="NAME=PATH",
+                   help="an artifact the step read; must be a recorded, trusted, signed output (fail closed)")
+    p.add_argument("--output", action="append", default=[], type=_io, metavar="NAME=PATH",
+                   help="an artifact the step wrote; digested, signed (PATH.sig) and recorded")
     p.add_argument("--param", action="append", default=[], type=_param, metavar="K=V",
                    help="a parameter to record (JSON value, or a string)")
     p.add_argument("--metric", action="append", default=[], type=_param, metavar="K=V",
