@@ -11,15 +11,6 @@ wall time; `mlseal demo` under 2 minutes. Baselines are measured in the same run
 
 # (no `from __future__ import annotations`: KFP reads the plain components' real annotations)
 
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-# Run as a script, Python puts benchmarks/ first on sys.path, where sibling benchmark files
-# (secrets.py) would shadow standard-library modules of the same name.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import contextlib
 import hashlib
@@ -29,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kfp import dsl, local

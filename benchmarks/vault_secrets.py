@@ -1,8 +1,8 @@
 """Secrets latency: KV v2 read and Transit sign through hvac, mlseal's wrapper vs bare hvac.
 
-    python benchmarks/secrets.py                # 400 requests per series
-    python benchmarks/secrets.py -n 1000        # steadier percentiles
-    VAULT_ADDR=... VAULT_TOKEN=... python benchmarks/secrets.py --real   # against a real Vault
+    python benchmarks/vault_secrets.py                # 400 requests per series
+    python benchmarks/vault_secrets.py -n 1000        # steadier percentiles
+    VAULT_ADDR=... VAULT_TOKEN=... python benchmarks/vault_secrets.py --real   # against a real Vault
 
 Runs the Vault-API-compatible test server (tests/vault_server.py) on 127.0.0.1 over
 HTTP, or a real Vault with ``--real``. Baseline: bare `hvac` calls (one keep-alive
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import statistics
 import sys
@@ -24,18 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# This file is named secrets.py: take its directory off sys.path so `import secrets`
-# (the stdlib module, used by the test server) does not import this script.
-_here = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p not in ("", _here) and Path(p or ".").resolve() != Path(_here)]
-sys.path.insert(0, str(Path(_here).parent))
+import hvac
 
-import contextlib  # noqa: E402
+from mlseal.secrets._vault import VaultSecretSource
+from mlseal.secrets._vault_config import VaultConfig
 
-import hvac  # noqa: E402
-
-from mlseal.secrets._vault import VaultSecretSource  # noqa: E402
-from mlseal.secrets._vault_config import VaultConfig  # noqa: E402
+# The Vault test server lives in tests/: put the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def percentile(samples: list[float], q: float) -> float:
