@@ -373,8 +373,8 @@ def _record(led: Any, seq: int) -> Record:
 
 def verify_workdir(wd: Workdir) -> Verification:
     """`mlseal ledger verify --artifacts` over the demo's ledger and trust file."""
-    from mlseal._cli.ledger import digest_uri
     from mlseal.ledger import open_ledger
+    from mlseal.ledger.artifacts import digest_uri
     from mlseal.ledger.verify import verify_ledger
     from mlseal.signing.trust import load_trust
 

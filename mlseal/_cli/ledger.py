@@ -107,29 +107,11 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def digest_uri(uri: str) -> str:
-    """SHA-256 (file) or OMS manifest digest (directory) of a local artifact URI."""
-    from urllib.parse import unquote, urlsplit
-
-    from mlseal.errors import ConfigurationError
-    from mlseal.signing.digest import digest_path
-
-    parts = urlsplit(uri)
-    if parts.scheme == "file":
-        path = unquote(parts.path)
-    elif parts.scheme == "" or (len(parts.scheme) == 1 and uri[1:3] == ":\\"):
-        path = uri
-    else:
-        raise ConfigurationError(f"cannot fetch {parts.scheme}:// artifacts for --artifacts (only file://)")
-    if not Path(path).exists():
-        raise ConfigurationError(f"artifact {path} does not exist")
-    return digest_path(path)
-
-
 # --- subcommands ----------------------------------------------------------------------------
 
 def _verify(args: argparse.Namespace) -> int:
     from mlseal.errors import VerificationError
+    from mlseal.ledger.artifacts import digest_uri
     from mlseal.ledger.checkpoint import parse_checkpoint, verify_checkpoint
     from mlseal.ledger.verify import Problem, Report, verify_ledger
 
