@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
-from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared
+from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared, batched_entries
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import ZERO_HASH
 
@@ -172,16 +172,13 @@ class SqliteStore:
         return None if row is None else bytes(row[0])
 
     def entries(self, start: int, end: int, batch: int = 1000) -> Iterator[tuple[int, bytes]]:
-        while start < end:
-            rows = self._db.execute(
-                "SELECT seq, entry FROM mlseal_entries WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
-                (start, end, batch),
-            ).fetchall()
-            if not rows:
-                return
-            for seq, data in rows:
-                yield int(seq), bytes(data)
-            start = int(rows[-1][0]) + 1
+        return batched_entries(self._fetch, start, end, batch)
+
+    def _fetch(self, start: int, end: int, limit: int) -> list[tuple[int, bytes]]:
+        return self._db.execute(
+            "SELECT seq, entry FROM mlseal_entries WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
+            (start, end, limit),
+        ).fetchall()
 
     def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]:
         out: dict[Coord, bytes] = {}

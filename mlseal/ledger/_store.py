@@ -40,6 +40,24 @@ class Prepared:
 #: build(size, prev entry hash hex, siblings) -> the entry for seq == size
 Build = Callable[[int, str, Mapping[Coord, bytes]], Prepared]
 
+#: fetch(start, end, limit) -> up to ``limit`` (seq, entry) rows with start <= seq < end, by seq
+Fetch = Callable[[int, int, int], Sequence[tuple[int, bytes]]]
+
+
+def batched_entries(fetch: Fetch, start: int, end: int, batch: int) -> Iterator[tuple[int, bytes]]:
+    """(seq, entry) for ``start <= seq < end`` in seq order, ``batch`` rows per query.
+
+    Seqs come from storage as they are: a missing row shows as a jump, which verifiers
+    report (they compare each seq with its position).
+    """
+    while start < end:
+        rows = fetch(start, end, batch)
+        if not rows:
+            return
+        for seq, data in rows:
+            yield int(seq), bytes(data)
+        start = int(rows[-1][0]) + 1
+
 
 class Store(Protocol):
     def append(self, build: Build) -> Prepared: ...

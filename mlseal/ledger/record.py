@@ -139,6 +139,15 @@ def _check_json(v: object, where: str) -> None:
     raise RecordFormatError(f"record field {where}: {type(v).__name__} is not a JSON value")
 
 
+def _artifact(v: object, where: str) -> tuple[dict[str, Any], str, str, Sha256Hex]:
+    """(object, name, uri, digest.sha256) of an input or output reference."""
+    o = _obj(v, where)
+    digest = _obj(o.get("digest"), f"{where}.digest")
+    sha = _sha(digest.get("sha256"), f"{where}.digest.sha256")
+    assert sha is not None
+    return o, _req_str(o.get("name"), f"{where}.name"), _req_str(o.get("uri"), f"{where}.uri"), sha
+
+
 # --- the schema ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -188,13 +197,10 @@ class InputRef:
 
     @classmethod
     def from_obj(cls, v: object, where: str) -> InputRef:
-        o = _obj(v, where)
-        digest = _obj(o.get("digest"), f"{where}.digest")
-        sha = _sha(digest.get("sha256"), f"{where}.digest.sha256")
-        assert sha is not None
+        o, name, uri, sha = _artifact(v, where)
         return cls(
-            name=_req_str(o.get("name"), f"{where}.name"),
-            uri=_req_str(o.get("uri"), f"{where}.uri"),
+            name=name,
+            uri=uri,
             sha256=sha,
             producer_seq=_int(o.get("producer_seq"), f"{where}.producer_seq", optional=True),
         )
@@ -214,13 +220,10 @@ class OutputRef:
 
     @classmethod
     def from_obj(cls, v: object, where: str) -> OutputRef:
-        o = _obj(v, where)
-        digest = _obj(o.get("digest"), f"{where}.digest")
-        sha = _sha(digest.get("sha256"), f"{where}.digest.sha256")
-        assert sha is not None
+        o, name, uri, sha = _artifact(v, where)
         return cls(
-            name=_req_str(o.get("name"), f"{where}.name"),
-            uri=_req_str(o.get("uri"), f"{where}.uri"),
+            name=name,
+            uri=uri,
             sha256=sha,
             media_type=_req_str(o.get("media_type", "application/octet-stream"), f"{where}.media_type"),
             bundle_sha256=_sha(o.get("bundle_sha256"), f"{where}.bundle_sha256", optional=True),
