@@ -136,7 +136,10 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
     from mlseal.signing.keys import public_pem
 
     for d in (wd.root, wd.artifacts, wd.keys, wd.logs):
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the demo workdir {d}: {exc.strerror or exc}") from None
     src = open_secret_source(wd.secrets, env=env)
     if src.kind == "dev":
         wd.secrets.mkdir(mode=0o700, exist_ok=True)

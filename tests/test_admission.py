@@ -273,7 +273,14 @@ def test_admit_cli_configuration_errors(admission_world: AdmissionWorld, tmp_pat
     m = tmp_path / "m.yaml"
     m.write_text(yaml.safe_dump(isvc(admission_world.models["good"])))
     assert admit(str(m), "--policy", str(tmp_path / "nope.yaml")).returncode == 2
-    assert admit(str(tmp_path / "nope.yaml"), "--policy", str(admission_world.policy_path)).returncode == 2
+    nope = tmp_path / "nope.yaml"
+    r = admit(str(nope), "--policy", str(admission_world.policy_path))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"mlseal: error: cannot read manifest {nope}: No such file or directory"
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    r = admit(str(binary), "--policy", str(admission_world.policy_path), "--json")
+    assert r.returncode == 2 and r.stdout == "" and "is not UTF-8 text" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [unclosed")
     assert admit(str(bad), "--policy", str(admission_world.policy_path)).returncode == 2

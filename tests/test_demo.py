@@ -128,3 +128,13 @@ def test_demo_with_vault_says_so_and_leaks_nothing(vault, tmp_path: Path) -> Non
     with open_ledger(f"sqlite:///{wd / 'ledger.db'}") as led:
         texts.append(ledger_plaintext(led).decode())
     vault.assert_clean(*texts, *lines)
+
+
+def test_demo_workdir_that_cannot_be_created_is_a_usage_error(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["demo", "--workdir", str(blocker / "wd"), "--json"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert f"mlseal: error: cannot create the demo workdir {blocker / 'wd'}: Not a directory" in out.err

@@ -72,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             text, source = Path(args.manifest).read_text(), args.manifest
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"cannot read manifest {args.manifest}: {exc}") from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read manifest {args.manifest}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"manifest {args.manifest} is not UTF-8 text: {exc.reason}") from None
     docs = _documents(text, source)
     policy = load_policy(args.policy)
     results = []
