@@ -237,7 +237,8 @@ def test_slow_ledger_denies_before_the_api_server_times_out(webhook_factory: Any
         release.set()
 
 
-def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionWorld) -> None:
+def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionWorld,
+                               caplog: pytest.LogCaptureFixture) -> None:
     class Broken:
         def head(self) -> Any:
             return open_ledger(admission_world.ledger_url, create=False).head()
@@ -252,4 +253,7 @@ def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionW
     r = response(server.validate(review(isvc(admission_world.models["good"]))))
     assert r["allowed"] is False
     assert "internal error while reading the ledger (ZeroDivisionError)" in r["status"]["message"]
+    # the deny says "see the webhook's log": the bug's traceback is there
+    logged = [rec for rec in caplog.records if rec.name == "mlseal.admission.webhook" and rec.exc_info]
+    assert any(rec.exc_info[0] is ZeroDivisionError for rec in logged if rec.exc_info)
     assert server.request("GET", "/healthz")[0] == 200

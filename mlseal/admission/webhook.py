@@ -182,6 +182,16 @@ def _internal(what: str, exc: BaseException) -> Finding:
                                           "when it cannot decide (fail closed); see the webhook's log")
 
 
+def _log_unexpected(what: str, exc: BaseException) -> None:
+    """Log the traceback of an exception that is not one of mlseal's own errors.
+
+    The webhook denies on any failure (fail closed), but a bug must still reach the log
+    with its traceback; mlseal's own errors already name what failed in the decision.
+    """
+    if not isinstance(exc, Error):
+        log.error("unexpected error while %s", what, exc_info=exc)
+
+
 class _NeedsLedger(Exception):
     """The cache-only path cannot answer; the request must go to a worker thread."""
 
@@ -236,7 +246,8 @@ class AdmissionController:
         """Read the ledger head (call from a worker thread); forget it if unreadable."""
         try:
             head = self._ledger().head()
-        except Exception:
+        except Exception as exc:
+            _log_unexpected("reading the ledger head", exc)
             self._known_head = None
             self._drop_ledger()
             return
@@ -265,6 +276,7 @@ class AdmissionController:
             head = led.head()
             self._known_head = (self._clock(), head)
         except Exception as exc:
+            _log_unexpected("opening the ledger", exc)
             self._drop_ledger()
             detail = str(exc)[:300] if isinstance(exc, Error) else type(exc).__name__
             return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (
@@ -278,6 +290,7 @@ class AdmissionController:
         try:
             findings = check_model(ref, rules, led, self.policy.trust, verified=self.verified)
         except Exception as exc:
+            _log_unexpected("reading the ledger", exc)
             self._drop_ledger()
             return Decision.deny(_internal("reading the ledger", exc)), False
         decision = apply_mode(findings, rules)
