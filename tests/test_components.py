@@ -109,14 +109,21 @@ def _upstream(env: SealedEnv) -> dict[str, Path]:
     return {"raw": raw, "ref": ref, "anon": a / "anon.csv", "enc": a / "enc.bin"}
 
 
-def test_steps_in_process_end_to_end(sealed_env: SealedEnv) -> None:
-    env = sealed_env
+def _trained(env: SealedEnv, *, epochs: int) -> dict[str, Path]:
+    """`_upstream`, then validate and train on the encrypted dataset; adds "model"."""
     p = _upstream(env)
     a = env.root / "a"
     s.validate(env.sealing, data=s.ArtifactIn(p["enc"]), report=s.ArtifactOut(a / "val.json"),
                reference_path=str(p["ref"]))
     s.train(env.sealing, data=s.ArtifactIn(p["enc"]), validation=s.ArtifactIn(a / "val.json"),
-            model=s.ArtifactOut(a / "model.json"), epochs=15)
+            model=s.ArtifactOut(a / "model.json"), epochs=epochs)
+    return {**p, "model": a / "model.json"}
+
+
+def test_steps_in_process_end_to_end(sealed_env: SealedEnv) -> None:
+    env = sealed_env
+    p = _trained(env, epochs=15)
+    a = env.root / "a"
     ev = s.evaluate(env.sealing, model=s.ArtifactIn(a / "model.json"), data=s.ArtifactIn(p["enc"]),
                     metrics=s.ArtifactOut(a / "metrics.json"), gates={"accuracy": 0.8})
     dep = s.deploy(env.sealing, model=s.ArtifactIn(a / "model.json"), evaluation=s.ArtifactIn(a / "metrics.json"),
@@ -183,12 +190,8 @@ def test_validation_breach_fails_the_stage(sealed_env: SealedEnv) -> None:
 
 def test_unmet_gate_and_denied_deploy_fail_their_stages(sealed_env: SealedEnv) -> None:
     env = sealed_env
-    p = _upstream(env)
+    p = _trained(env, epochs=5)
     a = env.root / "a"
-    s.validate(env.sealing, data=s.ArtifactIn(p["enc"]), report=s.ArtifactOut(a / "val.json"),
-               reference_path=str(p["ref"]))
-    s.train(env.sealing, data=s.ArtifactIn(p["enc"]), validation=s.ArtifactIn(a / "val.json"),
-            model=s.ArtifactOut(a / "model.json"), epochs=5)
     with pytest.raises(GateError):
         s.evaluate(env.sealing, model=s.ArtifactIn(a / "model.json"), data=s.ArtifactIn(p["enc"]),
                    metrics=s.ArtifactOut(a / "m1.json"), gates={"accuracy": 1.01})

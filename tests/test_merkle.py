@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,36 +27,31 @@ def _vectors(testdata: Path, kind: str) -> list[Path]:
     return files
 
 
-def test_inclusion_vectors(testdata: Path) -> None:
+def _check_vectors(testdata: Path, kind: str, verify: Callable[[dict[str, Any], list[bytes]], None]) -> None:
+    """Run `verify(vector, proof)` on every vector of `kind`: it must pass exactly when
+    the vector does not want an error, and otherwise raise `VerificationError`."""
     passed = rejected = 0
-    for f in _vectors(testdata, "inclusion"):
+    for f in _vectors(testdata, kind):
         v = json.loads(f.read_text())
         proof = [_b64(p) for p in v["proof"] or []]
-        args = (_b64(v["leafHash"]), v["leafIdx"], v["treeSize"], proof, _b64(v["root"]))
         if v["wantErr"]:
             with pytest.raises(VerificationError):
-                merkle.verify_inclusion(*args)
+                verify(v, proof)
             rejected += 1
         else:
-            merkle.verify_inclusion(*args)
+            verify(v, proof)
             passed += 1
     assert passed >= 5 and rejected >= 50
+
+
+def test_inclusion_vectors(testdata: Path) -> None:
+    _check_vectors(testdata, "inclusion", lambda v, proof: merkle.verify_inclusion(
+        _b64(v["leafHash"]), v["leafIdx"], v["treeSize"], proof, _b64(v["root"])))
 
 
 def test_consistency_vectors(testdata: Path) -> None:
-    passed = rejected = 0
-    for f in _vectors(testdata, "consistency"):
-        v = json.loads(f.read_text())
-        proof = [_b64(p) for p in v["proof"] or []]
-        args = (v["size1"], v["size2"], proof, _b64(v["root1"]), _b64(v["root2"]))
-        if v["wantErr"]:
-            with pytest.raises(VerificationError):
-                merkle.verify_consistency(*args)
-            rejected += 1
-        else:
-            merkle.verify_consistency(*args)
-            passed += 1
-    assert passed >= 5 and rejected >= 50
+    _check_vectors(testdata, "consistency", lambda v, proof: merkle.verify_consistency(
+        v["size1"], v["size2"], proof, _b64(v["root1"]), _b64(v["root2"])))
 
 
 def _mth(leaves: list[bytes]) -> bytes:

@@ -78,15 +78,23 @@ def tampered(source: str) -> None:
     enc.after(hit)
 
 
-@pytest.mark.slow
-def test_altered_artifact_between_stages_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capfd: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def local_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
+    """A prepared demo workdir (dev secrets, reference recorded), the task environment set,
+    and kfp.local initialised to run tasks as subprocesses in it."""
     wd = Workdir(tmp_path / "wd")
     src, _ = _prepare(wd, {}, lambda _: None, {"accuracy": 0.9})
     for k, v in _task_env(wd, src).items():
         monkeypatch.setenv(k, v)
-    assert os.environ["MLSEAL_VAULT_TRANSIT_KEY"] == SIGNING_KEY_NAME
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(wd.artifacts))
+    return wd
+
+
+@pytest.mark.slow
+def test_altered_artifact_between_stages_fails_the_run(local_workdir: Workdir,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    wd = local_workdir
+    assert os.environ["MLSEAL_VAULT_TRANSIT_KEY"] == SIGNING_KEY_NAME
     with pytest.raises(RuntimeError, match="encrypt"):
         tampered(source=str(wd.source))
     trust = load_trust(wd.trust)
@@ -103,14 +111,10 @@ def test_altered_artifact_between_stages_fails_the_run(tmp_path: Path, monkeypat
 
 
 @pytest.mark.slow
-def test_swapping_in_another_signed_artifact_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_swapping_in_another_signed_artifact_fails_the_run(local_workdir: Workdir,
                                                            capfd: pytest.CaptureFixture[str]) -> None:
     """The raw (identifying) dataset is recorded and signed too: it must not pass for the anonymized one."""
-    wd = Workdir(tmp_path / "wd")
-    src, _ = _prepare(wd, {}, lambda _: None, {"accuracy": 0.9})
-    for k, v in _task_env(wd, src).items():
-        monkeypatch.setenv(k, v)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(wd.artifacts))
+    wd = local_workdir
     with pytest.raises(RuntimeError, match="encrypt"):
         swapped(source=str(wd.source))
     out = capfd.readouterr()
