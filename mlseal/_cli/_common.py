@@ -1,4 +1,4 @@
-"""Helpers every subcommand shares: --json output, --ledger/--key options."""
+"""Helpers the subcommands share: --json output, the options several commands take, say/emit_json."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def add_ledger(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", metavar="URL", help="ledger URL (default: $MLSEAL_LEDGER or sqlite:///.mlseal/ledger.db)")
+
+
+def add_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, metavar="FILE", help="admission policy (policy.yaml)")
+
+
+def add_allow_symlinks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-symlinks", action="store_true", help="follow symbolic links instead of refusing them")
 
 
 def add_signing_key(p: argparse.ArgumentParser) -> None:

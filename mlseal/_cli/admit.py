@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mlseal._cli._common import add_json, add_ledger, emit_json, say
+from mlseal._cli._common import add_json, add_ledger, add_policy, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "stages, evaluation gates, matching URI.",
     )
     p.add_argument("manifest", metavar="MANIFEST", help="YAML/JSON manifest file, multi-document allowed; - for stdin")
-    p.add_argument("--policy", required=True, metavar="FILE", help="policy.yaml")
+    add_policy(p)
     p.add_argument("--namespace", metavar="NS", help="namespace whose rules apply (default: each manifest's own)")
     add_ledger(p)
     add_json(p)

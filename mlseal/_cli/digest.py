@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlseal._cli._common import add_json, emit_json
+from mlseal._cli._common import add_allow_symlinks, add_json, emit_json
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("path", metavar="PATH")
     p.add_argument("--ignore", action="append", default=[], metavar="REL",
                    help="also ignore this path inside a directory (repeatable)")
-    p.add_argument("--allow-symlinks", action="store_true", help="follow symbolic links instead of refusing them")
+    add_allow_symlinks(p)
     add_json(p)
     p.set_defaults(func=run)
 

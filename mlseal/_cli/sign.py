@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlseal._cli._common import add_json, add_signing_key, emit_json, say
+from mlseal._cli._common import add_allow_symlinks, add_json, add_signing_key, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="file holding the OIDC token (default: $MLSEAL_OIDC_TOKEN_FILE or an ambient credential)")
     k.add_argument("--trust-config", metavar="FILE", help="ClientTrustConfig JSON of a private Sigstore instance")
     k.add_argument("--staging", action="store_true", help="use the public Sigstore staging instance")
-    p.add_argument("--allow-symlinks", action="store_true", help="follow symbolic links instead of refusing them")
+    add_allow_symlinks(p)
     p.add_argument("--shard-size", type=int, metavar="BYTES",
                    help="model-signing's shard serialization (digest per piece of each file); default: per file")
     add_json(p)

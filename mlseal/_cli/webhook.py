@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mlseal._cli._common import add_policy
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("webhook", help="Kubernetes admission webhook")
@@ -14,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Answer admission.k8s.io/v1 AdmissionReviews for KServe InferenceServices and annotated "
         "Deployments/StatefulSets. Certificate files are re-read when they change.",
     )
-    s.add_argument("--policy", required=True, metavar="FILE", help="policy.yaml")
+    add_policy(s)
     s.add_argument("--tls-cert", required=True, metavar="PEM", help="serving certificate chain (PEM)")
     s.add_argument("--tls-key", required=True, metavar="PEM", help="serving private key (PEM)")
     s.add_argument("--host", default="0.0.0.0", help="listen address (default: all)")  # noqa: S104
