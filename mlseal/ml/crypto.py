@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError
 from mlseal.secrets import envelope
 from mlseal.secrets._values import DataKey, Secret
@@ -109,7 +110,7 @@ def encrypt_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], data_
                  *, key_name: str = DATA_KEY, content_type: str = DEFAULT_CONTENT_TYPE) -> None:
     """Encrypt a file; the output is written atomically (temp file + rename)."""
     blob = encrypt(Path(src).read_bytes(), data_key, wrapped_key, key_name=key_name, content_type=content_type)
-    _atomic_write(Path(dst), blob)
+    write_atomic(dst, blob)
 
 
 def decrypt_file(src: str | os.PathLike[str], data_key: bytes, *, content_type: str = DEFAULT_CONTENT_TYPE) -> bytes:
@@ -117,14 +118,3 @@ def decrypt_file(src: str | os.PathLike[str], data_key: bytes, *, content_type: 
     return decrypt(Path(src).read_bytes(), data_key, content_type=content_type)
 
 
-def _atomic_write(dest: Path, payload: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

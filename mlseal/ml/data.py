@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, InfrastructureError
 from mlseal.ml import _csv, _report, _synthetic
 from mlseal.ml.errors import DataError
@@ -104,17 +104,7 @@ def from_csv_bytes(data: bytes, schema: Schema | None = None) -> Table:
 def write_csv(table: Table, path: str | os.PathLike[str]) -> str:
     """Write atomically (temp file + rename); returns the sha256 hex of the bytes written."""
     payload = to_csv_bytes(table)
-    dest = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, payload, mode=0o600)
     return hashlib.sha256(payload).hexdigest()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError
 from mlseal.ml import _report
 from mlseal.ml.attacks import fgsm
@@ -139,10 +140,7 @@ def train(table: Table, config: TrainConfig | None = None) -> tuple[LinearModel,
 def save_model(model: LinearModel, path: str | os.PathLike[str]) -> str:
     """Write the model JSON atomically; returns its sha256 hex."""
     payload = model.to_json()
-    dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, dest)
+    write_atomic(path, payload)
     return hashlib.sha256(payload).hexdigest()
 
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing import dsse, oms
 from mlseal.signing.digest import Manifest, manifest_of
@@ -134,17 +134,7 @@ def bundle_for(manifest: Manifest, signer: Signer | BundleSigner) -> bytes:
 
 def _write_atomic(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(dest, data, mode=0o644)
 
 
 def as_policy(verifier_or_trust: PublicKeyVerifier | TrustRoot | BundlePolicy) -> BundlePolicy:

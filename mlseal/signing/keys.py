@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 
 KeyId = NewType("KeyId", str)
@@ -163,10 +164,6 @@ class LocalKeySigner:
         """Write the private key 0600 (atomically) and the public key beside it."""
         private_path = Path(private_path)
         private_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = private_path.with_name(private_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.private_pem())
-        os.replace(tmp, private_path)
+        write_atomic(private_path, self.private_pem(), mode=0o600)
         Path(public_path).parent.mkdir(parents=True, exist_ok=True)
         Path(public_path).write_bytes(public_pem(self.public_key()))
