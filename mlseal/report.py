@@ -24,9 +24,6 @@ from typing import Any
 
 from mlseal.ledger.record import Record, Status
 
-#: the order stages appear in, left to right
-STAGE_ORDER = ("ingest", "process", "train", "evaluate", "deploy")
-
 _NODE_W = 124
 _NODE_H = 92
 _GAP_X = 30
