@@ -43,6 +43,29 @@ def test_component_yaml_matches_golden_and_shipped_copy(name: str) -> None:
     assert "pip install" not in " ".join(container["command"])  # the image provides mlseal; nothing fetched
 
 
+def test_each_component_forwards_to_its_step_with_the_same_parameters() -> None:
+    """KFP needs each component's signature spelled out; it must not drift from the step's."""
+    import inspect
+
+    assert list(COMPONENTS) == list(s.STEPS)
+    empty = inspect.Parameter.empty
+    for name, component in COMPONENTS.items():
+        outer = inspect.signature(component.python_func).parameters
+        inner = inspect.signature(s.STEPS[name]).parameters
+        for p in outer.values():
+            if p.name in ("run_id", "pipeline", "task"):  # KFP placeholders, recorded as RunInfo
+                continue
+            assert p.name in inner, f"{name}: step has no parameter {p.name}"
+            q = inner[p.name]
+            # KFP cannot default a list/dict parameter to None: [] / {} stand for the step's None
+            want = None if p.default in ([], {}) else p.default
+            assert want == q.default, (
+                f"{name}.{p.name}: component default {p.default!r}, step default {q.default!r}")
+        for q in inner.values():
+            assert q.name in outer or q.name == "sealing" or q.default is not empty, (
+                f"{name}: step parameter {q.name} is required but the component never passes it")
+
+
 def test_secret_parameters_are_references_only() -> None:
     check_parameter("hmac_key_path", "mlseal/anonymize/hmac")
     check_parameter("data_key_name", "mlseal-data")
