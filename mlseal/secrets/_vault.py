@@ -26,7 +26,7 @@ from mlseal.secrets._paths import key_name as _key_name
 from mlseal.secrets._paths import kv_path
 from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.secrets._vault_config import VaultConfig
-from mlseal.secrets._vault_session import VaultSession
+from mlseal.secrets._vault_session import VaultSession, data_block
 from mlseal.secrets.errors import KeyTypeError, SecretNotFound, VaultRequestRefused, VaultResponseError
 from mlseal.secrets.source import DATA_KEY, SIGNING_KEY
 from mlseal.signing.keys import KeyId, load_public_key
@@ -116,9 +116,7 @@ class VaultSecretSource:
             if exc.status == 404:
                 raise SecretNotFound(f"{mount}/keys/{name}", why="Transit key not found") from None
             raise
-        if not isinstance(resp, dict) or not isinstance(resp.get("data"), dict):
-            raise VaultResponseError(f"{what}: malformed response from Vault (no 'data' object)")
-        return dict(resp["data"])
+        return data_block(resp, what)
 
     def transit_signer(self, key_name: str = SIGNING_KEY, *, check_signatures: bool = True) -> VaultTransitSigner:
         """The Transit key as a `Signer`. ``check_signatures`` verifies each returned
@@ -152,7 +150,7 @@ class VaultSecretSource:
             what,
             lambda c: c.secrets.transit.generate_data_key(name=name, key_type="plaintext", bits=256, mount_point=mount),
         )
-        data = _data(resp, what)
+        data = data_block(resp, what)
         plaintext = _b64(data.get("plaintext"), what, "plaintext")
         wrapped = data.get("ciphertext")
         if len(plaintext) != 32 or not isinstance(wrapped, str) or not _VAULT_CT.match(wrapped):
@@ -172,7 +170,7 @@ class VaultSecretSource:
         resp = self.session.call(
             what, lambda c: c.secrets.transit.decrypt_data(name=name, ciphertext=wrapped, mount_point=mount)
         )
-        plaintext = _b64(_data(resp, what).get("plaintext"), what, "plaintext")
+        plaintext = _b64(data_block(resp, what).get("plaintext"), what, "plaintext")
         if len(plaintext) != 32:
             raise VaultResponseError(f"{what}: data key has {len(plaintext)} bytes, expected 32")
         return Secret(plaintext)
@@ -241,7 +239,7 @@ class VaultTransitSigner:
                 mount_point=self.mount,
             ),
         )
-        sig = _data(resp, what).get("signature")
+        sig = data_block(resp, what).get("signature")
         m = _VAULT_CT.match(sig) if isinstance(sig, str) else None
         if m is None:
             raise VaultResponseError(f"{what}: response has no vault:vN: signature")
@@ -259,12 +257,6 @@ class VaultTransitSigner:
         return der
 
 
-def _data(resp: Any, what: str) -> dict[str, Any]:
-    if not isinstance(resp, dict) or not isinstance(resp.get("data"), dict):
-        raise VaultResponseError(f"{what}: malformed response from Vault (no 'data' object)")
-    return dict(resp["data"])
-
-
 def _b64(value: Any, what: str, field: str) -> bytes:
     if not isinstance(value, str):
         raise VaultResponseError(f"{what}: response field {field!r} missing")
@@ -276,7 +268,7 @@ def _b64(value: Any, what: str, field: str) -> bytes:
 
 def _kv_body(resp: Any, where: str) -> tuple[dict[str, Secret], int]:
     """KV v2 read response: ``{"data": {"data": {...}, "metadata": {"version": N, ...}}}``."""
-    outer = _data(resp, f"read {where}")
+    outer = data_block(resp, f"read {where}")
     inner, meta = outer.get("data"), outer.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("version"), int):
         raise VaultResponseError(f"read {where}: malformed KV v2 response (no metadata.version)")

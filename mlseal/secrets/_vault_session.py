@@ -200,7 +200,7 @@ class VaultSession:
                     f"VAULT_TOKEN was rejected by Vault at {self.config.addr}: expired, revoked or wrong "
                     f"({_first_line(exc).split(': ', 1)[-1]})"
                 ) from None
-            data = _data_block(resp, "look up VAULT_TOKEN")
+            data = data_block(resp, "look up VAULT_TOKEN")
             state = TokenState(
                 accessor=str(data.get("accessor", "")),
                 ttl=int(data.get("ttl") or 0),
@@ -369,7 +369,8 @@ def _auth_block(resp: Any, what: str) -> dict[str, Any]:
     return dict(resp["auth"])
 
 
-def _data_block(resp: Any, what: str) -> dict[str, Any]:
+def data_block(resp: Any, what: str) -> dict[str, Any]:
+    """The ``data`` object of a Vault response, or `VaultResponseError` naming `what`."""
     if not isinstance(resp, dict) or not isinstance(resp.get("data"), dict):
         raise VaultResponseError(f"{what}: malformed response from Vault (no 'data' object)")
     return dict(resp["data"])
