@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json, say
 from mlseal.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mlseal.signing.keys import Signer
+    from mlseal.signing.trust import TrustRoot
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signer(args: argparse.Namespace) -> Any:
+def _signer(args: argparse.Namespace) -> Signer:
     from mlseal.signing.signers import resolve_signer
 
     # as in a stage: an explicit option, else $MLSEAL_SIGNING_KEY, else $MLSEAL_VAULT_TRANSIT_KEY
@@ -131,7 +135,7 @@ def _signer(args: argparse.Namespace) -> Any:
     return resolve_signer(key=args.key, vault_transit=transit)
 
 
-def _trust(path: str | None, signer: Any, signer_name: str | None) -> Any:
+def _trust(path: str | None, signer: Signer, signer_name: str | None) -> TrustRoot:
     from mlseal.signing.keys import PublicKeyVerifier
     from mlseal.signing.trust import TrustRoot, load_trust
 
