@@ -25,6 +25,7 @@ from tests.fixtures_admission import (
     RunningWebhook,
     deployment,
     isvc,
+    make_pki,
     review,
     sha,
     write_policy,
@@ -257,3 +258,46 @@ def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionW
     logged = [rec for rec in caplog.records if rec.name == "mlseal.admission.webhook" and rec.exc_info]
     assert any(rec.exc_info[0] is ZeroDivisionError for rec in logged if rec.exc_info)
     assert server.request("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--cache-size", "-1"], "--cache-size must be at least 0, got -1"),
+    (["--cache-ttl", "-5"], "--cache-ttl must be at least 0, got -5.0"),
+    (["--verified-records", "-3"], "--verified-records must be at least 0, got -3"),
+    (["--reload-interval", "0"], "--reload-interval must be a positive number of seconds, got 0.0"),
+    (["--port", "0"], "--port must be 1-65535, got 0"),
+])
+def test_serve_refuses_bad_settings_before_starting(admission_world: AdmissionWorld, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                    words: str) -> None:
+    from mlseal.cli import main
+
+    pki = make_pki(tmp_path)
+    pki.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
+    argv = ["webhook", "serve", "--policy", str(admission_world.policy_path),
+            "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key"), *flags]
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and f"mlseal: error: {words}" in out.err
+
+
+def test_serve_that_cannot_bind_is_mlseal_error(admission_world: AdmissionWorld, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn exits the process when it cannot listen; the CLI must exit 2 with a reason."""
+    import socket
+
+    from mlseal.admission import _server
+    from mlseal.admission._server import serve
+    from mlseal.errors import InfrastructureError
+
+    monkeypatch.setattr(_server, "configure_audit_log", lambda stream=None: None)  # keep caplog's view
+    pki = make_pki(tmp_path)
+    pki.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InfrastructureError, match=f"could not start on 127.0.0.1:{port}"):
+            serve(admission_world.policy, cert=tmp_path / "tls.crt", key=tmp_path / "tls.key",
+                  host="127.0.0.1", port=port)

@@ -37,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ConfigurationError(f"--port must be 1-65535, got {args.port}")
+    for flag, value, least in (("--threads", args.threads, 1), ("--cache-size", args.cache_size, 0),
+                               ("--cache-ttl", args.cache_ttl, 0), ("--verified-records", args.verified_records, 0)):
+        if value < least:
+            raise ConfigurationError(f"{flag} must be at least {least}, got {value}")
+    if not args.reload_interval > 0:
+        raise ConfigurationError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}")
     policy = load_policy(args.policy)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,

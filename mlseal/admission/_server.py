@@ -38,7 +38,7 @@ from mlseal.admission._metrics import CONTENT_TYPE, WebhookMetrics
 from mlseal.admission.engine import VerifiedRecords
 from mlseal.admission.policy import Policy
 from mlseal.admission.webhook import MAX_BODY, AdmissionController, DecisionCache, audit_log
-from mlseal.errors import ConfigurationError
+from mlseal.errors import ConfigurationError, InfrastructureError
 
 log = logging.getLogger(__name__)
 
@@ -246,4 +246,13 @@ def serve(policy: Policy, *, sockets: Sequence[socket.socket] | None = None, **k
     """Run the webhook until SIGTERM/SIGINT."""
     configure_audit_log()
     server, _ = build_server(policy, **kwargs)
-    server.run(sockets=list(sockets) if sockets else None)
+    try:
+        server.run(sockets=list(sockets) if sockets else None)
+    except SystemExit:
+        # uvicorn exits the process (status 3) when it cannot start, e.g. the address
+        # cannot be bound; it has logged why. Report it as mlseal's error (exit 2).
+        if server.started:
+            raise
+        cfg = server.config
+        raise InfrastructureError(f"the webhook could not start on {cfg.host}:{cfg.port} (see the error above)"
+                                  ) from None
