@@ -55,6 +55,7 @@ from mlseal.ledger.record import (
     OutputRef,
     Record,
     RecordDraft,
+    RecordFormatError,
     RunInfo,
     SecretRef,
     Sha256Hex,
@@ -271,6 +272,10 @@ class Stage:
     ) -> None:
         self.kind = str(kind)
         self.name = name
+        try:  # a kind the record schema refuses is the caller's mistake: say so before any work
+            RecordDraft(stage=self.kind)
+        except RecordFormatError as exc:
+            raise ConfigurationError(f"stage {name}: {exc}") from None
         self.sealing = sealing
         self.params: dict[str, Any] = dict(params or {})
         self.metrics: dict[str, float] = {}

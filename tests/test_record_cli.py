@@ -83,5 +83,25 @@ def test_record_usage_errors(tmp_path: Path, key: Path, capsys: pytest.CaptureFi
     assert main(["record", "--stage", "ingest", "--output", f"x={tmp_path / 'missing'}", "--ledger", url,
                  "--key", str(key)]) == 2
     assert main(["record", "--stage", "ingest", "--metric", "acc=high", "--ledger", url, "--key", str(key)]) == 2
+    # not a verification failure (exit 1): the command line is wrong
+    capsys.readouterr()
+    for bad in (["--stage", ""], ["--stage", "Ingest!"], ["--stage", "ingest", "--metric", "acc=NaN"],
+                ["--stage", "ingest", "--metric", "acc=Infinity"]):
+        assert main(["record", *bad, "--ledger", url, "--key", str(key)]) == 2, bad
+    err = capsys.readouterr().err
+    assert "record field stage must match" in err and "--metric acc must be a finite number, got 'NaN'" in err
     with open_ledger(url) as led:
         assert led.size() == 0
+
+
+def test_record_param_that_is_not_json_is_kept_as_a_string(tmp_path: Path, key: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    url = "sqlite:///" + str(tmp_path / "ledger.db")
+    out = tmp_path / "out.txt"
+    out.write_text("x\n")
+    code, _ = _record(capsys, "--stage", "ingest", "--output", f"out={out}", "--param", "threshold=NaN",
+                      "--param", "n=3", "--param", "mode=fast", "--ledger", url, "--key", str(key))
+    assert code == 0, LAST_ERR[0]
+    trust = TrustRoot.of(PublicKeyVerifier.from_file(tmp_path / "k.pub.pem", name="pipeline"))
+    with open_ledger(url) as led:
+        assert parse_entry(led.entry(0), trust).params == {"threshold": "NaN", "n": 3, "mode": "fast"}

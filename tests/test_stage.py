@@ -197,3 +197,10 @@ def test_run_info_from_environment() -> None:
 
 def test_verification_error_is_the_base() -> None:
     assert issubclass(InputRefused, VerificationError)
+
+
+def test_a_stage_kind_the_record_schema_refuses_is_a_configuration_error(sealed_env: SealedEnv) -> None:
+    for kind in ("", "Train", "train step"):
+        with pytest.raises(ConfigurationError, match="record field stage must match"):
+            Stage(kind, name="t", sealing=sealed_env.sealing)
+    assert sealed_env.ledger.size() == 0

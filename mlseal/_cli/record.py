@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +35,14 @@ def _io(text: str) -> tuple[str, str]:
     return _pair(text, "--input/--output")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _param(text: str) -> tuple[str, Any]:
     k, v = _pair(text, "--param/--metric")
-    try:
-        return k, json.loads(v)
+    try:  # NaN and Infinity are not JSON (RFC 8259 §6): such a value stays a string
+        return k, json.loads(v, parse_constant=_no_constant)
     except ValueError:
         return k, v
 
@@ -82,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"{name}={path}: no such file or directory")
     metrics: dict[str, float] = {}
     for k, v in args.metric:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ConfigurationError(f"--metric {k} must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}")
         metrics[k] = float(v)
     with open_ledger(args.ledger) as led:
         sealing = Sealing(
