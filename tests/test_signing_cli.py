@@ -135,3 +135,14 @@ def test_vault_transit_without_vault_is_refused_not_downgraded(
     with pytest.raises(ConfigurationError, match="needs Vault: set VAULT_ADDR"):
         resolve_signer(vault_transit="mlseal-signing")
     assert not (tmp_path / ".mlseal").exists(), "no dev key may be created on the way"
+
+
+def test_sign_to_an_unwritable_bundle_path_exits_2(
+    model_dir: Path, signing_key: KeyFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    for out in (blocker / "model.sig", tmp_path):  # a parent that is a file; a directory in the way
+        assert main(["sign", str(model_dir), "--key", str(signing_key.private), "--out", str(out), "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and f"mlseal: error: cannot write bundle {out}: " in captured.err

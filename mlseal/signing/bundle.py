@@ -133,8 +133,11 @@ def bundle_for(manifest: Manifest, signer: Signer | BundleSigner) -> bytes:
 
 
 def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(dest, data, mode=0o644)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(dest, data, mode=0o644)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write bundle {dest}: {exc.strerror or exc}") from None
 
 
 def as_policy(verifier_or_trust: PublicKeyVerifier | TrustRoot | BundlePolicy) -> BundlePolicy:
