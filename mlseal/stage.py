@@ -446,9 +446,7 @@ class Stage:
         uri: str | None = None,
     ) -> Path:
         """A temporary path to write output `name` to; moved to `path` when the stage succeeds."""
-        self._require_entered()
-        if any(o.name == name for o in self._outputs):
-            raise ConfigurationError(f"stage {self.name}: output {name!r} declared twice")
+        self._require_new_output(name)
         final = Path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(f".{final.name}.mlseal-{uuid.uuid4().hex[:12]}.tmp")
@@ -457,13 +455,16 @@ class Stage:
         self._outputs.append(_PendingOutput(name, final, temp, media_type, directory, uri=uri))
         return temp
 
+    def _require_new_output(self, name: str) -> None:
+        self._require_entered()
+        if any(o.name == name for o in self._outputs):
+            raise ConfigurationError(f"stage {self.name}: output {name!r} declared twice")
+
     def existing_output(
         self, name: str, path: str | os.PathLike[str], *, media_type: str = "application/octet-stream"
     ) -> Path:
         """Seal an artifact some other program already wrote (`mlseal record`); never deleted."""
-        self._require_entered()
-        if any(o.name == name for o in self._outputs):
-            raise ConfigurationError(f"stage {self.name}: output {name!r} declared twice")
+        self._require_new_output(name)
         p = Path(path)
         if not p.exists():
             raise ConfigurationError(f"stage {self.name}: output {name!r}: {p} does not exist")

@@ -204,3 +204,17 @@ def test_a_stage_kind_the_record_schema_refuses_is_a_configuration_error(sealed_
         with pytest.raises(ConfigurationError, match="record field stage must match"):
             Stage(kind, name="t", sealing=sealed_env.sealing)
     assert sealed_env.ledger.size() == 0
+
+
+def test_an_output_name_is_declared_once(sealed_env: SealedEnv) -> None:
+    env = sealed_env
+    done = env.root / "done.csv"
+    done.write_text("a\n1\n")
+    for first, second in (("output", "output"), ("output", "existing_output"), ("existing_output", "output")):
+        with pytest.raises(ConfigurationError, match="output 'x' declared twice"), \
+                Stage("process", name="p", sealing=env.sealing) as st:
+            for how in (first, second):
+                if how == "output":
+                    st.output("x", env.root / "x.csv")
+                else:
+                    st.existing_output("x", done)
