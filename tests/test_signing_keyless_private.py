@@ -147,3 +147,18 @@ def test_expired_token_is_refused_before_any_request(
     with pytest.raises(Exception, match=r"not a valid OIDC JWT|validity"):
         sign_path(model_dir, keyless(instance_files))
     assert sigstore_instance.requests == []
+
+
+def test_a_signing_failure_that_echoes_the_token_does_not_repeat_it(
+    instance_files: dict[str, Path], model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = instance_files["token"].read_text()
+
+    class EchoingContext:
+        def signer(self, identity: object) -> object:
+            raise RuntimeError(f"Fulcio said: bad request for token {token}")
+
+    monkeypatch.setattr("sigstore.sign.SigningContext.from_trust_config", lambda _cfg: EchoingContext())
+    with pytest.raises(InfrastructureError, match=r"keyless signing failed: RuntimeError: Fulcio said") as err:
+        sign_path(model_dir, keyless(instance_files))
+    assert token not in str(err.value) and "token ***" in str(err.value)

@@ -187,7 +187,9 @@ class KeylessSigner:
             with ctx.signer(identity) as signer:
                 bundle = signer.sign_dsse(sdsse.Statement(payload))
         except Exception as exc:
-            # Fulcio/Rekor unreachable or refusing; the message never contains the token
-            raise InfrastructureError(f"keyless signing failed: {type(exc).__name__}: {exc}") from None
+            # Fulcio/Rekor unreachable or refusing. A server may echo what it was sent:
+            # the token (a bearer credential) is cut out of the message, whatever it says.
+            detail = str(exc).replace(token.reveal(), "***")
+            raise InfrastructureError(f"keyless signing failed: {type(exc).__name__}: {detail}") from None
         out: str = bundle.to_json()
         return out.encode()
