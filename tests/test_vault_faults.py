@@ -61,6 +61,13 @@ def seeded(vault_fake: VaultHarness) -> VaultHarness:
     return vault_fake
 
 
+@pytest.fixture
+def fake(seeded: VaultHarness) -> FakeVault:
+    """The fake server behind `seeded`, for the tests that drive its fault controls."""
+    assert seeded.fake is not None
+    return seeded.fake
+
+
 def check_clean(h: VaultHarness, exc: BaseException) -> None:
     h.assert_clean(str(exc), repr(exc), str(exc.__cause__ or ""), str(exc.__context__ or ""))
 
@@ -86,9 +93,7 @@ def test_vault_down_is_unavailable_after_bounded_retries() -> None:
     assert all(s <= 2.0 for s in sleeps.calls)
 
 
-def test_sealed_vault(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_sealed_vault(seeded: VaultHarness, fake: FakeVault) -> None:
     sleeps = Sleeps()
     src = source(seeded.token_env(["mlseal-pipeline"]), sleep=sleeps)
     fake.seal()
@@ -133,9 +138,7 @@ def test_missing_cacert_file_is_configuration_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
-def test_transient_errors_are_retried(seeded: VaultHarness, status: int) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_transient_errors_are_retried(seeded: VaultHarness, fake: FakeVault, status: int) -> None:
     src = source(seeded.token_env(["mlseal-pipeline"]))
     src.session.login()
     fake.inject("secret/data/mlseal/db", status=status, times=2, errors=["temporarily unavailable"])
@@ -144,9 +147,7 @@ def test_transient_errors_are_retried(seeded: VaultHarness, status: int) -> None
     assert fake.count("secret/data/mlseal/db") - before == 3
 
 
-def test_retries_are_bounded(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_retries_are_bounded(seeded: VaultHarness, fake: FakeVault) -> None:
     sleeps = Sleeps()
     src = source(seeded.token_env(["mlseal-pipeline"]), sleep=sleeps, attempts=3)
     src.session.login()
@@ -159,9 +160,8 @@ def test_retries_are_bounded(seeded: VaultHarness) -> None:
 
 @pytest.mark.parametrize("status,error", [(400, VaultRequestRefused), (403, VaultPermissionDenied),
                                           (404, SecretNotFound)])
-def test_client_errors_are_not_retried(seeded: VaultHarness, status: int, error: type[Exception]) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_client_errors_are_not_retried(seeded: VaultHarness, fake: FakeVault, status: int,
+                                       error: type[Exception]) -> None:
     sleeps = Sleeps()
     src = source(seeded.token_env(["mlseal-pipeline"]), sleep=sleeps)
     src.session.login()
@@ -172,9 +172,7 @@ def test_client_errors_are_not_retried(seeded: VaultHarness, status: int, error:
     assert sleeps.calls == []
 
 
-def test_dropped_connection_is_retried(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_dropped_connection_is_retried(seeded: VaultHarness, fake: FakeVault) -> None:
     src = source(seeded.token_env(["mlseal-pipeline"]))
     src.session.login()
     fake.inject("secret/data/mlseal/db", drop=True, times=1)
@@ -194,9 +192,7 @@ def test_forbidden_path_names_path_and_accessor(seeded: VaultHarness) -> None:
     check_clean(seeded, exc.value)
 
 
-def test_expired_token_at_login(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_expired_token_at_login(seeded: VaultHarness, fake: FakeVault) -> None:
     env = seeded.token_env(["mlseal-pipeline"], ttl="60s")
     fake.advance(61)
     with pytest.raises(VaultAuthError, match=r"VAULT_TOKEN was rejected.*expired, revoked or wrong") as exc:
@@ -204,9 +200,7 @@ def test_expired_token_at_login(seeded: VaultHarness) -> None:
     check_clean(seeded, exc.value)
 
 
-def test_token_renewed_after_two_thirds_of_ttl(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_token_renewed_after_two_thirds_of_ttl(seeded: VaultHarness, fake: FakeVault) -> None:
     src = source(seeded.token_env(["mlseal-pipeline"], ttl="90s"), fake=fake)
     src.read("mlseal/db")
     fake.advance(50)  # < 2/3 of 90
@@ -219,9 +213,7 @@ def test_token_renewed_after_two_thirds_of_ttl(seeded: VaultHarness) -> None:
     assert src.read("mlseal/db").version == 1
 
 
-def test_renewal_refused_static_token_fails_once_expired(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_renewal_refused_static_token_fails_once_expired(seeded: VaultHarness, fake: FakeVault) -> None:
     token, accessor = seeded.create_token(["mlseal-pipeline"], ttl="90s")
     src = source(seeded.env(VAULT_TOKEN=token), fake=fake)
     src.read("mlseal/db")
@@ -235,9 +227,7 @@ def test_renewal_refused_static_token_fails_once_expired(seeded: VaultHarness) -
     check_clean(seeded, exc.value)
 
 
-def test_renewal_refused_approle_logs_in_again(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_renewal_refused_approle_logs_in_again(seeded: VaultHarness, fake: FakeVault) -> None:
     env = seeded.approle("mlseal-pipeline", ["mlseal-pipeline"], ttl="90s")
     src = source(env, fake=fake)
     src.read("mlseal/db")
@@ -251,9 +241,7 @@ def test_renewal_refused_approle_logs_in_again(seeded: VaultHarness) -> None:
     assert src.read("mlseal/db").version == 1
 
 
-def test_revoked_token_under_approle_relogs_on_403(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_revoked_token_under_approle_relogs_on_403(seeded: VaultHarness, fake: FakeVault) -> None:
     env = seeded.approle("mlseal-pipeline", ["mlseal-pipeline"])
     src = source(env, fake=fake)
     src.read("mlseal/db")
@@ -272,9 +260,7 @@ def test_bad_approle_secret_id(seeded: VaultHarness) -> None:
     assert env["VAULT_SECRET_ID"] not in str(e.value)
 
 
-def test_kubernetes_auth(seeded: VaultHarness, tmp_path: Path) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_kubernetes_auth(seeded: VaultHarness, fake: FakeVault, tmp_path: Path) -> None:
     seeded.admin.sys.enable_auth_method(method_type="kubernetes", path="kubernetes")
     seeded.admin.auth.kubernetes.create_role(
         name="mlseal-pipeline", bound_service_account_names=["mlseal-pipeline"],
@@ -316,9 +302,7 @@ def test_namespace_header_is_sent_and_scopes_data(vault_server: FakeVault) -> No
 
 @pytest.mark.parametrize("raw", [b"not json", b"{}", b'{"data": null}', b'{"data": {"data": {}, "metadata": {}}}',
                                  b'{"data": {"data": "x", "metadata": {"version": 1}}}'])
-def test_malformed_kv_response(seeded: VaultHarness, raw: bytes) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_malformed_kv_response(seeded: VaultHarness, fake: FakeVault, raw: bytes) -> None:
     src = source(seeded.token_env(["mlseal-pipeline"]))
     src.session.login()
     fake.inject("secret/data/mlseal/db", raw=raw)
@@ -329,18 +313,14 @@ def test_malformed_kv_response(seeded: VaultHarness, raw: bytes) -> None:
 @pytest.mark.parametrize("raw", [b"garbage", b'{"data": {"signature": "nope"}}',
                                  b'{"data": {"signature": "vault:v1:AAAA"}}',
                                  b'{"data": {"signature": "vault:v9:MEUCIQ=="}}'])
-def test_malformed_or_bogus_signature(seeded: VaultHarness, raw: bytes) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_malformed_or_bogus_signature(seeded: VaultHarness, fake: FakeVault, raw: bytes) -> None:
     signer = source(seeded.token_env(["mlseal-pipeline"])).transit_signer()
     fake.inject("transit/sign/mlseal-signing", raw=raw)
     with pytest.raises(VaultResponseError, match="Transit sign with transit/keys/mlseal-signing"):
         signer.sign(b"data")
 
 
-def test_malformed_login_and_datakey_responses(seeded: VaultHarness) -> None:
-    fake = seeded.fake
-    assert fake is not None
+def test_malformed_login_and_datakey_responses(seeded: VaultHarness, fake: FakeVault) -> None:
     env = seeded.approle("mlseal-pipeline", ["mlseal-pipeline"])
     fake.inject("auth/approle/login", raw=b'{"auth": {"accessor": "x"}}')
     with pytest.raises(VaultResponseError, match="no client_token"):
