@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -99,27 +97,19 @@ class _FlakyConnection:
     dropped network link: with ``after_commit`` the server committed, else it did not."""
 
     def __init__(self, real: Any, *, after_commit: bool) -> None:
-        self._real, self._after, self._armed = real, after_commit, False
+        self._real, self._after = real, after_commit
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
     def execute(self, query: Any, *a: Any, **kw: Any) -> Any:
-        if query == "COMMIT":
-            self._armed = True
-            if not self._after:
-                query = "ROLLBACK"
+        commit = isinstance(query, str) and "COMMIT;" in query
+        if commit and not self._after:
+            query = query.replace("COMMIT;", "ROLLBACK;")
         result = self._real.execute(query, *a, **kw)
-        if self._armed and not self._real._pipeline:
+        if commit:
             self._drop()
         return result
-
-    @contextlib.contextmanager
-    def pipeline(self) -> Iterator[None]:
-        with self._real.pipeline():
-            yield
-        if self._armed:
-            self._drop()
 
     def _drop(self) -> None:
         import psycopg

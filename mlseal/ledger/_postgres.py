@@ -63,20 +63,37 @@ _SCHEMA = [
         PRIMARY KEY (sha256, role, seq))""",
 ]
 
-#: Everything an append writes, in one statement (one parse, one round trip).
-_WRITE = """
+#: Round trip 1 of an append: open the transaction and lock the head row. The head row
+#: lock is held until COMMIT; an asynchronous commit releases it without waiting for the
+#: disk, and the synchronous flush update afterwards waits for it (see _COMMIT).
+_LOCK_HEAD = (
+    "BEGIN; SET LOCAL synchronous_commit = off; "
+    "SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1 FOR UPDATE"
+)
+
+#: Everything an append writes, in one statement, prepared once per connection so the
+#: server does not plan it while the head lock is held.
+_PREPARE_WRITE = """
+PREPARE mlseal_write (bigint, bytea, bytea, integer[], bigint[], bytea[], bytea[], smallint[], bytea) AS
 WITH e AS (
-    INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES (%(seq)s, %(entry)s, %(entry_hash)s)
+    INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES ($1, $2, $3)
 ), n AS (
-    INSERT INTO mlseal_nodes (level, idx, hash)
-    SELECT * FROM unnest(%(levels)s::integer[], %(idxs)s::bigint[], %(hashes)s::bytea[])
+    INSERT INTO mlseal_nodes (level, idx, hash) SELECT * FROM unnest($4, $5, $6)
 ), d AS (
     INSERT INTO mlseal_digests (sha256, role, seq)
-    SELECT DISTINCT s, r, %(seq)s FROM unnest(%(shas)s::bytea[], %(roles)s::smallint[]) AS x(s, r)
+    SELECT DISTINCT s, r, $1 FROM unnest($7, $8) AS x(s, r)
     ON CONFLICT DO NOTHING
 )
-UPDATE mlseal_head SET size = %(size)s, last_hash = %(entry_hash)s, frontier = %(frontier)s WHERE id = 1
+UPDATE mlseal_head SET size = $1 + 1, last_hash = $3, frontier = $9 WHERE id = 1
 """
+
+#: Round trip 2, one simple-query message: the writes, COMMIT (which releases the head
+#: lock), the WAL position just past our commit record, and the flush update, whose
+#: synchronous commit returns only once the WAL is on disk past ours.
+_COMMIT = (
+    "EXECUTE mlseal_write (%s, %s, %s, %s, %s, %s, %s, %s, %s); COMMIT; "
+    "SELECT pg_current_wal_insert_lsn()::text; " + _FLUSH.replace("%", "%%")
+)
 
 #: attempts for one append when the connection fails (each re-checks the last one)
 _ATTEMPTS = 3
@@ -92,6 +109,8 @@ class PostgresStore:
         self._display = display
         self._create = create
         self.last_commit_lsn: str | None = None
+        self._durable: Prepared | None = None  # the last append whose flush update returned
+        self._prepared = False  # mlseal_write exists on this connection
         self._db = self._connect()
         try:
             self._setup(create)
@@ -104,7 +123,11 @@ class PostgresStore:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            # Parameters are bound on the client, so that one simple-query message can
+            # carry several statements (an append's writes, COMMIT and the flush).
+            return psycopg.connect(
+                self._url, autocommit=True, connect_timeout=10, cursor_factory=psycopg.ClientCursor
+            )
         except psycopg.ProgrammingError as exc:  # malformed URI or options
             raise ConfigurationError(f"ledger {self._display}: {exc}") from None
         except psycopg.Error as exc:
@@ -171,7 +194,8 @@ class PostgresStore:
             except BaseException:
                 self._rollback()
                 raise
-            self._make_durable()
+            if p is not self._durable:
+                self._make_durable()
             return p
         raise InfrastructureError(f"ledger {self._display}: append failed after {_ATTEMPTS} attempts: {last_error}")
 
@@ -199,14 +223,20 @@ class PostgresStore:
                 self._reconnect()
 
     def _try_append(self, build: Build) -> Prepared:
+        """One attempt: two round trips, the second one releasing the head lock.
+
+        Both are simple-query messages (no pipeline mode, whose result loop keeps a
+        waiting client busy on the CPU that the lock holder needs). If the connection
+        drops during the second one, nobody knows whether COMMIT ran.
+        """
         db = self._db
-        with db.pipeline():
-            db.execute("BEGIN")
-            # The head row lock is held until COMMIT; an asynchronous commit releases it
-            # without waiting for the disk, and _make_durable waits afterwards.
-            db.execute("SET LOCAL synchronous_commit = off")
-            cur = db.execute("SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1 FOR UPDATE")
-            row = cur.fetchone()
+        if not self._prepared:
+            db.execute(_PREPARE_WRITE)
+            self._prepared = True
+        cur = db.execute(_LOCK_HEAD)
+        cur.nextset()
+        cur.nextset()
+        row = cur.fetchone()
         if row is None:
             raise ConfigurationError(f"ledger {self._display}: head row is missing")
         size, last_hash, raw_frontier = int(row[0]), bytes(row[1]), bytes(row[2])
@@ -221,29 +251,30 @@ class PostgresStore:
         p = build(size, last_hash.hex() if size else ZERO_HASH, siblings)
         top = p.nodes[-1]
         new_frontier = [*frontier[:len(frontier) - len(coords)], top[2]]
-        # One round trip for the writes and COMMIT: the lock is held for as short as
-        # possible. If the connection drops in here, nobody knows whether COMMIT ran.
+        params = (
+            p.seq,
+            p.entry,
+            p.entry_hash,
+            [n[0] for n in p.nodes],
+            [n[1] for n in p.nodes],
+            [n[2] for n in p.nodes],
+            [d for d, _ in p.digests],
+            [r for _, r in p.digests],
+            b"".join(new_frontier),
+        )
         try:
-            with db.pipeline():
-                db.execute(_WRITE, {
-                    "seq": p.seq,
-                    "entry": p.entry,
-                    "entry_hash": p.entry_hash,
-                    "levels": [n[0] for n in p.nodes],
-                    "idxs": [n[1] for n in p.nodes],
-                    "hashes": [n[2] for n in p.nodes],
-                    "shas": [d for d, _ in p.digests],
-                    "roles": [r for _, r in p.digests],
-                    "size": size + 1,
-                    "frontier": b"".join(new_frontier),
-                })
-                db.execute("COMMIT")
-                # the WAL position just past our commit record: _make_durable waits for it
-                lsn = db.execute("SELECT pg_current_wal_insert_lsn()::text")
-            row = lsn.fetchone()
-            self.last_commit_lsn = str(row[0]) if row else None
+            cur = db.execute(_COMMIT, params)
         except psycopg.OperationalError:
             raise _Ambiguous(p) from None
+        except psycopg.Error:
+            if db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                raise _Ambiguous(p) from None  # failed after COMMIT: stored, not known durable
+            raise  # failed before COMMIT: nothing was written
+        cur.nextset()
+        cur.nextset()
+        lsn = cur.fetchone()
+        self.last_commit_lsn = str(lsn[0]) if lsn else None
+        self._durable = p
         return p
 
     def _rollback(self) -> None:
@@ -257,6 +288,7 @@ class PostgresStore:
         with contextlib.suppress(psycopg.Error):
             self._db.close()
         self._db = self._connect()
+        self._prepared = False
 
     # --- reads ----------------------------------------------------------------------
     def head(self) -> tuple[int, str, bytes]:
