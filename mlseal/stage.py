@@ -62,6 +62,7 @@ from mlseal.ledger.record import (
     StageKind,
     Status,
 )
+from mlseal.secrets.refs import check_parameter
 from mlseal.signing.keys import Signer
 
 if TYPE_CHECKING:
@@ -278,6 +279,8 @@ class Stage:
             raise ConfigurationError(f"stage {name}: {exc}") from None
         self.sealing = sealing
         self.params: dict[str, Any] = dict(params or {})
+        for key, value in self.params.items():  # params are public: secrets only by reference
+            check_parameter(key, value, where=f"stage {name}: param {key}")
         self.metrics: dict[str, float] = {}
         if source_digest is None and source is not None:
             source_digest = source_sha256(source)

@@ -105,3 +105,24 @@ def test_record_param_that_is_not_json_is_kept_as_a_string(tmp_path: Path, key: 
     trust = TrustRoot.of(PublicKeyVerifier.from_file(tmp_path / "k.pub.pem", name="pipeline"))
     with open_ledger(url) as led:
         assert parse_entry(led.entry(0), trust).params == {"threshold": "NaN", "n": 3, "mode": "fast"}
+
+
+def test_secret_literal_param_is_refused_and_never_recorded(
+    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Params are public (ledger, KFP metadata): a secret-like name needs a Vault reference."""
+    monkeypatch.delenv("MLSEAL_TRUST", raising=False)
+    url = "sqlite:///" + str(tmp_path / "ledger.db")
+    raw = tmp_path / "raw.txt"
+    raw.write_text("rows\n")
+    code, out = _record(capsys, "--stage", "ingest", "--output", f"raw={raw}",
+                        "--param", "db_password=hunter2-literal", "--ledger", url, "--key", str(key))
+    assert code == 2 and out is None
+    assert "db_password" in LAST_ERR[0] and "hunter2-literal" not in LAST_ERR[0]
+    assert not (tmp_path / "raw.txt.sig").exists()
+    with open_ledger(url) as led:
+        assert led.size() == 0
+    # the same parameter as a reference is fine, and only the reference is recorded
+    code, out = _record(capsys, "--stage", "ingest", "--output", f"raw={raw}",
+                        "--param", "db_password_path=mlseal/db/reader", "--ledger", url, "--key", str(key))
+    assert code == 0 and out is not None

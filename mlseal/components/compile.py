@@ -22,7 +22,6 @@ Regenerate the shipped component YAML with ``python -m mlseal.components.compile
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -31,31 +30,12 @@ from typing import Any
 
 import yaml
 
-from mlseal.errors import ConfigurationError
+from mlseal.secrets.refs import SecretLiteralError, check_parameter, is_secret_like
 
-SECRET_WORDS = re.compile(
-    r"(secret|passw(?:or)?d|token|credential|api_?key|private_?key|hmac_?key|data_?key|signing_?key|"
-    r"access_?key|dsn|conninfo)",
-    re.IGNORECASE,
-)
-_KV_PATH = re.compile(r"^[A-Za-z0-9._@=+-]+(/[A-Za-z0-9._@=+-]+)+$")
-_KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_REF_RULES = {
-    "_path": (_KV_PATH, "a Vault KV path like mlseal/app/secret"),
-    "_name": (_KEY_NAME, "a Vault Transit key name like mlseal-data"),
-    "_ref": (re.compile(f"{_KV_PATH.pattern}|{_KEY_NAME.pattern}"), "a Vault path or Transit key name"),
-}
+__all__ = ["SecretLiteralError", "check_no_secret_literals", "check_parameter", "compile_checked", "is_secret_like"]
 
 #: where the shipped component YAML lives
 YAML_DIR = Path(__file__).resolve().parent / "yaml"
-
-
-class SecretLiteralError(ConfigurationError):
-    """A secret-like pipeline parameter carries a literal value instead of a reference."""
-
-
-def is_secret_like(name: str) -> bool:
-    return SECRET_WORDS.search(name) is not None
 
 
 def _literals(node: Any, where: str) -> Iterator[tuple[str, str, Any]]:
@@ -74,25 +54,6 @@ def _literals(node: Any, where: str) -> Iterator[tuple[str, str, Any]]:
         for key, child in node.items():
             if key != "parameters":
                 yield from _literals(child, f"{where}.{key}" if where else str(key))
-
-
-def check_parameter(name: str, value: Any, where: str = "") -> None:
-    """Raise `SecretLiteralError` if `name` is secret-like and `value` is not a reference."""
-    if not is_secret_like(name) or value in (None, ""):
-        return
-    where = where or name
-    for suffix, (pattern, what) in _REF_RULES.items():
-        if name.endswith(suffix):
-            if isinstance(value, str) and pattern.fullmatch(value):
-                return
-            raise SecretLiteralError(
-                f"{where}: a secret reference must be {what}, not a literal value "
-                f"(got a {type(value).__name__} of length {len(str(value))})"
-            )
-    raise SecretLiteralError(
-        f"{where}: parameter looks like a secret and has a literal value; pipeline parameters are public. "
-        f"Store it in Vault and pass its path instead (e.g. {name}_path: mlseal/...)"
-    )
 
 
 def check_no_secret_literals(spec: Mapping[str, Any]) -> None:
