@@ -138,6 +138,37 @@ def test_failed_append_writes_nothing(ledger_url: str, ledger_signer: LocalKeySi
         assert a.seq == 1 and a.record.prev == before.last_entry_hash
 
 
+def test_interleaved_writers_keep_one_tree(
+    ledger_url: str, ledger_signer: LocalKeySigner, ledger_trust: TrustRoot
+) -> None:
+    """Two open ledgers on one store take turns (and fail in between): each append
+    builds on the other's, and the stored tree is the tree of all entries."""
+    from mlseal.ledger.verify import verify_ledger
+
+    class BrokenSigner:
+        key_id = ledger_signer.key_id
+
+        def public_key(self):  # type: ignore[no-untyped-def]
+            return ledger_signer.public_key()
+
+        def sign(self, data: bytes) -> bytes:
+            raise InfrastructureError("signing service down")
+
+    with open_ledger(ledger_url) as a, open_ledger(ledger_url) as b:
+        for i, led in enumerate([a, a, b, a, b, b, b, a, a, b, a]):
+            if i == 5:
+                with pytest.raises(InfrastructureError):
+                    led.append(draft(i), BrokenSigner(), signer_name="pipeline")  # type: ignore[arg-type]
+            got = led.append(draft(i), ledger_signer, signer_name="pipeline")
+            assert got.seq == i
+        entries = [e for _, e in a.entries()]
+        tree = merkle.MemoryTree(merkle.leaf_hash(e) for e in entries)
+        assert a.head().root == b.head().root == tree.root()
+        for i in range(len(entries)):
+            assert b.inclusion_proof(i) == merkle.inclusion_proof(i, len(entries), tree)
+        assert verify_ledger(b, ledger_trust).ok
+
+
 def test_record_field_of_wrong_type_is_refused(ledger_url: str, ledger_signer: LocalKeySigner) -> None:
     with open_ledger(ledger_url) as led:
         with pytest.raises(RecordFormatError, match="params"):
@@ -306,9 +337,10 @@ def test_fast_canonical_json_equals_rfc8785(value: object) -> None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(params=st.dictionaries(st.text(max_size=6), _json_values.filter(lambda v: _jcs_ok(v)), max_size=4),
-       seq=st.integers(0, 2**40), stage=st.sampled_from(["ingest", "train"]), task=st.text(max_size=6))
+       seq=st.integers(0, 2**40), stage=st.sampled_from(["ingest", "train"]), task=st.text(max_size=6),
+       time=st.one_of(st.just("2026-01-01T00:00:00.5Z"), st.text(max_size=8)))
 def test_record_template_renders_the_canonical_record(
-    ledger_signer: LocalKeySigner, params: dict[str, object], seq: int, stage: str, task: str
+    ledger_signer: LocalKeySigner, params: dict[str, object], seq: int, stage: str, task: str, time: str
 ) -> None:
     from mlseal.ledger.entry import RecordTemplate
     from mlseal.ledger.record import RunInfo
@@ -318,11 +350,12 @@ def test_record_template_renders_the_canonical_record(
     except RecordFormatError:
         assume(False)
     ref = SignerRef("pipeline", ledger_signer.key_id)
-    want = d.complete(seq=seq, prev=sha(seq), time="2026-01-01T00:00:00.5Z", signer=ref).canonical()
+    assume(_jcs_ok(time))
+    complete = d.complete(seq=seq, prev=sha(seq), time=time, signer=ref)
     template = RecordTemplate(d, ref)
-    got = template.render(seq, sha(seq), "2026-01-01T00:00:00.5Z")
-    assert got == want
-    assert Record.from_bytes(got) == d.complete(seq=seq, prev=sha(seq), time="2026-01-01T00:00:00.5Z", signer=ref)
+    got = template.render(seq, sha(seq), time)
+    assert got == complete.canonical()
+    assert Record.from_bytes(got) == complete
 
 
 def _jcs_ok(v: object) -> bool:
