@@ -362,3 +362,7 @@ def test_fast_field_reader_agrees_with_json(
     for hint in {got[3] if got else 0, 250, 251, 300, 5, 2000}:
         guessed = verify._fast_fields(e[12:end], hint)
         assert guessed is None or guessed[:3] == want
+        in_place = verify._guessed_tail(e, end, hint)
+        assert in_place is None or in_place[:3] == want
+    if got is not None:  # the right guess is read in place too
+        assert verify._guessed_tail(e, end, got[3]) == got

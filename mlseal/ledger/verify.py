@@ -229,6 +229,24 @@ def _fast_fields(b64: bytes, hint: int = 0) -> tuple[int, bytes, bytes, int] | N
     return None
 
 
+def _guessed_tail(e: bytes, end: int, hint: int) -> tuple[int, bytes, bytes, int] | None:
+    """`_fast_fields` for the guess that the record's tail is ``hint`` bytes long, read
+    straight from the entry (payload base64 text at ``e[12:end]``) without copying it."""
+    b64_len = end - 12
+    start = ((b64_len >> 2) * 3) - hint  # payload offset of the tail
+    if start < 0 or b64_len & 3:
+        return None
+    g0 = start // 3
+    try:
+        w = _a2b(e[12 + (g0 << 2) : end], strict_mode=True)
+    except binascii.Error:
+        return None
+    m = _RECORD_TAIL.fullmatch(w, start - 3 * g0)
+    if m is None:
+        return None
+    return int(m.group(2)), m.group(1), m.group(3)[1:-1], hint
+
+
 def _check_one(
     pos: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk
 ) -> tuple[int | None, bytes | None]:
@@ -315,14 +333,15 @@ def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
     """Perfect subtrees (level, hash), left to right, covering leaves [start, start+len)."""
     out: list[tuple[int, bytes]] = []
     i, n = 0, len(leaves)
+    node = merkle.NODE_PREFIX
     while i < n:
         level = (n - i).bit_length() - 1
         p = start + i
         while p & ((1 << level) - 1):
             level -= 1
         row = leaves[i : i + (1 << level)]
-        while len(row) > 1:
-            row = [merkle.node_hash(row[j], row[j + 1]) for j in range(0, len(row), 2)]
+        while len(row) > 1:  # merkle.node_hash, inlined: half of all hashing is here
+            row = [_sha256(node + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=True)]
         out.append((level, row[0]))
         i += 1 << level
     return out
@@ -358,7 +377,9 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
         if fast and e.startswith(_HEAD):  # hash-only: read prev and seq, nothing else
             end = e.find(b'"', 12)
             if end > 0 and e.startswith(_MID, end):
-                fields = _fast_fields(e[12:end], hint)
+                fields = _guessed_tail(e, end, hint) if hint else None
+                if fields is None:
+                    fields = _fast_fields(e[12:end], hint)
         if fields is not None:
             seq, prev, _, hint = fields
         else:
