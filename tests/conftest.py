@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# ../shared/testdata beside the checkout; CI lays a copy of shared/ in the same place.
-TESTDATA = Path(os.environ.get("MLSEAL_TESTDATA", REPO.parent / "shared" / "testdata"))
+# The public conformance data (RFC 9162 proof vectors, a production Sigstore bundle):
+# ../shared/testdata beside the checkout where it exists (CI lays a copy of shared/ there),
+# else the identical copy kept in tests/testdata so that a fresh clone tests on its own.
+SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
+VENDORED_TESTDATA = REPO / "tests" / "testdata"
+TESTDATA = Path(
+    os.environ.get("MLSEAL_TESTDATA")
+    or (SHARED_TESTDATA if SHARED_TESTDATA.is_dir() else VENDORED_TESTDATA)
+)
 
 
 @pytest.fixture(scope="session")
