@@ -263,7 +263,7 @@ def test_parallel_and_serial_agree(
     cp = Checkpoint("o", 100, merkle.root_from_leaves(merkle.leaf_hash(e) for _, e in log[:100])[1])
     for trust in (ledger_trust, None):
         serial = verify_entries(log, trust, workers=1, checkpoint=cp)
-        parallel = verify_entries(log, trust, workers=2, window=128, checkpoint=cp)
+        parallel = verify_entries(log, trust, workers=2, batch=37, checkpoint=cp)
         assert serial == parallel
         assert serial.root == root and serial.size == 300
         assert [p.seq for p in serial.problems][:1] == [150]

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -55,8 +57,8 @@ if TYPE_CHECKING:
 MAX_PROBLEMS = 50
 #: below this many entries, forking workers costs more than it saves
 PARALLEL_THRESHOLD = 2048
-#: entries held in memory at once by the driver
-WINDOW = 262_144
+#: entries per job: the driver reads a job's entries while the workers check earlier ones
+BATCH = 4096
 
 DigestUri = Callable[[str], str]
 
@@ -347,18 +349,17 @@ def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
     return out
 
 
-# Set in the parent before forking; workers inherit them (no pickling of entry bytes).
-_WINDOW: Sequence[tuple[int, bytes]] = ()
+# Set in the parent before forking; workers inherit them (keys do not pickle).
 _TRUST: TrustRoot | None = None
 _PARSE_ALL = False
 
 
-def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
-    lo, hi, pos0 = job
-    chunk = _Chunk(lo=pos0 + lo)
-    trust, parse_all, window = _TRUST, _PARSE_ALL, _WINDOW
+def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
+    """Check the entries at positions ``pos0, pos0 + 1, …``: ``(storage seq, bytes)``."""
+    pos0, rows = job
+    chunk = _Chunk(lo=pos0)
+    trust, parse_all = _TRUST, _PARSE_ALL
     fast = trust is None and not parse_all
-    rows = window[lo:hi]
     entries = [e for _, e in rows]
     # the two hashes of every entry, in C-level loops
     hashes = [_hexlify(h.digest()) for h in map(_sha256, entries)]
@@ -368,7 +369,7 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
     seq: int | None
     prev: bytes | None
     for i, (key, e) in enumerate(rows):
-        pos = pos0 + lo + i
+        pos = pos0 + i
         if key != pos:
             chunk.problems.append(Problem(
                 pos, "missing", f"record {pos}: storage returned record {key} in its place (record {pos} is missing)"
@@ -395,7 +396,7 @@ def _check_chunk(job: tuple[int, int, int]) -> _Chunk:
             chunk.problems.append(Problem(pos, "seq", f"record {pos}: has seq {seq}, expected {pos}"))
         prev_hash = hashes[i]
     chunk.last_hash = prev_hash or b""
-    chunk.nodes = _range_nodes(pos0 + lo, leaves)
+    chunk.nodes = _range_nodes(pos0, leaves)
     return chunk
 
 
@@ -437,12 +438,18 @@ def _workers(requested: int | None, n: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def _chunks(lo: int, n: int, cuts: Sequence[int], parts: int) -> list[tuple[int, int]]:
-    """Split [0, n) into about ``parts`` pieces, also cutting at each position in ``cuts``."""
-    step = max(256, -(-n // max(parts, 1)))
-    bounds = set(range(0, n, step)) | {c - lo for c in cuts if 0 < c - lo < n} | {n}
-    b = sorted(bounds)
-    return [(b[i], b[i + 1]) for i in range(len(b) - 1)]
+def _jobs(
+    it: Iterator[tuple[int, bytes]], pos: int, size: int, cut: int | None
+) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+    """(first position, entries) of ``size`` entries each, also ending one at ``cut``
+    (the checkpoint's size, where the root must be taken)."""
+    while True:
+        n = cut - pos if cut is not None and pos < cut < pos + size else size
+        rows = _take(it, n)
+        if not rows:
+            return
+        yield pos, rows
+        pos += len(rows)
 
 
 def verify_entries(
@@ -455,7 +462,7 @@ def verify_entries(
     checkpoint: Checkpoint | None = None,
     digest_uri: DigestUri | None = None,
     workers: int | None = None,
-    window: int = WINDOW,
+    batch: int = BATCH,
 ) -> Report:
     """Verify a log given as ``(storage seq, entry bytes)`` pairs in order.
 
@@ -463,8 +470,11 @@ def verify_entries(
     earlier tree and expects the entries after it. ``stored_size``/``stored_root`` are
     what the storage claims (its head); a difference is a problem. ``checkpoint`` must be
     a tree the log extends. ``digest_uri`` digests an artifact URI (hex SHA-256).
+
+    Entries are read in jobs of ``batch`` while worker processes check earlier ones, so
+    at most a few jobs are held in memory, whatever the log's size.
     """
-    global _WINDOW, _TRUST, _PARSE_ALL
+    global _TRUST, _PARSE_ALL
     problems: list[Problem] = []
     start = 0
     frontier = _Frontier()
@@ -482,19 +492,16 @@ def verify_entries(
     pos = start
     parse_all = digest_uri is not None
     it = iter(entries)
-    while True:
-        batch = _take(it, window)
-        if not batch:
-            break
-        cuts = [checkpoint.size] if checkpoint is not None else []
-        n_workers = _workers(workers, len(batch))
-        jobs = [(lo, hi, pos) for lo, hi in _chunks(pos, len(batch), cuts, n_workers * 4)]
-        _WINDOW, _TRUST, _PARSE_ALL = batch, trust, parse_all
-        try:
+    first = _take(it, PARALLEL_THRESHOLD)
+    n_workers = _workers(workers, len(first))
+    jobs = _jobs(itertools.chain(first, it), pos, max(batch, 1), checkpoint.size if checkpoint else None)
+    _TRUST, _PARSE_ALL = trust, parse_all
+    try:
+        with contextlib.ExitStack() as stack:
             if n_workers > 1:
-                ctx = multiprocessing.get_context("fork")
-                with ctx.Pool(n_workers) as pool:
-                    results: Iterable[_Chunk] = pool.map(_check_chunk, jobs, chunksize=1)
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(n_workers))
+                # the pool's feeder thread pulls jobs (reading storage) as workers free up
+                results: Iterable[_Chunk] = pool.imap(_check_chunk, jobs)
             else:
                 results = map(_check_chunk, jobs)
             for chunk in results:
@@ -511,8 +518,8 @@ def verify_entries(
                 pos = chunk.lo + sum(1 << lv for lv, _ in chunk.nodes)
                 if checkpoint is not None and pos == checkpoint.size:
                     cp_root = frontier.root()
-        finally:
-            _WINDOW, _TRUST = (), None
+    finally:
+        _TRUST = None
     size = pos
     root = frontier.root()
     if stored_size is not None and stored_size != size:
