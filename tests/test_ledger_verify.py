@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,23 @@ def test_parallel_and_serial_agree(
         assert serial.root == root and serial.size == 300
         assert [p.seq for p in serial.problems][:1] == [150]
         assert 201 in [p.seq for p in serial.problems]
+
+
+def test_storage_error_while_streaming_is_raised(
+    monkeypatch: pytest.MonkeyPatch, ledger_signer: LocalKeySigner
+) -> None:
+    from mlseal.errors import InfrastructureError
+
+    monkeypatch.setattr(verify, "PARALLEL_THRESHOLD", 16)
+    log = make_log(ledger_signer, 200)
+
+    def entries() -> Iterator[tuple[int, bytes]]:
+        yield from log[:150]
+        raise InfrastructureError("storage went away")
+
+    for workers in (1, 2):
+        with pytest.raises(InfrastructureError, match="went away"):
+            verify_entries(entries(), None, workers=workers, batch=37)
 
 
 def test_fast_path_equals_json_parsing(ledger_signer: LocalKeySigner) -> None:
