@@ -27,7 +27,15 @@ import psycopg
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
 from mlseal.ledger._sqlite import check_meta
-from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared, batched_entries
+from mlseal.ledger._store import (
+    ROLE_INPUT,
+    ROLE_OUTPUT,
+    SCHEMA_FORMAT,
+    SCHEMA_VERSION,
+    Build,
+    Prepared,
+    batched_entries,
+)
 from mlseal.ledger.merkle import HASH_SIZE, Coord
 from mlseal.ledger.record import ZERO_HASH
 
@@ -72,26 +80,31 @@ _LOCK_HEAD = (
 )
 
 #: Everything an append writes, in one statement, prepared once per connection so the
-#: server does not plan it while the head lock is held.
+#: server does not plan it while the head lock is held. Hash lists travel as one bytea
+#: each (32 bytes per hash; array literals cost the client more than the rest of the
+#: message): $4 the new Merkle nodes, level k at index seq >> k (what appending leaf
+#: ``seq`` completes, merkle.append_nodes); $5/$6 the output/input artifact digests.
 _PREPARE_WRITE = """
-PREPARE mlseal_write (bigint, bytea, bytea, integer[], bigint[], bytea[], bytea[], smallint[], bytea) AS
+PREPARE mlseal_write (bigint, bytea, bytea, bytea, bytea, bytea, bytea) AS
 WITH e AS (
     INSERT INTO mlseal_entries (seq, entry, entry_hash) VALUES ($1, $2, $3)
 ), n AS (
-    INSERT INTO mlseal_nodes (level, idx, hash) SELECT * FROM unnest($4, $5, $6)
+    INSERT INTO mlseal_nodes (level, idx, hash)
+    SELECT k, $1 >> k, substring($4 FROM 32 * k + 1 FOR 32) FROM generate_series(0, length($4) / 32 - 1) AS k
 ), d AS (
     INSERT INTO mlseal_digests (sha256, role, seq)
-    SELECT DISTINCT s, r, $1 FROM unnest($7, $8) AS x(s, r)
+    SELECT DISTINCT substring(x.b FROM 32 * i + 1 FOR 32), x.role, $1
+    FROM (VALUES ($5, 0::smallint), ($6, 1::smallint)) AS x(b, role), generate_series(0, length(x.b) / 32 - 1) AS i
     ON CONFLICT DO NOTHING
 )
-UPDATE mlseal_head SET size = $1 + 1, last_hash = $3, frontier = $9 WHERE id = 1
+UPDATE mlseal_head SET size = $1 + 1, last_hash = $3, frontier = $7 WHERE id = 1
 """
 
 #: Round trip 2, one simple-query message: the writes, COMMIT (which releases the head
 #: lock), the WAL position just past our commit record, and the flush update, whose
 #: synchronous commit returns only once the WAL is on disk past ours.
 _COMMIT = (
-    "EXECUTE mlseal_write (%s, %s, %s, %s, %s, %s, %s, %s, %s); COMMIT; "
+    "EXECUTE mlseal_write (%s, %s, %s, %s, %s, %s, %s); COMMIT; "
     "SELECT pg_current_wal_insert_lsn()::text; " + _FLUSH.replace("%", "%%")
 )
 
@@ -251,15 +264,15 @@ class PostgresStore:
         p = build(size, last_hash.hex() if size else ZERO_HASH, siblings)
         top = p.nodes[-1]
         new_frontier = [*frontier[:len(frontier) - len(coords)], top[2]]
+        if [(lv, ix) for lv, ix, _ in p.nodes] != [(k, p.seq >> k) for k in range(len(p.nodes))]:
+            raise InfrastructureError(f"ledger {self._display}: unexpected Merkle nodes for record {p.seq}")
         params = (
             p.seq,
             p.entry,
             p.entry_hash,
-            [n[0] for n in p.nodes],
-            [n[1] for n in p.nodes],
-            [n[2] for n in p.nodes],
-            [d for d, _ in p.digests],
-            [r for _, r in p.digests],
+            b"".join(h for _, _, h in p.nodes),
+            b"".join(d for d, role in p.digests if role == ROLE_OUTPUT),
+            b"".join(d for d, role in p.digests if role == ROLE_INPUT),
             b"".join(new_frontier),
         )
         try:
