@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlseal.errors import ConfigurationError, Error, VerificationError
 from mlseal.ledger.record import (
@@ -62,6 +62,7 @@ from mlseal.ledger.record import (
     StageKind,
     Status,
 )
+from mlseal.ledger.view import LedgerWriter
 from mlseal.secrets.refs import check_parameter
 from mlseal.signing.keys import Signer
 
@@ -96,21 +97,6 @@ class InputRefused(VerificationError):
 # --- the services a stage needs (injected; production defaults in `Sealing.from_env`) ---
 
 
-class LedgerView(Protocol):
-    """The part of `mlseal.ledger.Ledger` a stage uses (a superset of admission's view,
-    so that a deploy stage can hand the same ledger to the policy engine)."""
-
-    def append(self, draft: RecordDraft, signer: Signer, *, signer_name: str) -> Any: ...
-
-    def producers_of(self, sha256_hex: str) -> list[int]: ...
-
-    def consumers_of(self, sha256_hex: str) -> list[int]: ...
-
-    def entry(self, seq: int) -> bytes: ...
-
-    def size(self) -> int: ...
-
-
 def _default_digest(path: Path) -> str:
     from mlseal.signing.digest import digest_path
 
@@ -139,7 +125,7 @@ def _default_parse_entry(data: bytes, trust: TrustRoot) -> Record:
 class Sealing:
     """Everything a stage talks to. Constructing one does no I/O."""
 
-    ledger: LedgerView
+    ledger: LedgerWriter
     signer: Signer
     trust: TrustRoot
     signer_name: str = "pipeline"

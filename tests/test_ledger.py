@@ -375,3 +375,13 @@ def test_bad_digest_in_draft_is_refused(sqlite_url: str, ledger_signer: LocalKey
         with pytest.raises(RecordFormatError, match="name"):
             led.append(wrong_type, ledger_signer, signer_name="p")
         assert led.size() == 0
+
+
+def test_messages_show_sqlite_urls_as_given(tmp_path: Path) -> None:
+    from mlseal.ledger import redact_url
+
+    url = f"sqlite:///{tmp_path}/missing/ledger.db"  # absolute: four slashes
+    assert redact_url(url) == url
+    with pytest.raises(ConfigurationError) as exc:
+        open_ledger(url, create=False)
+    assert f"sqlite:///{tmp_path}/missing" in str(exc.value)

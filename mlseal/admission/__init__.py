@@ -19,7 +19,7 @@ Typical use::
 from __future__ import annotations
 
 from mlseal.admission.decision import Decision, Finding, Reason
-from mlseal.admission.engine import LedgerView, check_model, decide, decide_model
+from mlseal.admission.engine import check_model, decide, decide_model
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref
 from mlseal.admission.policy import Gate, Mode, Policy, Rules, load_policy, parse_policy
 
@@ -27,7 +27,6 @@ __all__ = [
     "Decision",
     "Finding",
     "Gate",
-    "LedgerView",
     "ManifestError",
     "Mode",
     "ModelRef",

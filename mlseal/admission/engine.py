@@ -28,7 +28,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from mlseal.admission.decision import Decision, Finding, Reason
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
@@ -36,23 +36,12 @@ from mlseal.admission.policy import Mode, Policy, Rules, Unannotated
 from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.ledger.entry import parse_entry, split_entry
 from mlseal.ledger.record import Record, Status, is_sha256_hex
+from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
 #: lineage walks stop here: a model with a larger ancestry is denied rather than
 #: letting one request tie up the webhook
 MAX_LINEAGE = 10_000
-
-
-class LedgerView(Protocol):
-    """The read-only part of `mlseal.ledger.Ledger` the engine uses."""
-
-    def producers_of(self, sha256_hex: str) -> list[int]: ...
-
-    def consumers_of(self, sha256_hex: str) -> list[int]: ...
-
-    def entry(self, seq: int) -> bytes: ...
-
-    def size(self) -> int: ...
 
 
 def _short(h: str) -> str:
@@ -104,7 +93,7 @@ class VerifiedRecords:
 class _Reader:
     """Loads and verifies records for one decision; remembers what it loaded."""
 
-    def __init__(self, view: LedgerView, trust: TrustRoot, verified: VerifiedRecords | None = None) -> None:
+    def __init__(self, view: LedgerReader, trust: TrustRoot, verified: VerifiedRecords | None = None) -> None:
         self._view = view
         self._trust = trust
         self._trust_key = frozenset(trust.signers)
@@ -185,7 +174,7 @@ def _load(reader: _Reader, seq: int) -> tuple[Record | None, Finding | None]:
         return None, _tamper(str(exc))
 
 
-def _trusted_producer(reader: _Reader, view: LedgerView, sha: str, what: str) -> tuple[Record | None, list[Finding]]:
+def _trusted_producer(reader: _Reader, view: LedgerReader, sha: str, what: str) -> tuple[Record | None, list[Finding]]:
     """The newest trusted, successful record that outputs `sha`, or the findings why none."""
     seqs = sorted(set(view.producers_of(sha)), reverse=True)
     problems: list[Finding] = []
@@ -222,7 +211,7 @@ def _check_uri(ref: ModelRef, producer: Record) -> Finding | None:
     ))
 
 
-def _walk_lineage(reader: _Reader, view: LedgerView, producer: Record) -> tuple[list[Record], list[Finding]]:
+def _walk_lineage(reader: _Reader, view: LedgerReader, producer: Record) -> tuple[list[Record], list[Finding]]:
     """The producer and every ancestor, following each input to its producing record."""
     seen: dict[int, Record] = {producer.seq: producer}
     todo = [producer]
@@ -283,7 +272,7 @@ def _walk_lineage(reader: _Reader, view: LedgerView, producer: Record) -> tuple[
     return sorted(seen.values(), key=lambda r: r.seq), problems
 
 
-def _evaluation(reader: _Reader, view: LedgerView, sha: str) -> tuple[Record | None, list[Finding]]:
+def _evaluation(reader: _Reader, view: LedgerReader, sha: str) -> tuple[Record | None, list[Finding]]:
     """The newest trusted evaluate record that consumed `sha` (a newer evaluation supersedes)."""
     problems: list[Finding] = []
     for seq in sorted(set(view.consumers_of(sha)), reverse=True):
@@ -316,7 +305,7 @@ def _check_gates(rules: Rules, evaluation: Record) -> list[Finding]:
     return out
 
 
-def check_model(ref: ModelRef, rules: Rules, view: LedgerView, trust: TrustRoot, *,
+def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoot, *,
                 verified: VerifiedRecords | None = None) -> list[Finding]:
     """Every failed check for `ref` (steps 2-6 of the module docstring); empty = admit.
 
@@ -379,7 +368,7 @@ def decide(
     manifest: Mapping[str, Any],
     policy: Policy,
     *,
-    ledger: LedgerView | None = None,
+    ledger: LedgerReader | None = None,
     trust: TrustRoot | None = None,
     namespace: str | None = None,
 ) -> Decision:
@@ -406,7 +395,7 @@ def decide(
     return decide_model(ref, policy, ledger=ledger, trust=trust, rules=rules)
 
 
-def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerView | None = None,
+def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerReader | None = None,
                  trust: TrustRoot | None = None, rules: Rules | None = None) -> Decision:
     """Steps 2-6 for an already extracted model reference."""
     rules = rules or policy.rules_for(ref.namespace)

@@ -29,10 +29,11 @@ from typing import Any, Protocol, overload
 
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason
-from mlseal.admission.engine import LedgerView, VerifiedRecords, apply_mode, check_model
+from mlseal.admission.engine import VerifiedRecords, apply_mode, check_model
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
 from mlseal.admission.policy import Policy, Rules, Unannotated
 from mlseal.errors import Error
+from mlseal.ledger.view import LedgerReader
 
 REVIEW_API = "admission.k8s.io/v1"
 #: bodies above this are denied unread (the API server's own request limit is 3 MiB,
@@ -45,7 +46,7 @@ audit_log = logging.getLogger("mlseal.audit")
 log = logging.getLogger(__name__)
 
 
-class ServedLedger(LedgerView, Protocol):
+class ServedLedger(LedgerReader, Protocol):
     """What the webhook needs from an open ledger: the engine's view plus head() and close()."""
 
     def head(self) -> Any: ...

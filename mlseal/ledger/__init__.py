@@ -96,7 +96,9 @@ def redact_url(url: str) -> str:
         parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
     if "password=" in parts.query:
         parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query))
-    return urlunsplit(parts)
+    # Rebuild only what changed: urlunsplit drops an empty authority, which would turn
+    # sqlite:////abs/path.db into sqlite://abs/path.db in every message.
+    return url if parts == urlsplit(url) else urlunsplit(parts)
 
 
 def sqlite_path(url: str) -> str:
