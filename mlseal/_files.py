@@ -9,6 +9,7 @@ On any failure the temporary file is removed.
     >>> from pathlib import Path
     >>> dest = Path(tempfile.mkdtemp()) / "out.bin"
     >>> write_atomic(dest, b"payload", mode=0o600)
+    True
     >>> dest.read_bytes(), oct(dest.stat().st_mode & 0o777)
     (b'payload', '0o600')
 """
@@ -19,11 +20,16 @@ import os
 from pathlib import Path
 
 
-def write_atomic(dest: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
-    """Write `data` to `dest` atomically (temp file, fsync, rename).
+def write_atomic(
+    dest: str | os.PathLike[str], data: bytes, *, mode: int | None = None, replace: bool = True
+) -> bool:
+    """Write `data` to `dest` atomically (temp file, fsync, rename); True if written.
 
     `mode` sets the file's permission bits exactly (e.g. 0o600 for a private key);
-    None creates it as `open()` would, subject to the umask.
+    None creates it as `open()` would, subject to the umask. ``replace=False`` creates
+    `dest` only if it does not exist yet (a hard link, atomic too) and returns False when
+    another writer got there first, so that two processes creating the same key agree
+    on one.
     """
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
@@ -36,7 +42,16 @@ def write_atomic(dest: str | os.PathLike[str], data: bytes, *, mode: int | None 
             os.fsync(f.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, dest)
+        if replace:
+            os.replace(tmp, dest)
+            return True
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -42,3 +42,12 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, mo
         write_atomic(dest, b"new")
     assert dest.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
+
+
+def test_create_only_keeps_the_first_writer(tmp_path: Path) -> None:
+    dest = tmp_path / "key"
+    assert write_atomic(dest, b"first", mode=0o600, replace=False) is True
+    assert write_atomic(dest, b"second", mode=0o600, replace=False) is False
+    assert dest.read_bytes() == b"first"
+    assert oct(dest.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"], "no temporary file left behind"

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.secrets._paths import key_name as _key_name
 from mlseal.secrets._paths import kv_path
@@ -191,30 +192,13 @@ def _read_private(path: Path) -> bytes:
 
 
 def _write_private(path: Path, data: bytes, *, replace: bool) -> bool:
-    """Write ``data`` to ``path`` with mode 0600, atomically.
+    """Write ``data`` to ``path`` with mode 0600, atomically, in a 0700 directory.
 
     ``replace=False`` creates the file only if it does not exist (returns False if another
-    writer got there first); ``replace=True`` swaps it in with `os.replace`.
+    writer got there first); ``replace=True`` swaps it in.
     """
     _mkdir_private(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-            return True
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return write_atomic(path, data, mode=0o600, replace=replace)
 
 
 def _mkdir_private(path: Path) -> None:
