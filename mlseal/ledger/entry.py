@@ -40,8 +40,6 @@ from mlseal.signing import dsse
 from mlseal.signing.keys import KeyId, Signer
 from mlseal.signing.trust import TrustRoot
 
-_PAE_PREFIX = b"DSSEv1 %d %s " % (len(RECORD_PAYLOAD_TYPE), RECORD_PAYLOAD_TYPE.encode())
-
 #: The exact canonical form of a one-signature record entry. RFC 8785 sorts the keys
 #: (payload < payloadType < signatures; keyid < sig) and base64 needs no escaping, so an
 #: entry this module writes always matches, and a match is unambiguous: it lets readers
@@ -68,7 +66,7 @@ class SplitEntry:
 
 def pae(payload: bytes) -> bytes:
     """DSSE pre-authentication encoding for a record payload (what the signature covers)."""
-    return _PAE_PREFIX + b"%d " % len(payload) + payload
+    return dsse.pae(RECORD_PAYLOAD_TYPE, payload)
 
 
 def build_entry(record: Record, signer: Signer) -> bytes:
