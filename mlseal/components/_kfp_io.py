@@ -15,10 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-#: KFP artifact metadata keys set on every output (all public: digests and signatures)
-META_SHA256 = "mlseal.sha256"
-META_SEQ = "mlseal.seq"
-META_BUNDLE = "mlseal.bundle"
+from mlseal.kfp.metadata import META_BUNDLE, META_SEQ, META_SHA256
 
 
 def _uri(raw: str | None, path: str) -> str:
