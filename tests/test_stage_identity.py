@@ -50,9 +50,8 @@ def test_train_key_cannot_write_an_evaluation(tmp_path: Path) -> None:
     keys, trust = _per_stage(tmp_path)
     train = _sealing(tmp_path, keys["train"], "train", trust)
     # the honest path: the preflight refuses before any work, nothing appended
-    with pytest.raises(ConfigurationError, match=r"may sign \['train'\] records, not 'evaluate'"):
-        with Stage("evaluate", name="evaluate", sealing=train) as st:
-            st.metric("accuracy", 1.0)
+    with pytest.raises(ConfigurationError, match=r"may sign \['train'\] records, not 'evaluate'"), Stage("evaluate", name="evaluate", sealing=train) as st:
+        st.metric("accuracy", 1.0)
     assert train.ledger.size() == 0
     # the attacker bypasses the stage and appends with the train key directly
     train.ledger.append(RecordDraft(stage="evaluate", metrics={"accuracy": 1.0}), keys["train"], signer_name="train")
@@ -92,9 +91,8 @@ def test_grant_can_pin_component_digests_and_images(tmp_path: Path) -> None:
         "components": ["ab" * 32], "images": ["registry.example/mlseal@sha256:" + "cd" * 32]}]}))
     trust = load_trust(tmp_path / "trust.yaml")
     sealing = _sealing(tmp_path, key, "evaluate", tmp_path / "trust.yaml")
-    with pytest.raises(ConfigurationError, match="listed component digests"):
-        with Stage("evaluate", name="evaluate", sealing=sealing, source_digest="ef" * 32):
-            pass
+    with pytest.raises(ConfigurationError, match="listed component digests"), Stage("evaluate", name="evaluate", sealing=sealing, source_digest="ef" * 32):
+        pass
     ok = replace(sealing, image="registry.example/mlseal@sha256:" + "cd" * 32)
     with Stage("evaluate", name="evaluate", sealing=ok, source_digest="ab" * 32) as st:
         st.metric("accuracy", 0.9)
@@ -116,9 +114,8 @@ def test_trust_file_grants_are_checked(tmp_path: Path, bad: dict[str, object]) -
 
 def test_untrusted_signer_appends_nothing(sealed_env: SealedEnv) -> None:
     stranger = replace(sealed_env.sealing, signer=LocalKeySigner.generate(), signer_name="train")
-    with pytest.raises(ConfigurationError, match="not listed in the trust file .*stages: \\[train\\]"):
-        with Stage("train", name="train", sealing=stranger):
-            raise AssertionError("the body must not run")
+    with pytest.raises(ConfigurationError, match=r"not listed in the trust file .*stages: \[train\]"), Stage("train", name="train", sealing=stranger):
+        raise AssertionError("the body must not run")
     assert sealed_env.ledger.size() == 0
 
 
@@ -130,9 +127,8 @@ def test_ledger_that_does_not_answer_stops_the_stage_before_work(sealed_env: Sea
             raise InfrastructureError("connection refused")
 
     sealing = replace(sealed_env.sealing, ledger=Down())
-    with pytest.raises(ConfigurationError, match="ledger does not answer .*connection refused"):
-        with Stage("ingest", name="ingest", sealing=sealing):
-            raise AssertionError("the body must not run")
+    with pytest.raises(ConfigurationError, match=r"ledger does not answer .*connection refused"), Stage("ingest", name="ingest", sealing=sealing):
+        raise AssertionError("the body must not run")
 
 
 def _task_env(tmp_path: Path, trust: Path, **extra: str) -> dict[str, str]:
@@ -142,7 +138,7 @@ def _task_env(tmp_path: Path, trust: Path, **extra: str) -> dict[str, str]:
 def test_kfp_task_without_vault_does_not_fall_back_to_a_dev_store(tmp_path: Path) -> None:
     _keys, trust = _per_stage(tmp_path)
     env = _task_env(tmp_path, trust, MLSEAL_LEDGER="sqlite:///" + str(tmp_path / "l.db"))
-    with pytest.raises(ConfigurationError, match="VAULT_ADDR is not set in this KFP task.*MLSEAL_DEV_SECRETS"):
+    with pytest.raises(ConfigurationError, match=r"VAULT_ADDR is not set in this KFP task.*MLSEAL_DEV_SECRETS"):
         Sealing.from_env(env, stage="train")
     assert not (tmp_path / ".mlseal").exists() and not (tmp_path / "l.db").exists()
 
@@ -170,9 +166,8 @@ def test_dev_store_enabled_on_purpose_signs_per_stage_and_says_so(tmp_path: Path
     rec = parse_entry(sealing.ledger.entry(st.result.seq), sealing.trust)
     assert rec.component.secret_store == "dev"
     # the train stage's own key is another key: not trusted for anything here
-    with pytest.raises(ConfigurationError, match="not listed in the trust file"):
-        with Stage("train", name="train", sealing=Sealing.from_env(env, stage="train")):
-            pass
+    with pytest.raises(ConfigurationError, match="not listed in the trust file"), Stage("train", name="train", sealing=Sealing.from_env(env, stage="train")):
+        pass
     assert sealing.ledger.size() == 1
 
 
