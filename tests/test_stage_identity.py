@@ -50,7 +50,10 @@ def test_train_key_cannot_write_an_evaluation(tmp_path: Path) -> None:
     keys, trust = _per_stage(tmp_path)
     train = _sealing(tmp_path, keys["train"], "train", trust)
     # the honest path: the preflight refuses before any work, nothing appended
-    with pytest.raises(ConfigurationError, match=r"may sign \['train'\] records, not 'evaluate'"), Stage("evaluate", name="evaluate", sealing=train) as st:
+    with (
+        pytest.raises(ConfigurationError, match=r"may sign \['train'\] records, not 'evaluate'"),
+        Stage("evaluate", name="evaluate", sealing=train) as st,
+    ):
         st.metric("accuracy", 1.0)
     assert train.ledger.size() == 0
     # the attacker bypasses the stage and appends with the train key directly
@@ -91,7 +94,10 @@ def test_grant_can_pin_component_digests_and_images(tmp_path: Path) -> None:
         "components": ["ab" * 32], "images": ["registry.example/mlseal@sha256:" + "cd" * 32]}]}))
     trust = load_trust(tmp_path / "trust.yaml")
     sealing = _sealing(tmp_path, key, "evaluate", tmp_path / "trust.yaml")
-    with pytest.raises(ConfigurationError, match="listed component digests"), Stage("evaluate", name="evaluate", sealing=sealing, source_digest="ef" * 32):
+    with (
+        pytest.raises(ConfigurationError, match="listed component digests"),
+        Stage("evaluate", name="evaluate", sealing=sealing, source_digest="ef" * 32),
+    ):
         pass
     ok = replace(sealing, image="registry.example/mlseal@sha256:" + "cd" * 32)
     with Stage("evaluate", name="evaluate", sealing=ok, source_digest="ab" * 32) as st:
@@ -114,7 +120,10 @@ def test_trust_file_grants_are_checked(tmp_path: Path, bad: dict[str, object]) -
 
 def test_untrusted_signer_appends_nothing(sealed_env: SealedEnv) -> None:
     stranger = replace(sealed_env.sealing, signer=LocalKeySigner.generate(), signer_name="train")
-    with pytest.raises(ConfigurationError, match=r"not listed in the trust file .*stages: \[train\]"), Stage("train", name="train", sealing=stranger):
+    with (
+        pytest.raises(ConfigurationError, match=r"not listed in the trust file .*stages: \[train\]"),
+        Stage("train", name="train", sealing=stranger),
+    ):
         raise AssertionError("the body must not run")
     assert sealed_env.ledger.size() == 0
 
@@ -127,7 +136,10 @@ def test_ledger_that_does_not_answer_stops_the_stage_before_work(sealed_env: Sea
             raise InfrastructureError("connection refused")
 
     sealing = replace(sealed_env.sealing, ledger=Down())
-    with pytest.raises(ConfigurationError, match=r"ledger does not answer .*connection refused"), Stage("ingest", name="ingest", sealing=sealing):
+    with (
+        pytest.raises(ConfigurationError, match=r"ledger does not answer .*connection refused"),
+        Stage("ingest", name="ingest", sealing=sealing),
+    ):
         raise AssertionError("the body must not run")
 
 
@@ -166,7 +178,10 @@ def test_dev_store_enabled_on_purpose_signs_per_stage_and_says_so(tmp_path: Path
     rec = parse_entry(sealing.ledger.entry(st.result.seq), sealing.trust)
     assert rec.component.secret_store == "dev"
     # the train stage's own key is another key: not trusted for anything here
-    with pytest.raises(ConfigurationError, match="not listed in the trust file"), Stage("train", name="train", sealing=Sealing.from_env(env, stage="train")):
+    with (
+        pytest.raises(ConfigurationError, match="not listed in the trust file"),
+        Stage("train", name="train", sealing=Sealing.from_env(env, stage="train")),
+    ):
         pass
     assert sealing.ledger.size() == 1
 
