@@ -20,11 +20,11 @@ from mlseal.components.compile import (
     component_yaml,
 )
 from mlseal.errors import PolicyDenied
+from mlseal.kfp import RUN_CONTEXT
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import Status
 from mlseal.ml import data
 from mlseal.ml.errors import DataValidationError, GateError
-from mlseal.kfp import RUN_CONTEXT
 from mlseal.stage import InputRefused
 from tests.fixtures_pipeline import SealedEnv, ledger_plaintext, secret_values
 

@@ -12,12 +12,12 @@ from kfp.dsl import Dataset, Input
 
 from mlseal.components import COMPONENTS as C
 from mlseal.demo import Workdir, _prepare, _task_env
+from mlseal.kfp import RUN_CONTEXT
 from mlseal.ledger import open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import Status
 from mlseal.ledger.verify import verify_ledger
 from mlseal.pipelines import compile_reference
-from mlseal.kfp import RUN_CONTEXT
 from mlseal.signing.trust import load_trust
 
 GOLDEN = Path(__file__).parent / "golden" / "reference-pipeline.yaml"

@@ -166,7 +166,8 @@ def encrypt(
     """Envelope-encrypt a dataset at rest with a fresh Transit data key (dev store without Vault)."""
     from mlseal.ml import crypto
 
-    with _open(sealing, StageKind.PROCESS, "encrypt", source=encrypt, params={"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}) as st:
+    params = {"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}
+    with _open(sealing, StageKind.PROCESS, "encrypt", source=encrypt, params=params) as st:
         plain = data.open(st, "data").read_bytes()
         dk = st.data_key(data_key_name)
         blob = crypto.encrypt(plain, dk.plaintext.reveal(), dk.wrapped, key_name=dk.key_name, content_type=MEDIA_CSV)
@@ -338,7 +339,8 @@ def deploy(
 
     from mlseal.admission import decide, load_policy
 
-    with _open(sealing, StageKind.DEPLOY, "deploy", source=deploy, params={"policy": policy_path, "service_name": service_name, "namespace": namespace}) as st:
+    params = {"policy": policy_path, "service_name": service_name, "namespace": namespace}
+    with _open(sealing, StageKind.DEPLOY, "deploy", source=deploy, params=params) as st:
         model.open(st, "model")
         evaluation.open(st, "evaluation")
         m, ev = st.inputs[0], st.inputs[1]

@@ -86,7 +86,13 @@ def _artifact_roles(func: Callable[..., Any]) -> tuple[list[str], list[str]]:
     """(input artifact names, output artifact names) from the KFP annotations."""
     inputs: list[str] = []
     outputs: list[str] = []
-    for name, p in inspect.signature(func).parameters.items():
+    try:  # string annotations (`from __future__ import annotations`) are resolved here
+        params = inspect.signature(func, eval_str=True).parameters
+    except NameError as exc:
+        raise ConfigurationError(
+            f"sealed_component: {func.__qualname__}: an annotation does not resolve: {exc}"
+        ) from None
+    for name, p in params.items():
         if name in RUN_CONTEXT:
             raise ConfigurationError(f"sealed_component: {func.__qualname__} may not define parameter {name!r}")
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

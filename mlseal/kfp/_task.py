@@ -57,6 +57,15 @@ def artifact_uri(raw: str | None, path: str) -> str:
     return Path(raw or path).resolve().as_uri()
 
 
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _artifacts(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -102,6 +111,12 @@ def run(
             token = _CURRENT.set(st)
             try:
                 result = body(**arguments)
+            except BaseException:
+                # what the body wrote at its artifact paths must not be uploaded as output
+                for name in outputs:
+                    if name not in st.declared_outputs():
+                        _remove(Path(arguments[name].path))
+                raise
             finally:
                 _CURRENT.reset(token)
             declared = st.declared_outputs()

@@ -43,9 +43,9 @@ __all__ = ["Services", "wire", "wire_compiled"]
 TRUST_DIR = "/etc/mlseal/trust"
 LEDGER_CA_DIR = "/etc/mlseal/ledger-ca"
 VAULT_CA_DIR = "/etc/mlseal/vault-ca"
-VAULT_TOKEN_PATH = "/var/run/secrets/vault/token"
+VAULT_TOKEN_PATH = "/var/run/secrets/vault/token"  # noqa: S105 (a path)
 #: the pod label the PodDefault ``mlseal-vault-token`` selects (projected token, audience vault)
-VAULT_TOKEN_LABEL = "mlseal.dev/vault-token"
+VAULT_TOKEN_LABEL = "mlseal.dev/vault-token"  # noqa: S105 (a label)
 
 _DEFAULT_LEDGER_URL = (
     "postgresql://mlseal-ledger.mlseal-system.svc:5432/mlseal"
@@ -60,7 +60,7 @@ class Services:
 
     vault_addr: str
     ledger_url: str = _DEFAULT_LEDGER_URL
-    ledger_secret: str = "mlseal-ledger-writer"
+    ledger_secret: str = "mlseal-ledger-writer"  # noqa: S105 (a Secret's name)
     ledger_ca_config_map: str | None = "mlseal-ledger-ca"
     trust_config_map: str = "mlseal-trust"
     vault_ca_config_map: str | None = None
