@@ -659,3 +659,14 @@ def _no_stray_sig_files(tmp_path: Path) -> Iterator[None]:
     store = tmp_path / "cluster" / "store"
     if store.exists():  # the launcher uploads the artifacts only; bundles travel in metadata
         assert not [p for p in store.rglob("*.sig")]
+
+
+def test_plain_record_takes_the_run_context_from_options(setup: Setup) -> None:
+    f = setup.cluster.base / "plain.txt"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("x")
+    assert main(["record", "--stage", "ingest", "--output", f"o={f}", "--run-id", RUN_ID, "--task", "shell",
+                 "--ledger", setup.ledger_url, "--key", str(setup.keys["ingest"].private),
+                 "--signer-name", "ingest"]) == 0
+    with open_ledger(setup.ledger_url) as led:
+        assert parse_entry(led.entry(0), setup.trust()).run == RunInfo(run_id=RUN_ID, task="shell")

@@ -73,15 +73,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust", metavar="FILE",
                    help="trust file for the inputs' producers (default: $MLSEAL_TRUST, else only the signing key)")
     p.add_argument("--signer-name", default=None, help="name the record's signer goes by (default: pipeline)")
+    p.add_argument("--run-id", help="run id to record (in KFP pass {{$.pipeline_job_uuid}} as a task input; "
+                                    "default: $MLSEAL_RUN_ID, $KFP_RUN_ID, ...)")
+    p.add_argument("--pipeline", help="pipeline (run) name to record (default: $MLSEAL_PIPELINE, ...)")
+    p.add_argument("--task", help="task name to record (default: $MLSEAL_TASK, ...)")
     k = p.add_argument_group("KFP container components")
     k.add_argument("--executor-input", metavar="JSON|@FILE",
                    help="the task's KFP executor input ({{$}}): its artifacts are the inputs and outputs, its "
                         "parameters are recorded, and the outputs' metadata goes to its outputFile")
     k.add_argument("--artifact-root", default=None, metavar="DIR",
                    help="prefix of the local artifact paths (default: $ARTIFACT_LOCAL_PATH, as the KFP launcher)")
-    k.add_argument("--run-id", help="KFP run id (pass {{$.pipeline_job_uuid}} as a task input; default: environment)")
-    k.add_argument("--pipeline", help="KFP pipeline/run name (default: environment)")
-    k.add_argument("--task", help="KFP task name (default: environment)")
     add_ledger(p)
     add_signing_key(p)
     add_json(p)
@@ -92,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.executor_input is not None:
         return _run_kfp(args)
     from mlseal.ledger import open_ledger
-    from mlseal.stage import Sealing, Stage, run_info_from_env
+    from mlseal.stage import Sealing, Stage
 
-    _refuse_unresolved(args, run_info_from_env(), dict(args.param))
+    run_info = _run_info(args)
+    _refuse_unresolved(args, run_info, dict(args.param))
     signer = _signer(args)
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
     names = [n for n, _ in args.input] + [n for n, _ in args.output]
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             signer=signer,
             trust=trust,
             signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME", "pipeline"),
-            run=run_info_from_env(),
+            run=run_info,
             image=os.environ.get("MLSEAL_IMAGE") or None,
         )
         stage = Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=dict(args.param))
@@ -147,8 +149,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_kfp(args: argparse.Namespace) -> int:
     from mlseal.kfp.executor import parse_executor_input, seal
     from mlseal.ledger import open_ledger
-    from mlseal.ledger.record import RunInfo
-    from mlseal.stage import Sealing, Stage, run_info_from_env
+    from mlseal.stage import Sealing, Stage
 
     if args.input or args.output:
         raise ConfigurationError("--executor-input takes the inputs and outputs from KFP: drop --input/--output")
@@ -160,12 +161,7 @@ def _run_kfp(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"--param {k} conflicts with the task's input parameter {k} ({params[k]!r})")
         params[k] = v
     metrics = _metrics(args)
-    env_run = run_info_from_env()
-    run_info = RunInfo(
-        pipeline=args.pipeline or env_run.pipeline,
-        run_id=args.run_id or env_run.run_id,
-        task=args.task or env_run.task,
-    )
+    run_info = _run_info(args)
     _refuse_unresolved(args, run_info, params)
     signer = _signer(args)
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
@@ -219,6 +215,16 @@ def _metrics(args: argparse.Namespace) -> dict[str, float]:
             raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}")
         metrics[k] = float(v)
     return metrics
+
+
+def _run_info(args: argparse.Namespace) -> RunInfo:
+    """--run-id/--pipeline/--task, each defaulting to the environment (`mlseal.stage.RUN_ENV`)."""
+    from mlseal.ledger.record import RunInfo
+    from mlseal.stage import run_info_from_env
+
+    env = run_info_from_env()
+    return RunInfo(pipeline=args.pipeline or env.pipeline, run_id=args.run_id or env.run_id,
+                   task=args.task or env.task)
 
 
 def _refuse_unresolved(args: argparse.Namespace, run_info: RunInfo, params: dict[str, Any]) -> None:

@@ -359,7 +359,9 @@ def seal(
     (`VerificationError`), an output the step did not write or an executor output file
     that redirects an output (`ConfigurationError`); then, inside the stage, an input the
     ledger cannot vouch for (`InputRefused`; no record). Only a recorded stage gets its
-    metadata into the executor output file.
+    metadata into the executor output file. Should the commit itself fail (signing or
+    the ledger unreachable), the outputs are removed with the stage's other partial
+    outputs: the task fails and the launcher uploads nothing unsealed.
     """
     refs = {key: sealed_ref(art) for key, art in ei.inputs.items()}
     for key, art in ei.outputs.items():
