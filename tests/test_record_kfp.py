@@ -273,6 +273,21 @@ def test_container_steps_chain_and_downstream_sealed_stage_accepts(
     _downstream(s, t.outputs["clean"], clean_md, tmp_path)
     assert s.size() == 3
 
+    # what KFP stores and shows (the executor output, the task's output) carries no private key
+    for k in s.keys.values():
+        pem = k.private.read_text()
+        body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+        for text in (t.output_file.read_text(), json.dumps(out), err):
+            assert body[:48] not in text and body[-48:] not in text
+
+
+def test_the_task_side_module_needs_no_kfp() -> None:
+    """`mlseal record` runs in any image with mlseal: the executor module does not import kfp."""
+    code = "import sys, mlseal.kfp.executor, mlseal._cli.record; print('kfp' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "False"
+
 
 def test_record_runs_as_a_subprocess(setup: Setup, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     s = setup
