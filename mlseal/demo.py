@@ -167,6 +167,8 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
         "ledger": "sqlite:///ledger.db",
         "require_stages": ["ingest", "process", "train", "evaluate"],
         "gates": dict(gates),
+        # the gates count only if the evaluator's own identity measured the held-out split
+        "evaluation": {"signers": ["evaluate"], "held_out": True},
         "mode": "enforce",
     }, sort_keys=False))
     if not wd.source.exists():
