@@ -310,6 +310,9 @@ def _extract(proto: onnx.ModelProto) -> LinearModel:
     """Parameters and names from the graph, each checked for type and shape."""
     meta: dict[str, str] = {}
     for prop in proto.metadata_props:
+        # ONNX is proto2: protobuf hands back invalid UTF-8 in a string field as bytes
+        if not (isinstance(prop.key, str) and isinstance(prop.value, str)):
+            raise ModelFormatError(f"{MODEL_FILE}: a metadata entry is not valid UTF-8")
         if prop.key in meta:
             raise ModelFormatError(f"{MODEL_FILE}: metadata key {prop.key!r} appears twice")
         meta[prop.key] = prop.value
@@ -425,8 +428,15 @@ def _value_signature(v: onnx.ValueInfoProto) -> str:
 
 
 def _node_text(node: tuple[str, str, list[str], list[str]]) -> str:
-    domain, op, inputs, outputs = node
-    return f"{domain + '.' if domain else ''}{op}({', '.join(inputs)}) -> {', '.join(outputs)}"
+    domain, op, inputs, outputs = (_printable(x) for x in node)
+    return f"{domain + '.' if domain else ''}{op}({inputs}) -> {outputs}"
+
+
+def _printable(value: object) -> str:
+    """Text for a message from a protobuf string field, which may hold bytes (invalid UTF-8)."""
+    if isinstance(value, list):
+        return ", ".join(_printable(v) for v in value)
+    return value if isinstance(value, str) else repr(value)
 
 
 def _first_line_difference(got: bytes, want: bytes) -> str:
