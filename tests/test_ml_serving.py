@@ -298,6 +298,10 @@ TAMPERS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         m for m in p.metadata_props if m.key == "mlseal.format"))), "mlseal.format is None"),
     "extra-metadata": (_mutate(lambda p: p.metadata_props.add(key="note", value="x")), "metadata keys"),
     "metadata-nan": (_mutate(lambda p: _set_meta(p, "mlseal.training", '{"e":NaN}')), "not JSON"),
+    "metadata-spaces": (_mutate(lambda p: _set_meta(p, "mlseal.classes", "[0, 1]")), "canonical form"),
+    "metadata-deep": (_mutate(lambda p: _set_meta(p, "mlseal.training", "[" * 100_000 + "]" * 100_000)),
+                      "nested too deeply"),
+    "class-overflow": (_mutate(lambda p: _set_meta(p, "mlseal.classes", f"[0,{2**64}]")), "int64"),
     "doc-string": (_mutate(lambda p: setattr(p, "doc_string", "hello")), "different bytes"),
     "value-info": (_mutate(lambda p: p.graph.value_info.append(
         helper.make_tensor_value_info("z", TensorProto.DOUBLE, ["batch", 5]))), "value_info"),

@@ -86,6 +86,7 @@ _META_KEYS = ("mlseal.classes", "mlseal.features", "mlseal.format", "mlseal.labe
 #: what protobuf raises on malformed bytes (looked up at run time: protobuf ships no type stubs)
 _DecodeError: type[Exception] = importlib.import_module("google.protobuf.message").DecodeError
 _F64 = np.dtype("<f8")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _I64 = np.dtype("<i8")
 
 # Triton model names become directory names and URL path segments; KServe names are DNS-1035.
@@ -113,6 +114,8 @@ def _check_model_name(model_name: str) -> None:
 def build_onnx(model: LinearModel) -> onnx.ModelProto:
     """The ONNX graph for `model`; `onnx_bytes` serialises it."""
     n = len(model.features)
+    if not all(_INT64_MIN <= c <= _INT64_MAX for c in model.classes):
+        raise ModelFormatError(f"model classes {list(model.classes)} do not fit the graph's int64 labels")
     try:
         metadata = {
             "mlseal.classes": _canonical_json(list(model.classes)),
@@ -355,6 +358,8 @@ def _meta_json(meta: Mapping[str, str], key: str) -> Any:
         return json.loads(meta[key], parse_constant=no_constants)
     except ValueError as e:
         raise ModelFormatError(f"{MODEL_FILE}: metadata {key} is not JSON: {e}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{MODEL_FILE}: metadata {key} is nested too deeply") from None
 
 
 def _tensor(tensors: Mapping[str, TensorProto], name: str, dtype: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -385,6 +390,12 @@ def _structure_difference(actual: onnx.ModelProto, expected: onnx.ModelProto) ->
     opsets = [(o.domain, o.version) for o in actual.opset_import]
     if opsets != [(o.domain, o.version) for o in expected.opset_import]:
         return f"operator sets {opsets}, expected only the default domain at opset {OPSET}"
+    got_meta = [(p.key, p.value) for p in actual.metadata_props]
+    for key, value in ((p.key, p.value) for p in expected.metadata_props):
+        if (key, value) not in got_meta:
+            return f"metadata {key} is not in the canonical form mlseal writes ({value[:60]!r})"
+    if [k for k, _ in got_meta] != [p.key for p in expected.metadata_props]:
+        return f"metadata entries are not in the order mlseal writes ({list(_META_KEYS)})"
     if len(actual.functions):
         return f"it defines {len(actual.functions)} local function(s)"
     if len(actual.training_info):
