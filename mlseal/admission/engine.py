@@ -197,12 +197,14 @@ def _trusted_producer(reader: _Reader, view: LedgerReader, sha: str, what: str) 
     return None, problems
 
 
-def _check_uri(ref: ModelRef, producer: Record) -> Finding | None:
+def _check_uri(ref: ModelRef, producer: Record, rules: Rules) -> Finding | None:
+    """The manifest's URI is where the model was recorded, or where the policy's
+    ``serving_uris`` say a server fetches that same place."""
     if ref.uri is None:
         return None
     recorded = [o.uri for o in producer.outputs if o.sha256 == ref.sha256]
     want = ref.uri.rstrip("/")
-    if any(u.rstrip("/") == want for u in recorded):
+    if any(u.rstrip("/") == want or rules.serving_uri(u).rstrip("/") == want for u in recorded):
         return None
     return Finding(Reason.URI_MISMATCH, (
         f"{ref.where} {redact_uri(ref.uri)!r} is not where the ledger recorded this model "
@@ -322,7 +324,7 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoo
         ))]
     findings: list[Finding] = []
     # 3. the manifest deploys the bytes that were recorded, from where they were recorded
-    uri_problem = _check_uri(ref, producer)
+    uri_problem = _check_uri(ref, producer, rules)
     if uri_problem is not None:
         findings.append(uri_problem)
     # 4. lineage back to ingest

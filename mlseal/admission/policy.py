@@ -12,6 +12,8 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
       accuracy: 0.90                       # minimum
       loss: {max: 0.35}                    # or a bound object: {min: .., max: ..}
     mode: enforce                          # or warn
+    serving_uris:                          # where the serving runtime fetches what KFP recorded
+      "minio://mlpipeline/": "s3://mlpipeline/"   # (KServe cannot fetch minio:// URIs)
     evaluation:                            # who may vouch for the gates, and on what data
       signers: [evaluate]                  # trust-file signer names allowed to sign the evaluate record
       held_out: true                       # measured on the held-out split of the data the model was
@@ -68,6 +70,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOP_KEYS = frozenset({
     "trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads", "evaluation",
+    "serving_uris",
 })
 _RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads", "evaluation"})
 _EVALUATION_KEYS = frozenset({"signers", "held_out"})
@@ -131,6 +134,13 @@ class Rules:
     mode: Mode = Mode.ENFORCE
     unannotated_workloads: Unannotated = Unannotated.ALLOW
     evaluation: EvaluationRules = field(default_factory=EvaluationRules)
+    #: recorded URI prefix -> the prefix a serving runtime fetches the same objects from
+    serving_uris: tuple[tuple[str, str], ...] = ()
+
+    def serving_uri(self, recorded: str) -> str:
+        """Where a server fetches the recorded artifact: the longest mapped prefix replaced."""
+        hit = max((m for m in self.serving_uris if recorded.startswith(m[0])), key=lambda m: len(m[0]), default=None)
+        return recorded if hit is None else hit[1] + recorded[len(hit[0]):]
 
 
 @dataclass(frozen=True)
@@ -233,8 +243,23 @@ def _parse_evaluation(raw: object, source: str, where: str) -> EvaluationRules:
     return EvaluationRules(signers=frozenset(signers) if signers else None, held_out=held_out)
 
 
+def _parse_serving_uris(raw: object, source: str) -> tuple[tuple[str, str], ...]:
+    example = '{"minio://mlpipeline/": "s3://mlpipeline/"}'
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and "://" in k and "://" in v and k.endswith("/") and v.endswith("/")
+        for k, v in raw.items()
+    ):
+        raise _err(source, f"serving_uris must map recorded URI prefixes to serving URI prefixes, each ending "
+                           f"in '/', e.g. {example}")
+    return tuple(sorted(raw.items()))
+
+
 def _parse_rules(data: Mapping[str, Any], base: Rules, source: str, where: str) -> Rules:
     rules = base
+    if "serving_uris" in data:
+        if where:
+            raise _err(source, f"{where}serving_uris: set serving_uris once, at the top of the policy")
+        rules = replace(rules, serving_uris=_parse_serving_uris(data["serving_uris"], source))
     if "evaluation" in data:
         rules = replace(rules, evaluation=_parse_evaluation(data["evaluation"], source, f"{where}evaluation"))
     if "require_stages" in data:

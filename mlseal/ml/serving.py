@@ -57,6 +57,8 @@ from mlseal.ml.model import LinearModel
 
 #: value of the `mlseal.format` metadata entry in every graph this module writes
 FORMAT = "mlseal.serving.onnx.v1"
+#: media type recorded for a model repository directory (Triton layout, one ONNX model)
+MEDIA_TYPE = "application/vnd.mlseal.model-repository.onnx.v1"
 DEFAULT_MODEL_NAME = "mlseal-model"
 MODEL_VERSION = "1"
 MODEL_FILE = "model.onnx"
