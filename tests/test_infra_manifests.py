@@ -176,7 +176,7 @@ def test_mlseal_containers_run_real_cli_commands(path: str) -> None:
                 continue
             assert "command" not in c, f"{where}: leave the image's entrypoint alone"
             args = parser.parse_args(c["args"])  # SystemExit on an unknown flag
-            seen.add(f"{args.command} {getattr(args, 'webhook_command', None) or getattr(args, 'ledger_command')}")
+            seen.add(f"{args.command} {getattr(args, 'webhook_command', None) or args.ledger_command}")
     assert "webhook serve" in seen
     if path != "base":
         assert "ledger init" in seen
@@ -197,7 +197,8 @@ def test_webhook_paths_exist_in_its_mounts() -> None:
     assert cert["spec"]["secretName"] == "mlseal-webhook-tls"
     assert "mlseal-webhook.mlseal-system.svc" in cert["spec"]["dnsNames"]
     svc = one("overlays/prod", "Service", "mlseal-webhook")
-    assert svc["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"] and c["ports"][0]["containerPort"] == args.port
+    assert svc["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
+    assert c["ports"][0]["containerPort"] == args.port
     vwc = one("overlays/prod", "ValidatingWebhookConfiguration", "mlseal-model-admission")
     assert vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "mlseal-system/mlseal-webhook"
 

@@ -129,7 +129,8 @@ def test_ledger_credentials_role_reads_writer_logins_only(bootstrapped: tuple[Fa
                                          "transit/sign/mlseal-signing-train", "secret/data/mlseal/train/db"])
     caps = caps.get("data", caps)
     assert caps["database/creds/mlseal-ledger-writer"] == ["read"]
-    for p in ("database/creds/mlseal-ledger-reader", "transit/sign/mlseal-signing-train", "secret/data/mlseal/train/db"):
+    for p in ("database/creds/mlseal-ledger-reader", "transit/sign/mlseal-signing-train",
+              "secret/data/mlseal/train/db"):
         assert caps[p] == ["deny"], p
 
 
