@@ -394,4 +394,18 @@ def test_both_trust_copies_are_identical() -> None:
     assert [s["name"] for s in trust["signers"]] == STAGES
     for s in trust["signers"]:
         assert s["stages"] == [s["name"]]
-        assert (base / "keys" / s["public_key"]).read_bytes() == (pipeline / s["public_key"]).read_bytes()
+        assert (base / s["public_key"]).read_bytes() == (pipeline / s["public_key"]).read_bytes()
+
+
+def test_shipped_policy_and_trust_files_load() -> None:
+    """The files the ConfigMaps are made of are what mlseal itself accepts (flat layout,
+    as mounted: the trust file names its keys relative to itself)."""
+    from mlseal.admission import load_policy
+    from mlseal.signing.trust import load_trust
+
+    policy = load_policy(str(K8S / "base" / "config" / "policy.yaml"))
+    assert policy.ledger_url_file == Path("/vault/secrets/ledger-url")
+    trust = load_trust(str(K8S / "pipeline" / "common" / "trust" / "trust.yaml"))
+    assert len(trust.signers) == len(STAGES)
+    cm = one("overlays/dev", "ConfigMap", "mlseal-trust")
+    assert set(cm["data"]) == {"trust.yaml", *(f"{s}.pub.pem" for s in STAGES)}

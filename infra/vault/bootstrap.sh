@@ -26,7 +26,7 @@
 #      mlseal-ledger-writer and mlseal-ledger-reader, short-lived logins that are members
 #      of the group roles `mlseal ledger init` grants (docs/infra.md);
 #   7. with MLSEAL_PUBLIC_KEYS_OUT=DIR: writes each stage key's public half to
-#      DIR/<stage>.pub.pem, for the trust file (infra/k8s/base/config/keys).
+#      DIR/<stage>.pub.pem, for the trust file (infra/k8s/base/config).
 # Honours VAULT_CACERT and VAULT_NAMESPACE. The admin token is sent only as a header,
 # read by curl from a file descriptor so that it never appears in a process list.
 set -euo pipefail
