@@ -409,3 +409,34 @@ def test_shipped_policy_and_trust_files_load() -> None:
     assert len(trust.signers) == len(STAGES)
     cm = one("overlays/dev", "ConfigMap", "mlseal-trust")
     assert set(cm["data"]) == {"trust.yaml", *(f"{s}.pub.pem" for s in STAGES)}
+
+
+@pytest.mark.parametrize("path", BUILDS)
+def test_webhook_never_judges_what_it_needs_to_start(path: str) -> None:
+    vwc = one(path, "ValidatingWebhookConfiguration", "mlseal-model-admission")
+    (wh,) = vwc["webhooks"]
+    assert wh["failurePolicy"] == "Fail" and wh["sideEffects"] == "None" and wh["admissionReviewVersions"] == ["v1"]
+    svc = one(path, "Service", wh["clientConfig"]["service"]["name"])
+    assert wh["clientConfig"]["service"]["namespace"] == svc["metadata"]["namespace"] == "mlseal-system"
+    assert wh["clientConfig"]["service"]["port"] == svc["spec"]["ports"][0]["port"]
+    excluded = next(e for e in wh["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name")
+    assert excluded["operator"] == "NotIn"
+    assert {"mlseal-system", "kube-system", "cert-manager", "vault"} <= set(excluded["values"])
+    resources = {(g, r) for rule in wh["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert resources == {("serving.kserve.io", "inferenceservices"), ("apps", "deployments"), ("apps", "statefulsets")}
+    labels = one(path, "Deployment", "mlseal-webhook")["spec"]["template"]["metadata"]["labels"]
+    netpol = one(path, "NetworkPolicy", "mlseal-webhook")
+    assert netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert svc["spec"]["selector"].items() <= labels.items()
+    for pdb in objects(path, "PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # the ledger's NetworkPolicy lets the webhook in, and the webhook's lets it out to the ledger
+    if path != "base":
+        ledger_np = one(path, "NetworkPolicy", "mlseal-ledger")
+        sts_labels = one(path, "StatefulSet", "mlseal-ledger")["spec"]["template"]["metadata"]["labels"]
+        assert ledger_np["spec"]["podSelector"]["matchLabels"].items() <= sts_labels.items()
+        peers = [p.get("podSelector", {}).get("matchLabels", {}) for r in ledger_np["spec"]["ingress"]
+                 for p in r["from"]]
+        assert any(sel and sel.items() <= labels.items() for sel in peers)
+        out = [p.get("podSelector", {}).get("matchLabels", {}) for r in netpol["spec"]["egress"] for p in r["to"]]
+        assert any(sel and sel.items() <= sts_labels.items() for sel in out)
