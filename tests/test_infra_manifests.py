@@ -139,8 +139,11 @@ def test_every_schema_cites_its_upstream_crd_and_is_closed() -> None:
 # --- one image, one version ------------------------------------------------------------------
 
 def test_one_image_reference_from_one_version() -> None:
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert mlseal.__version__ == version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    # the package version is mlseal.__version__ (pyproject reads it from there)
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mlseal.__version__"}
+    version = mlseal.__version__
     comp = yaml.safe_load((K8S / "components" / "version" / "kustomization.yaml").read_text())
     (img,) = comp["images"]
     ref = f"{img['newName']}:{img['newTag']}"
