@@ -28,6 +28,10 @@ path "transit/datakey/plaintext/mlseal-data" {
 path "transit/decrypt/mlseal-data" {
   capabilities = ["update"]
 }
+# its type and versions (mlseal checks the key is an AES-GCM key before using it)
+path "transit/keys/mlseal-data" {
+  capabilities = ["read"]
+}
 
 # Never export key material, even if a key was (wrongly) created exportable.
 path "transit/export/*" {
