@@ -35,7 +35,8 @@ def parse_lock(path: Path) -> dict[str, tuple[Version, list[str], list[str]]]:
         m = re.match(r"([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s\\;]+)", block)
         assert m, f"{path.name}: not a pinned requirement: {block.splitlines()[0]!r}"
         hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
-        via = re.findall(r"#\s+via\s+(.*)", block)
+        # "# via a, b" on one line, or "# via" followed by "#   a" lines
+        via = re.findall(r"#\s+via[ \t]+(\S.*)", block) + re.findall(r"^\s*#[ \t]{3,}(\S.*)$", block, re.M)
         via_names = [v.strip() for line in via for v in line.split(",")]
         out[canonicalize_name(m.group(1))] = (Version(m.group(2)), hashes, via_names)
     return out
