@@ -61,7 +61,7 @@ def test_train_key_cannot_write_an_evaluation(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="not 'evaluate'"):
         parse_entry(train.ledger.entry(0), load_trust(trust))
     report = verify_ledger(train.ledger, load_trust(trust))
-    assert not report.ok and "not 'evaluate'" in report.problems[0].detail
+    assert not report.ok and "signer train may sign ['train'] records, not 'evaluate'" in report.problems[0].detail
     # the hash-only path cannot judge signers, the signature path always does (both parse modes)
     assert verify_ledger(train.ledger, load_trust(trust), digest_uri=lambda _u: "0" * 64).ok is False
 

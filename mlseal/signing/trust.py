@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from mlseal.errors import ConfigurationError, VerificationError
+from mlseal.errors import ConfigurationError
 from mlseal.signing.keys import KeyId, PublicKeyVerifier
 
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -121,14 +121,6 @@ class TrustRoot:
         if why is None:
             return None
         return f"signer {self.signer_name(key_id) or key_id[:16]} {why} (trust file {self.source})"
-
-    def check_authorized(
-        self, key_id: str, stage: str, component_sha256: str | None = None, image: str | None = None
-    ) -> None:
-        """Raise `VerificationError` unless the trusted signer `key_id` may sign this record."""
-        why = self.authorization_problem(key_id, stage, component_sha256, image)
-        if why is not None:
-            raise VerificationError(why)
 
     def keyless_identities(self) -> list[KeylessIdentity]:
         """The keyless signers the trust file lists (validated when it was loaded)."""
