@@ -7,8 +7,8 @@ does, without a cluster. See README.md in this directory for what is and is not 
     ...     assert result.state == "SUCCEEDED", result.logs()
 """
 
-from tests.kfp_backend._values import BackendError
 from tests.kfp_backend._driver import Unsupported
+from tests.kfp_backend._values import BackendError
 from tests.kfp_backend.cluster import (
     KUBERNETES_AUDIENCE,
     MLSEAL_VAULT_TOKEN,

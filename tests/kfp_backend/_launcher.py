@@ -19,6 +19,7 @@ publishes to MLMD (JSON) on stdout. It follows backend/src/v2/component/launcher
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -41,7 +42,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s is not None else None
+
     if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
@@ -77,7 +80,7 @@ class Launcher:
         self.component: dict[str, Any] = spec["component"]
         self.logs: list[str] = []
         store = spec["object_store"]
-        import boto3
+        import boto3  # type: ignore[import-untyped]
 
         self.s3 = boto3.client("s3", endpoint_url=store["endpoint"], aws_access_key_id=store["access_key"],
                                aws_secret_access_key=store["secret_key"], region_name=store["region"])
@@ -141,7 +144,7 @@ class Launcher:
     # -- placeholders ---------------------------------------------------------------------------
 
     def with_defaults(self) -> dict[str, Any]:
-        ei = json.loads(json.dumps(self.executor_input))
+        ei: dict[str, Any] = json.loads(json.dumps(self.executor_input))
         params = ei.setdefault("inputs", {}).setdefault("parameterValues", {})
         for name, spec in self.component.get("inputDefinitions", {}).get("parameters", {}).items():
             if "defaultValue" in spec and name not in params:
@@ -158,11 +161,9 @@ class Launcher:
             if not arts:
                 continue
             out[f"{{{{$.inputs.artifacts['{name}'].uri}}}}"] = arts[0]["uri"]
-            try:
+            with contextlib.suppress(V.BackendError):  # no recognized storage URI: no path placeholder
                 out[f"{{{{$.inputs.artifacts['{name}'].path}}}}"] = arts[0].get("customPath") or local_path_for_uri(
                     arts[0]["uri"])
-            except V.BackendError:
-                pass
         for name, alist in ei.get("outputs", {}).get("artifacts", {}).items():
             arts = alist.get("artifacts", [])
             if not arts:
@@ -199,12 +200,12 @@ class Launcher:
             return {"parameterValues": {}, "artifacts": {}}
         try:
             raw = json.loads(path.read_text())
-            out = {"parameterValues": {}, "artifacts": {}}
+            out: dict[str, Any] = {"parameterValues": {}, "artifacts": {}}
             for key, value in raw.items():
                 if key in ("parameterValues", "parameter_values"):
                     out["parameterValues"] = V.normalize(value)
                 elif key == "artifacts":
-                    for name, alist in value.items():
+                    for alist in value.values():
                         for art in alist.get("artifacts", []):
                             bad = set(art) - {"name", "type", "uri", "properties", "customProperties", "metadata",
                                               "customPath", "custom_properties", "custom_path"}

@@ -1,6 +1,6 @@
-"""pytest fixtures for the KFP backend harness; import them into a test module:
+"""pytest fixtures for the KFP backend harness; a test module loads them with
 
-    from tests.kfp_backend.fixtures import kfp_cluster, object_store  # noqa: F401
+    pytest_plugins = ["tests.kfp_backend.fixtures"]
 
 - ``object_store``: moto's S3 server on 127.0.0.1, one per test session;
 - ``kfp_cluster``: a fresh `Cluster` (namespace ``kubeflow``, service account

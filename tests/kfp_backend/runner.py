@@ -106,16 +106,21 @@ def _run_parameters(spec: dict[str, Any], arguments: dict[str, Any]) -> dict[str
     return values
 
 
-def _order(tasks: dict[str, Any]) -> list[str]:
-    done: list[str] = []
+def _waves(tasks: dict[str, Any]) -> list[list[str]]:
+    """Tasks grouped by when Argo could start them: each wave's dependencies are all in
+    earlier waves (names sorted within a wave)."""
+    waves: list[list[str]] = []
+    done: set[str] = set()
     pending = dict(tasks)
     while pending:
         ready = sorted(n for n, t in pending.items() if all(d in done for d in t.get("dependentTasks", [])))
         if not ready:
             raise V.BackendError(f"dependency cycle among {sorted(pending)}")
-        done.append(ready[0])
-        del pending[ready[0]]
-    return done
+        waves.append(ready)
+        done.update(ready)
+        for n in ready:
+            del pending[n]
+    return waves
 
 
 def _check_supported(name: str, task: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -151,74 +156,83 @@ def run_pipeline(ir_text: str, arguments: dict[str, Any] | None, cluster: Cluste
         run_name=f"{pipeline_name}-{secrets.token_hex(3)[:5]}",
         run_display_name=run_display_name or f"{pipeline_name} run",
         pipeline_name=pipeline_name,
-        create_time_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        create_time_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         pipeline_root=D.generate_output_uri(root, [pipeline_name, run_id], True),
         root_parameters=params,
         root_dag_execution_id=1,
     )
-    mlmd: dict[str, D.Execution] = {}
-    results: dict[str, TaskResult] = {}
+    run = _Run(spec, platform, ctx, cluster, timeout, str(REPO) if pythonpath is None else pythonpath)
     failed = False
-    next_id = 2
-    executors = platform.get("deploymentSpec", {}).get("executors", {})
-    for name in _order(tasks):
-        task = tasks[name]
-        if failed or any(mlmd.get(d) is None or mlmd[d].state != "SUCCEEDED" for d in task.get("dependentTasks", [])):
-            results[name] = TaskResult(name=name, state="NOT_RUN")
-            continue
-        comp = spec["components"][task["componentRef"]["name"]]
+    for wave in _waves(tasks):
+        # Argo starts every ready task of a wave; after a failure it starts no new ones
+        # (DAG failFast), and a task whose dependency did not succeed never starts
+        # (``depends: a.Succeeded``, argocompiler/dag.go).
+        for name in wave:
+            if failed:
+                run.results[name] = TaskResult(name=name, state="NOT_RUN")
+                continue
+            run.task(name, tasks[name])
+        failed = failed or any(run.results[n].state != "SUCCEEDED" for n in wave)
+    return RunResult(state="FAILED" if failed else "SUCCEEDED", run_id=run_id, run_name=ctx.run_name,
+                     pipeline_root=ctx.pipeline_root, tasks=run.results)
+
+
+class _Run:
+    """The API server/Argo side of one run: drives tasks and keeps the in-memory MLMD."""
+
+    def __init__(self, spec: dict[str, Any], platform: dict[str, Any], ctx: D.RunContext, cluster: Cluster,
+                 timeout: float, pythonpath: str) -> None:
+        self.spec, self.ctx, self.cluster, self.timeout, self.pythonpath = spec, ctx, cluster, timeout, pythonpath
+        self.executors = platform.get("deploymentSpec", {}).get("executors", {})
+        self.mlmd: dict[str, D.Execution] = {}
+        self.results: dict[str, TaskResult] = {}
+        self.next_id = ctx.root_dag_execution_id + 1
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def task(self, name: str, task: dict[str, Any]) -> None:
+        comp = self.spec["components"][task["componentRef"]["name"]]
         label = comp["executorLabel"]
-        container = spec["deploymentSpec"]["executors"][label]["container"]
-        result = TaskResult(name=name, state="FAILED")
-        results[name] = result
-        execution = D.Execution(id=next_id, state="FAILED")
-        next_id += 1
-        try:
-            inputs = D.resolve_inputs(name, task, comp, ctx, mlmd)
-            executor_input = {"inputs": inputs,
-                              "outputs": D.provision_outputs(ctx.pipeline_root, name, comp.get("outputDefinitions", {}))}
+        container = self.spec["deploymentSpec"]["executors"][label]["container"]
+        result = self.results[name] = TaskResult(name=name, state="FAILED")
+        execution = self.mlmd[name] = D.Execution(id=self._id(), state="FAILED")
+        try:  # the driver pod
+            inputs = D.resolve_inputs(name, task, comp, self.ctx, self.mlmd)
+            outputs = D.provision_outputs(self.ctx.pipeline_root, name, comp.get("outputDefinitions", {}))
+            executor_input = {"inputs": inputs, "outputs": outputs}
             result.executor_input = executor_input
             command = (D.resolve_container_args(list(container.get("command", [])), executor_input)
                        + D.resolve_container_args(list(container.get("args", [])), executor_input))
             env, files, mounts, labels, _ann, pod_name, _uid = D.build_pod(
-                container, executors.get(label, {}), ctx, cluster, name, mlmd,
-                str(REPO) if pythonpath is None else pythonpath)
-        except (V.BackendError, KeyError) as exc:
+                container, self.executors.get(label, {}), self.ctx, self.cluster, name, self.mlmd, self.pythonpath)
+        except V.BackendError as exc:
             result.error = result.logs = f"{type(exc).__name__}: {exc}"
-            mlmd[name] = execution
-            failed = True
-            continue
+            return
         result.pod_name, result.env, result.labels = pod_name, env, labels
-        launch = {
+        store = self.cluster.object_store
+        published = _launch({
             "executor_input": executor_input, "component": comp, "command": command, "env": env,
             "files": {p: [c, m] for p, (c, m) in files.items()}, "volume_mounts": mounts,
-            "home": D.POD_HOME, "workdir": D.POD_WORKDIR, "timeout": timeout, "pipeline_root": ctx.pipeline_root,
-            "object_store": {"endpoint": cluster.object_store.endpoint, "access_key": cluster.object_store.access_key,
-                             "secret_key": cluster.object_store.secret_key, "region": cluster.object_store.region},
-        }
-        published = _launch(launch, timeout)
-        result.state = published["state"]
+            "home": D.POD_HOME, "workdir": D.POD_WORKDIR, "timeout": self.timeout,
+            "pipeline_root": self.ctx.pipeline_root,
+            "object_store": {"endpoint": store.endpoint, "access_key": store.access_key,
+                             "secret_key": store.secret_key, "region": store.region},
+        }, self.timeout)
+        result.state = execution.state = published["state"]
         result.command = published.get("command")
         result.executor_output = published.get("executor_output")
-        result.outputs = published.get("output_parameters", {})
         result.logs = published.get("logs", "")
         result.error = published.get("error")
-        execution.state = result.state
-        if result.state == "SUCCEEDED":
-            execution.output_parameters = result.outputs
-            for out_name, arts in published.get("output_artifacts", {}).items():
-                recorded = []
-                for art in arts:
-                    recorded.append({"name": str(next_id), "type": {"instanceSchema": ""}, "uri": art["uri"],
-                                     "metadata": art["metadata"]})
-                    next_id += 1  # MLMD artifact ids
-                execution.output_artifacts[out_name] = recorded
-            result.artifacts = execution.output_artifacts
-        else:
-            failed = True
-        mlmd[name] = execution
-    return RunResult(state="FAILED" if failed else "SUCCEEDED", run_id=run_id, run_name=ctx.run_name,
-                     pipeline_root=ctx.pipeline_root, tasks=results)
+        if result.state != "SUCCEEDED":
+            return
+        result.outputs = execution.output_parameters = published.get("output_parameters", {})
+        for out_name, arts in published.get("output_artifacts", {}).items():
+            execution.output_artifacts[out_name] = [
+                {"name": str(self._id()), "type": {"instanceSchema": ""}, "uri": a["uri"], "metadata": a["metadata"]}
+                for a in arts]
+        result.artifacts = execution.output_artifacts
 
 
 def _launch(launch: dict[str, Any], timeout: float) -> dict[str, Any]:
