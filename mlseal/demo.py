@@ -8,9 +8,10 @@ DESIGN.md:
 
     DIR/ledger.db        the ledger (SQLite)
     DIR/artifacts/       every artifact and its .sig bundle (KFP's pipeline root)
-    DIR/keys/            public keys only
+    DIR/keys/            public keys only, one per stage kind (each stage signs with its own)
     DIR/secrets/         the dev secret store (0600 files), unless Vault is configured
-    DIR/trust.yaml       who may sign records and artifacts
+    DIR/trust.yaml       who may sign which stage's records, and artifacts
+    DIR/mlseal.env       `source` it to seal your own steps into this ledger (kfp.local, mlseal record)
     DIR/policy.yaml      the admission policy the deploy stage applies; it admits the model
     DIR/pipeline.yaml    the compiled pipeline (KFP IR)
     DIR/report.html      the lineage report
@@ -39,13 +40,13 @@ from typing import Any
 import yaml
 
 from mlseal.errors import ConfigurationError, Error
-from mlseal.ledger.record import Record, Status
+from mlseal.ledger.record import Record, StageKind, Status
 from mlseal.report import Verification, render_report
 
 #: the stages of the reference pipeline, in order (component names)
 STAGES = ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy")
-SIGNER_NAME = "pipeline"
-SIGNING_KEY_NAME = "mlseal-signing"
+#: the stage kinds, each with its own signing key and signer name in the trust file
+STAGE_KINDS = tuple(k.value for k in StageKind)
 
 Progress = Callable[[str], None]
 
@@ -81,6 +82,10 @@ class Workdir:
     @property
     def trust(self) -> Path:
         return self.root / "trust.yaml"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "mlseal.env"
 
     @property
     def policy(self) -> Path:
@@ -134,6 +139,7 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
     from mlseal.ml import data
     from mlseal.secrets import open_secret_source
     from mlseal.signing.keys import public_pem
+    from mlseal.stage import signing_key_name
 
     for d in (wd.root, wd.artifacts, wd.keys, wd.logs):
         try:
@@ -150,10 +156,11 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
         from mlseal.components._steps import DEFAULT_HMAC_KEY_PATH
 
         src.ensure_key(DEFAULT_HMAC_KEY_PATH)
-    signer = src.transit_signer(SIGNING_KEY_NAME)
-    (wd.keys / f"{SIGNER_NAME}.pub.pem").write_bytes(public_pem(signer.public_key()))
+    signers = {kind: src.transit_signer(signing_key_name(kind)) for kind in STAGE_KINDS}
+    for kind, s in signers.items():
+        (wd.keys / f"{kind}.pub.pem").write_bytes(public_pem(s.public_key()))
     wd.trust.write_text(yaml.safe_dump({
-        "signers": [{"name": SIGNER_NAME, "public_key": f"keys/{SIGNER_NAME}.pub.pem"}],
+        "signers": [{"name": kind, "public_key": f"keys/{kind}.pub.pem", "stages": [kind]} for kind in STAGE_KINDS],
     }, sort_keys=False))
     wd.policy.write_text(yaml.safe_dump({
         "trust": "trust.yaml",
@@ -165,8 +172,9 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
     if not wd.source.exists():
         wd.source.parent.mkdir(parents=True, exist_ok=True)
         data.write_csv(data.make_demo_dataset(seed=0), wd.source)
-    _seal_reference(wd, src, signer, progress)
-    return src, signer
+    _write_env_file(wd, src, env)
+    _seal_reference(wd, src, signers["ingest"], progress)
+    return src, signers["ingest"]
 
 
 def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> None:
@@ -186,7 +194,7 @@ def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> N
             return
         table = data.read_csv(wd.source).drop(anonymize.AnonymizeSpec.demo().drop)
         reference = validate.Reference.from_table(table, label=data.DEMO_LABEL)
-        sealing = Sealing(ledger=led, signer=signer, trust=load_trust(wd.trust), signer_name=SIGNER_NAME,
+        sealing = Sealing(ledger=led, signer=signer, trust=load_trust(wd.trust), signer_name="ingest",
                           secrets=src)
         with Stage("ingest", name="reference", sealing=sealing, source=_seal_reference,
                    params={"learned_from": wd.source.name, "label": data.DEMO_LABEL}) as st:
@@ -206,14 +214,38 @@ def _task_env(wd: Workdir, src: Any, environ: Mapping[str, str] | None = None) -
     env = {**(vault if src.kind == "vault" else {}),
         "MLSEAL_LEDGER": wd.ledger_url,
         "MLSEAL_TRUST": str(wd.trust),
-        "MLSEAL_SIGNER_NAME": SIGNER_NAME,
-        "MLSEAL_VAULT_TRANSIT_KEY": SIGNING_KEY_NAME,
+        # each stage signs with its own key (mlseal-signing-<stage>) under its own name
+        "MLSEAL_SIGNER_NAME": "",
+        "MLSEAL_VAULT_TRANSIT_KEY": "",
         "MLSEAL_SIGNING_KEY": "",
     }
     if src.kind == "dev":
         env["MLSEAL_DEV_SECRETS"] = str(wd.secrets)
         env["VAULT_ADDR"] = ""  # the tasks use the same dev store as the demo, not an ambient Vault
     return env
+
+
+def _write_env_file(wd: Workdir, src: Any, environ: Mapping[str, str]) -> None:
+    """`mlseal.env`: what a user's own kfp.local pipeline or `mlseal record` call needs to
+    seal into this workdir's ledger, with its trust file and secret store. Never a secret:
+    with Vault, the address and how to log in are written, not a token."""
+    import shlex
+
+    env = {"MLSEAL_LEDGER": wd.ledger_url, "MLSEAL_TRUST": str(wd.trust)}
+    if src.kind == "dev":
+        env["MLSEAL_DEV_SECRETS"] = str(wd.secrets)
+    else:
+        env["VAULT_ADDR"] = str(environ.get("VAULT_ADDR", ""))
+    lines = [
+        "# mlseal demo workdir: `source` this file, then run your own sealed steps (kfp.local or",
+        "# `mlseal record`); they append to this ledger, checked against this trust file.",
+        "# The secret store is the local dev store: records made with it say secret_store: dev."
+        if src.kind == "dev"
+        else "# Vault: log in as usual (VAULT_TOKEN, AppRole or Kubernetes auth); no token is kept here.",
+        *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+        "",
+    ]
+    wd.env_file.write_text("\n".join(lines))
 
 
 @contextlib.contextmanager

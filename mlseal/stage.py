@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlseal.errors import ConfigurationError, Error, VerificationError
 from mlseal.ledger.record import (
+    DEV_SECRET_STORE,
     Component,
     InputRef,
     OutputRef,
@@ -138,14 +139,20 @@ class Sealing:
     parse_entry: Callable[[bytes, TrustRoot], Record] = _default_parse_entry
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Sealing:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, stage: str | None = None, **overrides: Any
+    ) -> Sealing:
         """Production defaults from the environment (what a KFP component pod sees).
 
-        - `MLSEAL_LEDGER`: ledger URL (default `sqlite:///.mlseal/ledger.db`)
-        - `MLSEAL_TRUST`: trust file naming who may have produced this stage's inputs
-        - `MLSEAL_SIGNING_KEY` (PEM path) or `MLSEAL_VAULT_TRANSIT_KEY` (Transit key name)
-        - `MLSEAL_SIGNER_NAME` (default `pipeline`), `MLSEAL_IMAGE` (image ref or digest)
-        - Vault (`VAULT_ADDR`, ...) or the dev store, through `mlseal.secrets`
+        - `MLSEAL_LEDGER`: ledger URL (default `sqlite:///.mlseal/ledger.db`; required
+          inside a KFP task, where that default would be a file in the pod)
+        - `MLSEAL_TRUST`: trust file naming who may sign which stage
+        - `MLSEAL_SIGNING_KEY` (PEM path) or `MLSEAL_VAULT_TRANSIT_KEY` (Transit key name;
+          default ``mlseal-signing-<stage>``: each stage kind signs with its own key)
+        - `MLSEAL_SIGNER_NAME` (default: the stage kind), `MLSEAL_IMAGE` (image ref or digest)
+        - Vault (`VAULT_ADDR`, ...) or the dev store (`MLSEAL_DEV_SECRETS`), through
+          `mlseal.secrets`; inside a KFP task the dev store only when `MLSEAL_DEV_SECRETS`
+          names it, never as a silent fallback
         """
         env = os.environ if environ is None else environ
         from mlseal.ledger import open_ledger
@@ -156,7 +163,20 @@ class Sealing:
         trust_path = env.get("MLSEAL_TRUST")
         if not trust_path:
             raise ConfigurationError(
-                "MLSEAL_TRUST is not set: a stage needs a trust file to check who produced its inputs"
+                "MLSEAL_TRUST is not set: a stage needs a trust file that says who may sign which stage "
+                "(on a cluster, mlseal.kfp.wire mounts it from the ConfigMap mlseal-trust)"
+            )
+        in_task = in_kfp_task(env)
+        if in_task and not env.get("MLSEAL_LEDGER"):
+            raise ConfigurationError(
+                "MLSEAL_LEDGER is not set in this KFP task: the default sqlite:///.mlseal/ledger.db would be a "
+                "file inside the pod, lost with it; wire the task to the shared ledger (mlseal.kfp.wire)"
+            )
+        if in_task and not env.get("VAULT_ADDR") and not env.get("MLSEAL_DEV_SECRETS"):
+            raise ConfigurationError(
+                "VAULT_ADDR is not set in this KFP task, and the dev secret store is not enabled: set VAULT_ADDR "
+                "and MLSEAL_VAULT_K8S_ROLE (mlseal.kfp.wire does), or MLSEAL_DEV_SECRETS=DIR to use the local "
+                "dev store on purpose (its records say secret_store: dev)"
             )
         secrets = open_secret_source(env.get("MLSEAL_DEV_SECRETS") or None, env=env)
         key = env.get("MLSEAL_SIGNING_KEY")
@@ -164,18 +184,61 @@ class Sealing:
         if key:
             signer = LocalKeySigner.from_file(key)
         else:  # the private key stays in Vault Transit (or the dev store standing in for it)
-            signer = secrets.transit_signer(env.get("MLSEAL_VAULT_TRANSIT_KEY") or "mlseal-signing")
+            signer = secrets.transit_signer(env.get("MLSEAL_VAULT_TRANSIT_KEY") or signing_key_name(stage))
         values: dict[str, Any] = {
             "ledger": open_ledger(env.get("MLSEAL_LEDGER") or None),
             "signer": signer,
             "trust": load_trust(trust_path),
-            "signer_name": env.get("MLSEAL_SIGNER_NAME", "pipeline"),
+            "signer_name": env.get("MLSEAL_SIGNER_NAME") or stage or "pipeline",
             "secrets": secrets,
             "image": env.get("MLSEAL_IMAGE") or None,
             "run": run_info_from_env(env),
         }
         values.update(overrides)
         return cls(**values)
+
+    def preflight(self, stage: str, *, component_sha256: str | None = None) -> None:
+        """Before any work: the ledger answers and this stage's own signer is trusted for it.
+
+        Otherwise `ConfigurationError` naming the missing piece and the fix, and the
+        stage appends nothing: a record the trust file does not allow would break
+        `ledger verify` for good, since an append-only log cannot be repaired.
+        """
+        try:
+            self.ledger.size()
+        except Error as exc:
+            raise ConfigurationError(
+                f"the ledger does not answer ({exc}); check MLSEAL_LEDGER and that this task may reach it"
+            ) from None
+        try:
+            kid = self.signer.key_id
+        except Error as exc:
+            raise ConfigurationError(f"the signing key for stage {stage!r} is not usable: {exc}") from None
+        source = self.trust.source
+        if kid not in self.trust.signers:
+            raise ConfigurationError(
+                f"this stage's signer {self.signer_name!r} (key {kid[:16]}…) is not listed in the trust file "
+                f"{source}, so its record would never verify; add it: "
+                f"signers: [{{name: {self.signer_name}, public_key: <its public key PEM>, stages: [{stage}]}}]"
+            )
+        why = self.trust.authorization_problem(kid, stage, component_sha256, self.image)
+        if why is not None:
+            raise ConfigurationError(
+                f"this stage's {why}; sign {stage!r} records with the {stage} stage's own key "
+                f"({signing_key_name(stage)}), or extend the signer's grant in the trust file"
+            )
+
+
+def signing_key_name(stage: str | None) -> str:
+    """The Transit (or dev store) key a stage kind signs with: one identity per stage kind."""
+    return f"mlseal-signing-{stage}" if stage else "mlseal-signing"
+
+
+def in_kfp_task(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a KFP task (the executor sets ``_KFP_RUNTIME``, the backend
+    ``KFP_POD_NAME``)."""
+    env = os.environ if environ is None else environ
+    return env.get("_KFP_RUNTIME", "").lower() == "true" or bool(env.get("KFP_POD_NAME"))
 
 
 def run_info_from_env(environ: Mapping[str, str] | None = None) -> RunInfo:
@@ -184,7 +247,10 @@ def run_info_from_env(environ: Mapping[str, str] | None = None) -> RunInfo:
     def first(names: tuple[str, ...]) -> str | None:
         return next((env[n] for n in names if env.get(n)), None)
 
-    return RunInfo(**{k: first(v) for k, v in RUN_ENV.items()})
+    try:
+        return RunInfo(**{k: first(v) for k, v in RUN_ENV.items()})
+    except RecordFormatError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def source_sha256(obj: object) -> Sha256Hex:
@@ -241,6 +307,7 @@ class _PendingOutput:
     media_type: str
     is_dir: bool
     in_place: bool = False
+    owned: bool = False  # in place, but written by this stage: removed if it fails
     uri: str | None = None
 
 
@@ -260,7 +327,7 @@ class Stage:
         self.kind = str(kind)
         self.name = name
         try:  # a kind the record schema refuses is the caller's mistake: say so before any work
-            RecordDraft(stage=self.kind)
+            RecordDraft(stage=self.kind, run=sealing.run)
         except RecordFormatError as exc:
             raise ConfigurationError(f"stage {name}: {exc}") from None
         self.sealing = sealing
@@ -306,6 +373,11 @@ class Stage:
         """
         self._require_entered()
         p = Path(path)
+        known = next((i for i in self._inputs if i.name == name), None)
+        if known is not None:  # verified already (e.g. by mlseal.kfp before the body ran)
+            if known.path.resolve() != p.resolve():
+                raise ConfigurationError(f"stage {self.name}: input {name!r} declared twice, for {known.path} and {p}")
+            return known.path
         try:
             verified = self._verify_input(name, p, bundle, expect_sha256)
         except VerificationError as exc:
@@ -460,6 +532,27 @@ class Stage:
         self._outputs.append(_PendingOutput(name, p, p, media_type, p.is_dir(), in_place=True))
         return p
 
+    def adopt_output(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str = "application/octet-stream",
+        uri: str | None = None,
+    ) -> Path:
+        """Seal an output the body wrote in place at `path` (a KFP output artifact's path).
+
+        Unlike `existing_output`, the stage owns it: if the stage fails, it is removed,
+        so no half-written artifact is left for KFP to upload.
+        """
+        self._require_new_output(name)
+        p = Path(path)
+        self._outputs.append(_PendingOutput(name, p, p, media_type, p.is_dir(), in_place=True, owned=True, uri=uri))
+        return p
+
+    def declared_outputs(self) -> frozenset[str]:
+        return frozenset(o.name for o in self._outputs)
+
     def metric(self, name: str, value: float) -> None:
         self.metrics[name] = float(value)
 
@@ -468,6 +561,7 @@ class Stage:
     def __enter__(self) -> Stage:
         if self._entered:
             raise ConfigurationError(f"stage {self.name} entered twice")
+        self.sealing.preflight(self.kind, component_sha256=self._source_digest)
         self._entered = True
         return self
 
@@ -498,8 +592,10 @@ class Stage:
     def _discard(self) -> None:
         for o in self._outputs:
             if o.in_place:
-                if self.result is None and o.final.exists():
+                if self.result is None:
                     _remove(_sig_of(o.final))
+                    if o.owned:
+                        _remove(o.final)
                 continue
             for p in (o.temp, *(() if self.result is not None else (o.final, _sig_of(o.final)))):
                 _remove(p)
@@ -575,7 +671,12 @@ class Stage:
         s = self.sealing
         return RecordDraft(
             stage=self.kind,
-            component=Component(name=self.name, source_sha256=self._source_digest, image=s.image),
+            component=Component(
+                name=self.name,
+                source_sha256=self._source_digest,
+                image=s.image,
+                secret_store=DEV_SECRET_STORE if s.secrets is not None and s.secrets.kind == "dev" else None,
+            ),
             run=s.run,
             inputs=tuple(
                 InputRef(name=i.name, uri=self._input_uris[i.name], sha256=i.sha256, producer_seq=i.producer_seq)
@@ -677,10 +778,13 @@ def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
 def with_run(sealing: Sealing, **run: str | None) -> Sealing:
     """A copy of `sealing` whose run info has the given fields set (others kept)."""
     current = sealing.run
-    merged = RunInfo(
-        pipeline=run.get("pipeline") or current.pipeline,
-        run_id=run.get("run_id") or current.run_id,
-        task=run.get("task") or current.task,
-    )
+    try:
+        merged = RunInfo(
+            pipeline=run.get("pipeline") or current.pipeline,
+            run_id=run.get("run_id") or current.run_id,
+            task=run.get("task") or current.task,
+        )
+    except RecordFormatError as exc:
+        raise ConfigurationError(str(exc)) from None
     return replace(sealing, run=merged)
 

@@ -168,6 +168,17 @@ def vault_fake(vault_server: FakeVault) -> VaultHarness:
     return h
 
 
+#: the stage kinds, each signing with its own Transit key mlseal-signing-<stage>
+STAGE_KINDS = ("ingest", "process", "train", "evaluate", "deploy")
+
+
+def _transit_keys(h: VaultHarness) -> None:
+    h.transit_key("mlseal-signing", "ecdsa-p256")
+    for kind in STAGE_KINDS:
+        h.transit_key(f"mlseal-signing-{kind}", "ecdsa-p256")
+    h.transit_key("mlseal-data", "aes256-gcm96")
+
+
 @pytest.fixture
 def vault(request: pytest.FixtureRequest) -> Iterator[VaultHarness]:
     """Real Vault if VAULT_ADDR + VAULT_TOKEN are set, else a fresh fake; policies loaded."""
@@ -177,16 +188,14 @@ def vault(request: pytest.FixtureRequest) -> Iterator[VaultHarness]:
                          namespace=os.environ.get("VAULT_NAMESPACE"))
         h.ensure_mounts()
         h.install_policies()
-        h.transit_key("mlseal-signing", "ecdsa-p256")
-        h.transit_key("mlseal-data", "aes256-gcm96")
+        _transit_keys(h)
         yield h
         return
     with FakeVault() as server:
         h = _harness_for(server)
         h.ensure_mounts()
         h.install_policies()
-        h.transit_key("mlseal-signing", "ecdsa-p256")
-        h.transit_key("mlseal-data", "aes256-gcm96")
+        _transit_keys(h)
         yield h
 
 

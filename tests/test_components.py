@@ -20,6 +20,7 @@ from mlseal.components.compile import (
     component_yaml,
 )
 from mlseal.errors import PolicyDenied
+from mlseal.kfp import RUN_CONTEXT
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import Status
 from mlseal.ml import data
@@ -38,7 +39,9 @@ def test_component_yaml_matches_golden_and_shipped_copy(name: str) -> None:
     assert (YAML_DIR / f"{name}.yaml").read_text() == golden
     spec = yaml.safe_load(golden)
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["run_id"]["defaultValue"] == "{{$.pipeline_job_uuid}}"  # KFP run id lands in the record
+    # the run context is required (no default the backend would leave unresolved): each call passes it
+    for p in RUN_CONTEXT:
+        assert params[p] == {"parameterType": "STRING"}, p
     container = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
     assert "pip install" not in " ".join(container["command"])  # the image provides mlseal; nothing fetched
 
@@ -53,7 +56,7 @@ def test_each_component_forwards_to_its_step_with_the_same_parameters() -> None:
         outer = inspect.signature(component.python_func).parameters
         inner = inspect.signature(s.STEPS[name]).parameters
         for p in outer.values():
-            if p.name in ("run_id", "pipeline", "task"):  # KFP placeholders, recorded as RunInfo
+            if p.name in RUN_CONTEXT:  # KFP placeholders passed by every call, recorded as RunInfo
                 continue
             assert p.name in inner, f"{name}: step has no parameter {p.name}"
             q = inner[p.name]

@@ -11,7 +11,8 @@ from kfp import dsl, local
 from kfp.dsl import Dataset, Input
 
 from mlseal.components import COMPONENTS as C
-from mlseal.demo import SIGNING_KEY_NAME, Workdir, _prepare, _task_env
+from mlseal.demo import Workdir, _prepare, _task_env
+from mlseal.kfp import RUN_CONTEXT
 from mlseal.ledger import open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import Status
@@ -38,6 +39,16 @@ def test_reference_pipeline_compiles_to_golden_ir() -> None:
     assert tasks["encrypt"]["dependentTasks"] == ["anonymize"]
     assert set(tasks["train"]["dependentTasks"]) == {"encrypt", "validate"}
     assert set(tasks["deploy"]["dependentTasks"]) == {"evaluate", "train"}
+    # On the KFP backend the driver resolves placeholders only in arguments a task passes
+    # (runtimeValue.constant), never in a parameter default: every task passes its run
+    # context, no component defaults it, and no sealed task is served from KFP's cache.
+    for name, task in tasks.items():
+        for p, placeholder in RUN_CONTEXT.items():
+            assert task["inputs"]["parameters"][p] == {"runtimeValue": {"constant": placeholder}}, (name, p)
+        assert not task.get("cachingOptions", {}).get("enableCache"), name
+        comp = spec["components"][task["componentRef"]["name"]]
+        for p in RUN_CONTEXT:
+            assert "defaultValue" not in comp["inputDefinitions"]["parameters"][p], (name, p)
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["hmac_key_path"]["defaultValue"] == "mlseal/anonymize/hmac"
 
@@ -94,7 +105,7 @@ def local_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
 def test_altered_artifact_between_stages_fails_the_run(local_workdir: Workdir,
                                                        capfd: pytest.CaptureFixture[str]) -> None:
     wd = local_workdir
-    assert os.environ["MLSEAL_VAULT_TRANSIT_KEY"] == SIGNING_KEY_NAME
+    assert os.environ["MLSEAL_VAULT_TRANSIT_KEY"] == ""  # each stage signs with its own key
     with pytest.raises(RuntimeError, match="encrypt"):
         tampered(source=str(wd.source))
     trust = load_trust(wd.trust)

@@ -13,6 +13,7 @@ from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import RunInfo, Status
 from mlseal.signing.bundle import verify_path
 from mlseal.signing.keys import LocalKeySigner
+from mlseal.signing.trust import TrustRoot
 from mlseal.stage import InputRefused, Stage, run_info_from_env, sealed, source_sha256
 from tests.fixtures_pipeline import SealedEnv
 
@@ -115,9 +116,11 @@ def test_expected_digest_stops_a_swap_for_another_signed_artifact(sealed_env: Se
 
 def test_input_from_untrusted_signer_is_refused(sealed_env: SealedEnv) -> None:
     env = sealed_env
-    intruder = replace(env.sealing, signer=LocalKeySigner.generate(), signer_name="intruder")
+    key = LocalKeySigner.generate()
+    # the intruder trusts itself; the consumer's trust file does not name it
+    intruder = replace(env.sealing, signer=key, signer_name="intruder", trust=TrustRoot.of(key.verifier("intruder")))
     raw = env.root / "raw.csv"
-    _produce(env, raw, sealing=intruder)  # recorded, but by a key the trust file does not name
+    _produce(env, raw, sealing=intruder)
     with pytest.raises(InputRefused, match="record 0"), Stage("process", name="p", sealing=env.sealing) as st:
         st.input("raw", raw)
     assert env.ledger.size() == 1

@@ -6,6 +6,11 @@
 Inputs are verified first (fail closed: exit 1 and the ledger is unchanged when an input
 was never recorded as a trusted, signed output); then each output is digested and signed
 (``PATH.sig``) and one record is appended.
+
+In a KFP container component, ``--executor-input '{{$}}'`` takes the inputs, outputs and
+parameters from the task's executor input instead (see `mlseal.kfp.executor`): each input
+is checked against the digest and bundle in its KFP metadata, and each output's metadata
+(`mlseal.sha256`, `mlseal.seq`, `mlseal.bundle`) is written to the executor output file.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json
 from mlseal.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from mlseal.ledger.record import RunInfo
     from mlseal.signing.keys import Signer
     from mlseal.signing.trust import TrustRoot
 
@@ -67,6 +73,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust", metavar="FILE",
                    help="trust file for the inputs' producers (default: $MLSEAL_TRUST, else only the signing key)")
     p.add_argument("--signer-name", default=None, help="name the record's signer goes by (default: pipeline)")
+    p.add_argument("--run-id", help="run id to record (in KFP pass {{$.pipeline_job_uuid}} as a task input; "
+                                    "default: $MLSEAL_RUN_ID, $KFP_RUN_ID, ...)")
+    p.add_argument("--pipeline", help="pipeline (run) name to record (default: $MLSEAL_PIPELINE, ...)")
+    p.add_argument("--task", help="task name to record (default: $MLSEAL_TASK, ...)")
+    k = p.add_argument_group("KFP container components")
+    k.add_argument("--executor-input", metavar="JSON|@FILE",
+                   help="the task's KFP executor input ({{$}}): its artifacts are the inputs and outputs, its "
+                        "parameters are recorded, and the outputs' metadata goes to its outputFile")
+    k.add_argument("--artifact-root", default=None, metavar="DIR",
+                   help="prefix of the local artifact paths (default: $ARTIFACT_LOCAL_PATH, as the KFP launcher)")
     add_ledger(p)
     add_signing_key(p)
     add_json(p)
@@ -74,9 +90,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.executor_input is not None:
+        return _run_kfp(args)
     from mlseal.ledger import open_ledger
-    from mlseal.stage import Sealing, Stage, run_info_from_env
+    from mlseal.stage import Sealing, Stage
 
+    run_info = _run_info(args)
+    _refuse_unresolved(args, run_info, dict(args.param))
     signer = _signer(args)
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
     names = [n for n, _ in args.input] + [n for n, _ in args.output]
@@ -85,18 +105,14 @@ def run(args: argparse.Namespace) -> int:
     for name, path in [*args.input, *args.output]:
         if not os.path.exists(path):  # a usage error, not a failed step: nothing is recorded
             raise ConfigurationError(f"{name}={path}: no such file or directory")
-    metrics: dict[str, float] = {}
-    for k, v in args.metric:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}")
-        metrics[k] = float(v)
+    metrics = _metrics(args)
     with open_ledger(args.ledger) as led:
         sealing = Sealing(
             ledger=led,
             signer=signer,
             trust=trust,
             signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME", "pipeline"),
-            run=run_info_from_env(),
+            run=run_info,
             image=os.environ.get("MLSEAL_IMAGE") or None,
         )
         stage = Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=dict(args.param))
@@ -128,6 +144,105 @@ def run(args: argparse.Namespace) -> int:
         for o in result.outputs.values():
             say(f"  output {o.name}: sha256:{o.sha256[:16]}… signed -> {o.bundle}")
     return 0
+
+
+def _run_kfp(args: argparse.Namespace) -> int:
+    from mlseal.kfp.executor import parse_executor_input, seal
+    from mlseal.ledger import open_ledger
+    from mlseal.stage import Sealing, Stage
+
+    if args.input or args.output:
+        raise ConfigurationError("--executor-input takes the inputs and outputs from KFP: drop --input/--output")
+    root = os.environ.get("ARTIFACT_LOCAL_PATH", "") if args.artifact_root is None else args.artifact_root
+    ei = parse_executor_input(_read_executor_input(args.executor_input), root=root)
+    params: dict[str, Any] = dict(ei.parameters)
+    for k, v in args.param:
+        if k in params and params[k] != v:
+            raise ConfigurationError(f"--param {k} conflicts with the task's input parameter {k} ({params[k]!r})")
+        params[k] = v
+    metrics = _metrics(args)
+    run_info = _run_info(args)
+    _refuse_unresolved(args, run_info, params)
+    signer = _signer(args)
+    trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
+    with open_ledger(args.ledger) as led:
+        sealing = Sealing(
+            ledger=led,
+            signer=signer,
+            trust=trust,
+            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME", "pipeline"),
+            run=run_info,
+            image=os.environ.get("MLSEAL_IMAGE") or None,
+        )
+        stage = Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=params)
+        result, output_file = seal(ei, stage, media_type=args.media_type, metrics=metrics)
+    if args.json:
+        emit_json({
+            "seq": result.seq,
+            "entry_hash": result.entry_hash,
+            "stage": args.stage,
+            "executor_output": str(output_file),
+            "inputs": [{"name": i.name, "sha256": i.sha256, "producer_seq": i.producer_seq} for i in stage.inputs],
+            "outputs": [
+                {"name": o.name, "uri": o.uri, "path": str(o.path), "sha256": o.sha256, "bundle": str(o.bundle),
+                 "bundle_sha256": o.bundle_sha256}
+                for o in result.outputs.values()
+            ],
+        })
+    else:
+        say(f"recorded {args.stage} as ledger entry {result.seq}; KFP metadata in {output_file}")
+        for i in stage.inputs:
+            say(f"  input  {i.name}: sha256:{i.sha256[:16]}… (produced by record {i.producer_seq})")
+        for o in result.outputs.values():
+            say(f"  output {o.name}: sha256:{o.sha256[:16]}… {o.uri}")
+    return 0
+
+
+def _read_executor_input(value: str) -> str:
+    if not value.startswith("@"):
+        return value
+    try:
+        with open(value[1:], encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigurationError(f"--executor-input {value}: {exc.strerror or exc}") from None
+
+
+def _metrics(args: argparse.Namespace) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for k, v in args.metric:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}")
+        metrics[k] = float(v)
+    return metrics
+
+
+def _run_info(args: argparse.Namespace) -> RunInfo:
+    """--run-id/--pipeline/--task, each defaulting to the environment (`mlseal.stage.RUN_ENV`)."""
+    from mlseal.ledger.record import RunInfo
+    from mlseal.stage import run_info_from_env
+
+    env = run_info_from_env()
+    return RunInfo(pipeline=args.pipeline or env.pipeline, run_id=args.run_id or env.run_id,
+                   task=args.task or env.task)
+
+
+def _refuse_unresolved(args: argparse.Namespace, run_info: RunInfo, params: dict[str, Any]) -> None:
+    """A `{{$.…}}` KFP never substituted must not land in the ledger as if it were a value."""
+    from mlseal.kfp.executor import unresolved
+
+    fields = {"--run-id": run_info.run_id, "--pipeline": run_info.pipeline, "--task": run_info.task,
+              "--name": args.name, "--stage": args.stage}
+    for option, value in fields.items():
+        if value and unresolved(value):
+            raise ConfigurationError(
+                f"{option} {value!r} is an unresolved KFP placeholder: pass it to the task as an input value "
+                "(the KFP backend resolves {{$.pipeline_job_uuid}} & co. only there)"
+            )
+    for k, v in params.items():
+        found = unresolved(v)
+        if found:
+            raise ConfigurationError(f"param {k} holds an unresolved KFP placeholder {found!r}")
 
 
 def _signer(args: argparse.Namespace) -> Signer:

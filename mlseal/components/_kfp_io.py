@@ -1,57 +1,47 @@
-"""The bridge between a KFP component body and a sealed step (runs inside the task).
+"""The bridge between a built-in component's body and its tested step (runs inside the task).
 
-A component body calls `run("train", inputs={...}, outputs={...}, ...)`: the stage's
-services come from the pod's environment (`Sealing.from_env`), KFP artifacts become
-`ArtifactIn` / `ArtifactOut`, and after the step each output artifact's KFP metadata
-carries its digest, ledger seq and OMS bundle. The bundle travels in the metadata so
-that a downstream task on a cluster, which downloads only the artifact itself, still
-has the signature to verify before it reads a byte.
+Each built-in component is a `mlseal.kfp.sealed_component`: by the time its body runs,
+the stage is open and every input artifact has been verified. The body calls
+`step("train", data=..., model=..., ...)`, which hands the KFP artifacts to the step
+in `mlseal.components._steps` as `ArtifactIn` / `ArtifactOut` together with the open
+stage; the step writes its outputs through the stage, and the sealed component's runtime
+signs them, appends the record and puts digest, seq and bundle into each output
+artifact's metadata.
 """
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlseal.kfp.metadata import META_BUNDLE, META_SEQ, META_SHA256
+from mlseal.kfp.metadata import META_BUNDLE, META_SHA256
+
+__all__ = ["step"]
 
 
-def _uri(raw: str | None, path: str) -> str:
-    """A KFP artifact URI as a proper URI (kfp.local gives bare paths)."""
-    if raw and urllib.parse.urlsplit(raw).scheme:
-        return raw
-    return Path(raw or path).resolve().as_uri()
+def _is_artifact(value: Any) -> bool:
+    return hasattr(value, "uri") and hasattr(value, "metadata") and hasattr(value, "path")
 
 
-def run(step: str, *, inputs: Mapping[str, Any], outputs: Mapping[str, Any], run_id: str = "",
-        task: str = "", pipeline: str = "", **params: Any) -> None:
+def step(name: str, **arguments: Any) -> None:
+    """Run built-in step `name` inside the running sealed component's stage."""
     from mlseal.components._steps import STEPS, ArtifactIn, ArtifactOut
-    from mlseal.stage import Sealing, with_run
+    from mlseal.kfp._task import artifact_uri, current_stage
 
-    sealing = with_run(Sealing.from_env(), run_id=run_id or None, task=task or None, pipeline=pipeline or None)
-    try:
-        ins = {
-            name: ArtifactIn(
-                Path(a.path),
-                bundle=(a.metadata.get(META_BUNDLE) or "").encode() or None,
-                uri=_uri(a.uri, a.path),
-                sha256=a.metadata.get(META_SHA256) or None,
+    st = current_stage()
+    inputs = {i.name for i in st.inputs}
+    converted: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if not _is_artifact(value):
+            converted[key] = value
+        elif key in inputs:
+            meta = value.metadata or {}
+            converted[key] = ArtifactIn(
+                Path(value.path),
+                bundle=(meta.get(META_BUNDLE) or "").encode() or None,
+                uri=artifact_uri(value.uri, value.path),
+                sha256=meta.get(META_SHA256) or None,
             )
-            for name, a in inputs.items()
-        }
-        outs = {name: ArtifactOut(Path(a.path), uri=_uri(a.uri, a.path)) for name, a in outputs.items()}
-        result = STEPS[step](sealing, **ins, **outs, **params)
-    finally:
-        close = getattr(sealing.ledger, "close", None)
-        if callable(close):
-            close()
-    for name, a in outputs.items():
-        sealed = result.outputs[name]
-        a.metadata[META_SHA256] = sealed.sha256
-        a.metadata[META_SEQ] = result.seq
-        a.metadata[META_BUNDLE] = sealed.bundle.read_text()
-        if hasattr(a, "log_metric") and result.record is not None:
-            for k, v in result.record.metrics.items():
-                a.log_metric(k, v)
+        else:
+            converted[key] = ArtifactOut(Path(value.path), uri=artifact_uri(value.uri, value.path))
+    STEPS[name](st, **converted)

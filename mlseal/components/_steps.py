@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,31 @@ MEDIA_ENCRYPTED = "application/vnd.mlseal.dataset.encrypted.v1"
 DEFAULT_HMAC_KEY_PATH = "mlseal/anonymize/hmac"
 DEFAULT_DATA_KEY_NAME = "mlseal-data"
 DEFAULT_DB_CREDENTIALS_PATH = "mlseal/ingest/db"
+
+
+@contextlib.contextmanager
+def _open(
+    sealing: Sealing | Stage,
+    kind: StageKind,
+    name: str,
+    *,
+    source: object,
+    params: Mapping[str, Any] | None = None,
+) -> Iterator[Stage]:
+    """The step's stage: a new one over `sealing`, or the one a sealed KFP component opened.
+
+    A step called with a `Sealing` (tests, library use) opens, commits and returns its
+    own stage; called from a component with the open `Stage`, it works inside it and
+    the component's runtime commits (the step then returns None).
+    """
+    if isinstance(sealing, Stage):
+        if sealing.kind != kind:
+            raise ConfigurationError(f"step {name} is a {kind} stage, not {sealing.kind}")
+        sealing.params.update(params or {})
+        yield sealing
+        return
+    with Stage(kind, name=name, sealing=sealing, source=source, params=params) as st:
+        yield st
 
 
 @dataclass(frozen=True)
@@ -58,17 +84,17 @@ class ArtifactOut:
 
 
 def ingest(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     dataset: ArtifactOut,
     source: str,
     db_credentials_path: str = DEFAULT_DB_CREDENTIALS_PATH,
-) -> StageResult:
+) -> StageResult | None:
     """Read a source (a path, a URL, or `pgtable:[schema.]table` with credentials from
     Vault) and write it as CSV; record where from (no credentials), schema and row count."""
     from mlseal.ml import data
 
-    with Stage(StageKind.INGEST, name="ingest", sealing=sealing, source=ingest) as st:
+    with _open(sealing, StageKind.INGEST, "ingest", source=ingest) as st:
         conninfo = None
         if source.startswith(data.PG_PREFIX):
             creds = st.secret(db_credentials_path)
@@ -82,7 +108,6 @@ def ingest(
                           "schema": report.schema.to_obj(), "source_sha256": report.sha256})
         st.metric("rows", report.rows)
         st.metric("columns", len(report.schema.columns))
-    assert st.result is not None
     return st.result
 
 
@@ -90,7 +115,7 @@ def ingest(
 
 
 def anonymize(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     data: ArtifactIn,
     anonymized: ArtifactOut,
@@ -98,7 +123,7 @@ def anonymize(
     pseudonymize: tuple[str, ...] | list[str] | None = None,
     redact: tuple[str, ...] | list[str] | None = None,
     drop: tuple[str, ...] | list[str] | None = None,
-) -> StageResult:
+) -> StageResult | None:
     """Pseudonymise identifiers (HMAC-SHA256, key from Vault), redact PII, drop columns."""
     from mlseal.ml import anonymize as anon
     from mlseal.ml import data as mldata
@@ -107,8 +132,7 @@ def anonymize(
         spec = anon.AnonymizeSpec.demo()
     else:
         spec = anon.AnonymizeSpec(tuple(pseudonymize or ()), tuple(redact or ()), tuple(drop or ()))
-    with Stage(StageKind.PROCESS, name="anonymize", sealing=sealing, source=anonymize,
-               params={"spec": spec.to_obj()}) as st:
+    with _open(sealing, StageKind.PROCESS, "anonymize", source=anonymize, params={"spec": spec.to_obj()}) as st:
         table = mldata.read_csv(data.open(st, "data"))
         key = _key_bytes(st.secret(hmac_key_path, key=True))
         result, report = anon.anonymize(table, key, spec)
@@ -118,7 +142,6 @@ def anonymize(
         st.metric("rows_with_pii", report.rows_with_pii)
         for kind, n in report.pii_counts:
             st.metric(f"redacted_{kind}", n)
-    assert st.result is not None
     return st.result
 
 
@@ -134,23 +157,22 @@ def _key_bytes(kv: Any) -> bytes:
 
 
 def encrypt(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     data: ArtifactIn,
     encrypted: ArtifactOut,
     data_key_name: str = DEFAULT_DATA_KEY_NAME,
-) -> StageResult:
+) -> StageResult | None:
     """Envelope-encrypt a dataset at rest with a fresh Transit data key (dev store without Vault)."""
     from mlseal.ml import crypto
 
-    with Stage(StageKind.PROCESS, name="encrypt", sealing=sealing, source=encrypt,
-               params={"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}) as st:
+    params = {"algorithm": crypto.ALGORITHM, "data_key_name": data_key_name}
+    with _open(sealing, StageKind.PROCESS, "encrypt", source=encrypt, params=params) as st:
         plain = data.open(st, "data").read_bytes()
         dk = st.data_key(data_key_name)
         blob = crypto.encrypt(plain, dk.plaintext.reveal(), dk.wrapped, key_name=dk.key_name, content_type=MEDIA_CSV)
         st.output("encrypted", encrypted.path, media_type=MEDIA_ENCRYPTED, uri=encrypted.uri).write_bytes(blob)
         st.metric("plaintext_bytes", len(plain))
-    assert st.result is not None
     return st.result
 
 
@@ -171,14 +193,14 @@ def read_dataset(st: Stage, name: str, art: ArtifactIn, *, data_key_name: str = 
 
 
 def validate(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     data: ArtifactIn,
     report: ArtifactOut,
     reference_path: str,
     thresholds: Mapping[str, float] | None = None,
     data_key_name: str = DEFAULT_DATA_KEY_NAME,
-) -> StageResult:
+) -> StageResult | None:
     """Schema and poisoning checks against a recorded reference; a breach fails the stage.
 
     The reference (schema, label distribution, feature ranges) is itself an input: it must
@@ -188,8 +210,7 @@ def validate(
     from mlseal.ml.errors import DataValidationError
 
     th = mlvalidate.Thresholds(**dict(thresholds or {}))
-    with Stage(StageKind.PROCESS, name="validate", sealing=sealing, source=validate,
-               params={"thresholds": th.to_obj()}) as st:
+    with _open(sealing, StageKind.PROCESS, "validate", source=validate, params={"thresholds": th.to_obj()}) as st:
         ref_file = st.input("reference", reference_path)
         reference = mlvalidate.Reference.from_json(ref_file.read_bytes())
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
@@ -201,7 +222,6 @@ def validate(
         if not result.ok:
             raise DataValidationError(result.breaches)
         st.output("report", report.path, media_type=MEDIA_JSON, uri=report.uri).write_text(result.to_json())
-    assert st.result is not None
     return st.result
 
 
@@ -209,7 +229,7 @@ def validate(
 
 
 def train(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     data: ArtifactIn,
     validation: ArtifactIn,
@@ -221,7 +241,7 @@ def train(
     seed: int = 0,
     test_fraction: float = 0.25,
     data_key_name: str = DEFAULT_DATA_KEY_NAME,
-) -> StageResult:
+) -> StageResult | None:
     """Train on the training split (fixed seed), optionally with FGSM adversarial training.
 
     Nothing is loaded before it is verified: the validation report and the dataset are
@@ -233,7 +253,7 @@ def train(
 
     config = mltrain.TrainConfig(label=label, adversarial=adversarial, epsilon=epsilon, epochs=epochs, seed=seed)
     params = {**config.to_obj(), "test_fraction": test_fraction, "split_seed": seed}
-    with Stage(StageKind.TRAIN, name="train", sealing=sealing, source=train, params=params) as st:
+    with _open(sealing, StageKind.TRAIN, "train", source=train, params=params) as st:
         validation.open(st, "validation")
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, _ = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
@@ -242,7 +262,6 @@ def train(
         st.metric("train_accuracy", report.train_accuracy)
         st.metric("rows", report.rows)
         st.metric("features", len(report.features))
-    assert st.result is not None
     return st.result
 
 
@@ -250,7 +269,7 @@ def train(
 
 
 def evaluate(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     model: ArtifactIn,
     data: ArtifactIn,
@@ -261,7 +280,7 @@ def evaluate(
     test_fraction: float = 0.25,
     gates: Mapping[str, Any] | None = None,
     data_key_name: str = DEFAULT_DATA_KEY_NAME,
-) -> StageResult:
+) -> StageResult | None:
     """Accuracy, F1, ROC AUC, robust accuracy (FGSM/PGD), membership-inference advantage; gates.
 
     The held-out rows are the same seeded split `train` left out.
@@ -274,7 +293,7 @@ def evaluate(
 
     params = {"label": label, "epsilon": epsilon, "test_fraction": test_fraction, "split_seed": seed,
               "gates": dict(gates or {})}
-    with Stage(StageKind.EVALUATE, name="evaluate", sealing=sealing, source=evaluate, params=params) as st:
+    with _open(sealing, StageKind.EVALUATE, "evaluate", source=evaluate, params=params) as st:
         fitted = LinearModel.from_json(model.open(st, "model").read_bytes())
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, test_part = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
@@ -285,7 +304,6 @@ def evaluate(
         if gates:
             mleval.check_gates(scores, dict(gates))
         st.output("metrics", metrics.path, media_type=MEDIA_JSON, uri=metrics.uri).write_text(scores.to_json())
-    assert st.result is not None
     return st.result
 
 
@@ -307,7 +325,7 @@ def inference_service(*, name: str, namespace: str, model_uri: str, model_sha256
 
 
 def deploy(
-    sealing: Sealing,
+    sealing: Sealing | Stage,
     *,
     model: ArtifactIn,
     evaluation: ArtifactIn,
@@ -315,31 +333,30 @@ def deploy(
     policy_path: str,
     service_name: str = "mlseal-model",
     namespace: str = "models",
-) -> StageResult:
+) -> StageResult | None:
     """Emit the InferenceService manifest and admit it with the webhook's own policy engine."""
     import yaml
 
     from mlseal.admission import decide, load_policy
 
-    with Stage(StageKind.DEPLOY, name="deploy", sealing=sealing, source=deploy,
-               params={"policy": policy_path, "service_name": service_name, "namespace": namespace}) as st:
+    params = {"policy": policy_path, "service_name": service_name, "namespace": namespace}
+    with _open(sealing, StageKind.DEPLOY, "deploy", source=deploy, params=params) as st:
         model.open(st, "model")
         evaluation.open(st, "evaluation")
         m, ev = st.inputs[0], st.inputs[1]
         recorded = next(o.uri for o in m.producer.outputs if o.sha256 == m.sha256)
         obj = inference_service(name=service_name, namespace=namespace, model_uri=recorded,
                                 model_sha256=m.sha256, evaluation_seq=ev.producer_seq)
-        decision = decide(obj, load_policy(policy_path), ledger=sealing.ledger)
+        decision = decide(obj, load_policy(policy_path), ledger=st.sealing.ledger)
         st.params["decision"] = decision.to_json()
         if not decision.allowed:
             raise PolicyDenied("deployment denied by admission policy: " + "; ".join(decision.reasons))
         text = yaml.safe_dump(obj, sort_keys=False)
         st.output("manifest", manifest.path, media_type=MEDIA_YAML, uri=manifest.uri).write_text(text)
-    assert st.result is not None
     return st.result
 
 
-STEPS: dict[str, Callable[..., StageResult]] = {
+STEPS: dict[str, Callable[..., StageResult | None]] = {
     "ingest": ingest,
     "anonymize": anonymize,
     "encrypt": encrypt,

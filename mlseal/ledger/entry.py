@@ -197,7 +197,8 @@ def parse_entry(data: bytes, trust: TrustRoot) -> Record:
 
     Steps: (1) split the DSSE envelope (record payload type, one signature); (2) the
     signing key is a trusted signer and the signature verifies; (3) the payload is a
-    v1 record; (4) the record's ``signer.key_id`` is the key that signed it.
+    v1 record; (4) the record's ``signer.key_id`` is the key that signed it; (5) the
+    trust file lets that key sign this record's stage (and component, image).
     Raises `VerificationError` naming what is wrong.
     """
     part = split_entry(data)
@@ -208,4 +209,7 @@ def parse_entry(data: bytes, trust: TrustRoot) -> Record:
             f"record {record.seq} names signer key {record.signer.key_id[:16]}… "
             f"but was signed by key {keyid[:16]}…"
         )
+    why = trust.authorization_problem(keyid, record.stage, record.component.source_sha256, record.component.image)
+    if why is not None:
+        raise VerificationError(f"record {record.seq} ({record.stage}): {why}")
     return record

@@ -150,30 +150,67 @@ def _artifact(v: object, where: str) -> tuple[dict[str, Any], str, str, Sha256He
 
 # --- the schema ---------------------------------------------------------------------
 
+#: the one secret store a record names: the dev store (``"dev"``) is never silent
+DEV_SECRET_STORE = "dev"  # noqa: S105 (a store's name, not a password)
+
+
 @dataclass(frozen=True)
 class Component:
+    """The code that ran: step name, source digest, image, and ``secret_store: dev``
+    when its secrets came from the local dev store instead of Vault (absent otherwise)."""
+
     name: str = ""
     source_sha256: Sha256Hex | None = None
     image: str | None = None
+    secret_store: str | None = None
 
     def to_obj(self) -> dict[str, JSON]:
-        return {"name": self.name, "source_sha256": self.source_sha256, "image": self.image}
+        obj: dict[str, JSON] = {"name": self.name, "source_sha256": self.source_sha256, "image": self.image}
+        if self.secret_store is not None:
+            obj["secret_store"] = self.secret_store
+        return obj
 
     @classmethod
     def from_obj(cls, v: object, where: str = "component") -> Component:
         o = _obj(v, where)
+        store = _str(o.get("secret_store"), f"{where}.secret_store", optional=True)
+        if store is not None and store != DEV_SECRET_STORE:
+            raise RecordFormatError(f"record field {where}.secret_store must be {DEV_SECRET_STORE!r} or absent")
         return cls(
             name=_req_str(o.get("name", ""), f"{where}.name"),
             source_sha256=_sha(o.get("source_sha256"), f"{where}.source_sha256", optional=True),
             image=_str(o.get("image"), f"{where}.image", optional=True),
+            secret_store=store,
         )
+
+
+#: what a KFP placeholder the backend never resolved looks like (``{{$.pipeline_job_uuid}}``)
+UNRESOLVED_PLACEHOLDER = "{{$"
 
 
 @dataclass(frozen=True)
 class RunInfo:
+    """The pipeline run and task that made a record. A value still holding a KFP
+    placeholder (``{{$.…}}``) is refused: the backend did not resolve it, and a record
+    that names no real run is worse than one that names none."""
+
     pipeline: str | None = None
     run_id: str | None = None
     task: str | None = None
+
+    def __post_init__(self) -> None:
+        self.check_resolved()
+
+    def check_resolved(self) -> None:
+        for k in ("pipeline", "run_id", "task"):
+            v = getattr(self, k)
+            if isinstance(v, str) and UNRESOLVED_PLACEHOLDER in v:
+                raise RecordFormatError(
+                    f"record field run.{k} is the unresolved KFP placeholder {v[:60]!r}: the KFP backend "
+                    "resolves placeholders only when a task passes them as arguments, never in a "
+                    "parameter's default; pass the run context explicitly at the call site "
+                    "(mlseal.kfp components do)"
+                )
 
     def to_obj(self) -> dict[str, JSON]:
         return {"pipeline": self.pipeline, "run_id": self.run_id, "task": self.task}
@@ -283,6 +320,8 @@ class RecordDraft:
             raise RecordFormatError(
                 f"record field stage must match {_STAGE.pattern}, got {self.stage[:80]!r}"
             )
+        if isinstance(self.run, RunInfo):
+            self.run.check_resolved()
         _check_json(dict(self.params), "params")
         for k, m in self.metrics.items():
             if isinstance(m, bool) or not isinstance(m, int | float) or not math.isfinite(m):
@@ -309,6 +348,7 @@ class RecordDraft:
         check(isinstance(c.name, str), "component.name", c.name)
         check(c.source_sha256 is None or is_sha256_hex(c.source_sha256), "component.source_sha256", c.source_sha256)
         check(opt_str(c.image), "component.image", c.image)
+        check(c.secret_store in (None, DEV_SECRET_STORE), "component.secret_store", c.secret_store)
         check(isinstance(self.run, RunInfo), "run", self.run)
         for k in ("pipeline", "run_id", "task"):
             check(opt_str(getattr(self.run, k)), f"run.{k}", getattr(self.run, k))

@@ -189,17 +189,17 @@ _RECORD_TAIL = re.compile(
     rb',"prev":"([0-9a-f]{64})","run":\{"pipeline":' + _OPT + rb',"run_id":' + _OPT + rb',"task":' + _OPT
     + rb'\},"secrets":\[(?:' + _SECRET + rb'(?:,' + _SECRET + rb')*)?\],'
     rb'"seq":(0|[1-9][0-9]{0,17}),"signer":\{"key_id":(' + _STR + rb'),"name":' + _STR + rb'\},'
-    rb'"stage":' + _STR + rb',"status":' + _STR + rb',"time":' + _STR + rb',"v":1\}',
+    rb'"stage":(' + _STR + rb'),"status":' + _STR + rb',"time":' + _STR + rb',"v":1\}',
     re.DOTALL,
 )
 
 
-def _tail_fields(tail: bytes | None) -> tuple[int, bytes, bytes] | None:
-    """(seq, prev hex, signer key id as JSON string) from a record tail, if canonical."""
+def _tail_fields(tail: bytes | None) -> tuple[int, bytes, bytes, bytes] | None:
+    """(seq, prev hex, signer key id, stage) from a record tail, if canonical."""
     m = _RECORD_TAIL.fullmatch(tail) if tail is not None else None
     if m is None:
         return None
-    return int(m.group(2)), m.group(1), m.group(3)[1:-1]
+    return int(m.group(2)), m.group(1), m.group(3)[1:-1], m.group(4)[1:-1]
 
 
 def _fast_fields(b64: bytes, hint: int = 0) -> tuple[int, bytes, bytes, int] | None:
@@ -215,7 +215,7 @@ def _fast_fields(b64: bytes, hint: int = 0) -> tuple[int, bytes, bytes, int] | N
     if hint:
         fields = _tail_fields(_b64_range(b64, end - hint, end))
         if fields is not None:
-            return (*fields, hint)
+            return (*fields[:3], hint)
     # Look near the end first (records' tails are short); the last hit there is the
     # last hit overall. Only if no pattern occurs there, search everything.
     for lo in (max(len(b64) - _TAIL_WINDOW, 0), 0):
@@ -228,7 +228,7 @@ def _fast_fields(b64: bytes, hint: int = 0) -> tuple[int, bytes, bytes, int] | N
                 o = max(o, (q >> 2) * 3 - first)
         if o >= 0:
             fields = _tail_fields(_b64_range(b64, o, end))
-            return None if fields is None else (*fields, end - o)
+            return None if fields is None else (*fields[:3], end - o)
         if lo == 0:
             break
     return None
@@ -275,8 +275,10 @@ def _check_one(
             chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
             return None, None
         payload, keyid, sig = part.payload, part.keyid.encode(), part.sig
+    grant = None
     if trust is not None:
         v = trust.signers.get(KeyId(keyid.decode()))
+        grant = trust.grant(keyid.decode())
         if v is None:
             chunk.problems.append(Problem(
                 pos, "signature",
@@ -291,12 +293,14 @@ def _check_one(
                     f"record {pos}: signature does not verify with key {v.name or keyid.decode()[:16]} "
                     "(entry altered after signing)",
                 ))
-    if not parse_all:
+    if not parse_all and not (grant is not None and grant.needs_component):
         i = payload.rfind(_PREV_KEY)
         fields = _tail_fields(payload[i:]) if i >= 0 else None
         if fields is not None:
-            if trust is not None and fields[2] != keyid:
-                chunk.problems.append(_signer_problem(pos, fields[2], keyid))
+            if trust is not None:
+                if fields[2] != keyid:
+                    chunk.problems.append(_signer_problem(pos, fields[2], keyid))
+                _check_grant(pos, trust, keyid, fields[3].decode(errors="replace"), None, None, chunk)
             return fields[0], fields[1]
     try:
         obj = json.loads(payload)
@@ -310,20 +314,40 @@ def _check_one(
         if parse_all:
             record = Record.from_obj(obj)
             seq, prev_s, signer_s = record.seq, record.prev, record.signer.key_id
+            stage, component, image = record.stage, record.component.source_sha256, record.component.image
             for o in record.outputs:
                 chunk.outputs.append((record.seq, o.name, o.uri, o.sha256))
         else:
             seq, prev_s = obj.get("seq"), obj.get("prev")
             signer_obj = obj.get("signer")
             signer_s = signer_obj.get("key_id") if isinstance(signer_obj, dict) else None
+            comp_obj = obj.get("component")
+            comp = comp_obj if isinstance(comp_obj, dict) else {}
+            stage, component, image = obj.get("stage"), comp.get("source_sha256"), comp.get("image")
         if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(prev_s, str):
             raise RecordFormatError("record has no integer seq and string prev")
-        if trust is not None and signer_s != keyid.decode():
-            chunk.problems.append(_signer_problem(pos, str(signer_s).encode(), keyid))
+        if trust is not None:
+            if signer_s != keyid.decode():
+                chunk.problems.append(_signer_problem(pos, str(signer_s).encode(), keyid))
+            _check_grant(pos, trust, keyid, stage, component, image, chunk)
         return seq, prev_s.encode()
     except RecordFormatError as exc:
         chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
         return None, None
+
+
+def _check_grant(
+    pos: int, trust: TrustRoot, keyid: bytes, stage: object, component: object, image: object, chunk: _Chunk
+) -> None:
+    """A trusted key signed a record outside what the trust file lets it sign."""
+    why = trust.authorization_problem(
+        keyid.decode(),
+        stage if isinstance(stage, str) else "",
+        component if isinstance(component, str) else None,
+        image if isinstance(image, str) else None,
+    )
+    if why is not None:
+        chunk.problems.append(Problem(pos, "signature", f"record {pos} ({stage}): {why}"))
 
 
 def _signer_problem(pos: int, named: bytes, keyid: bytes) -> Problem:

@@ -2,8 +2,11 @@
 
     # trust.yaml
     signers:
-      - name: pipeline
-        public_key: keys/pipeline.pub.pem   # relative to this file
+      - name: train
+        public_key: keys/train.pub.pem      # relative to this file
+        stages: [train]                     # the record stages this key may sign (absent: any)
+        components: [<sha256 hex>]          # optional: the component source digests it may record
+        images: [registry/image@sha256:…]   # optional: the images it may record
       - name: release                       # keyless (Sigstore): certificate identity + OIDC issuer
         identity: https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1
         issuer: https://token.actions.githubusercontent.com
@@ -24,14 +27,53 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mlseal.errors import ConfigurationError
+from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing.keys import KeyId, PublicKeyVerifier
+
+_STAGE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one record signer may sign: which stages, optionally which components and images.
+
+    ``None`` means "any" (a signer listed without ``stages`` may sign every stage: the
+    single-key layout of earlier trust files). A per-stage identity is what stops a key
+    that may sign ``train`` records from writing an ``evaluate`` record.
+
+        >>> g = Grant(stages=frozenset({"train"}))
+        >>> g.problem("train", None, None) is None, g.problem("evaluate", None, None)
+        (True, "may sign ['train'] records, not 'evaluate'")
+    """
+
+    stages: frozenset[str] | None = None
+    components: frozenset[str] | None = None
+    images: frozenset[str] | None = None
+
+    @property
+    def needs_component(self) -> bool:
+        """Whether checking this grant needs the record's component (digest or image)."""
+        return self.components is not None or self.images is not None
+
+    def problem(self, stage: str, component_sha256: str | None, image: str | None) -> str | None:
+        """Why a record with these fields is outside this grant, or None if it is inside."""
+        if self.stages is not None and stage not in self.stages:
+            return f"may sign {sorted(self.stages)} records, not {stage!r}"
+        if self.components is not None and component_sha256 not in self.components:
+            shown = f"{component_sha256[:16]}…" if component_sha256 else "no component digest"
+            return f"may record only its listed component digests, not {shown}"
+        if self.images is not None and image not in self.images:
+            return f"may record only its listed images, not {image!r}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -40,20 +82,53 @@ class TrustRoot:
 
     signers: dict[KeyId, PublicKeyVerifier] = field(default_factory=dict)
     checkpoint_keys: dict[KeyId, PublicKeyVerifier] = field(default_factory=dict)
+    #: what each record signer may sign; a signer without a grant may sign any stage
+    grants: dict[KeyId, Grant] = field(default_factory=dict)
     #: everything else the file said (keyless identities, etc.), for the signing module
     extra: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
 
     @classmethod
-    def of(cls, *verifiers: PublicKeyVerifier, checkpoint_keys: tuple[PublicKeyVerifier, ...] = ()) -> TrustRoot:
+    def of(
+        cls,
+        *verifiers: PublicKeyVerifier,
+        checkpoint_keys: tuple[PublicKeyVerifier, ...] = (),
+        stages: dict[str, Iterable[str]] | None = None,
+    ) -> TrustRoot:
+        """Trust these keys; ``stages`` maps a signer's name to the stages it may sign."""
+        grants = {
+            v.key_id: Grant(stages=frozenset(stages[v.name])) for v in verifiers if stages and v.name in stages
+        }
         return cls(
             signers={v.key_id: v for v in verifiers},
             checkpoint_keys={v.key_id: v for v in checkpoint_keys},
+            grants=grants,
         )
 
     def signer_name(self, key_id: str) -> str | None:
         v = self.signers.get(KeyId(key_id))
         return v.name if v else None
+
+    def grant(self, key_id: str) -> Grant | None:
+        return self.grants.get(KeyId(key_id))
+
+    def authorization_problem(
+        self, key_id: str, stage: str, component_sha256: str | None = None, image: str | None = None
+    ) -> str | None:
+        """Why the trusted signer `key_id` may not sign this record, or None if it may."""
+        g = self.grants.get(KeyId(key_id))
+        why = g.problem(stage, component_sha256, image) if g is not None else None
+        if why is None:
+            return None
+        return f"signer {self.signer_name(key_id) or key_id[:16]} {why} (trust file {self.source})"
+
+    def check_authorized(
+        self, key_id: str, stage: str, component_sha256: str | None = None, image: str | None = None
+    ) -> None:
+        """Raise `VerificationError` unless the trusted signer `key_id` may sign this record."""
+        why = self.authorization_problem(key_id, stage, component_sha256, image)
+        if why is not None:
+            raise VerificationError(why)
 
     def keyless_identities(self) -> list[KeylessIdentity]:
         """The keyless signers the trust file lists (validated when it was loaded)."""
@@ -105,6 +180,7 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
     data = load_yaml_file(path, "trust file")
     base = path.parent
     signers: dict[KeyId, PublicKeyVerifier] = {}
+    grants: dict[KeyId, Grant] = {}
     raw_signers = data.get("signers") or []
     if not isinstance(raw_signers, list):
         raise ConfigurationError(f"trust file {path}: signers must be a list")
@@ -121,7 +197,15 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
         if not isinstance(s["public_key"], str):
             raise ConfigurationError(f"trust file {path}: signers[{i}].public_key must be a path")
         v = PublicKeyVerifier.from_file(base / s["public_key"], name=s["name"])
+        if v.key_id in signers:
+            raise ConfigurationError(
+                f"trust file {path}: signers[{i}] ({s['name']}) repeats the key of {signers[v.key_id].name}: "
+                "list each key once, with every stage it may sign"
+            )
         signers[v.key_id] = v
+        grant = _grant(s, f"trust file {path}: signers[{i}] ({s['name']})")
+        if grant is not None:
+            grants[v.key_id] = grant
     cps: dict[KeyId, PublicKeyVerifier] = {}
     raw_cps = data.get("checkpoint_keys") or []
     if not isinstance(raw_cps, list):
@@ -140,4 +224,26 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
     extra["signers"] = [s for s in raw_signers if isinstance(s, dict) and "public_key" not in s]
     if not signers and not extra["signers"]:
         raise ConfigurationError(f"trust file {path} trusts no signer: an empty trust policy is refused")
-    return TrustRoot(signers=signers, checkpoint_keys=cps, extra=extra, source=str(path))
+    return TrustRoot(signers=signers, checkpoint_keys=cps, grants=grants, extra=extra, source=str(path))
+
+
+def _grant(s: dict[str, Any], where: str) -> Grant | None:
+    """A signer entry's `stages` / `components` / `images`, checked; None when it has none."""
+
+    def strings(key: str, pattern: re.Pattern[str] | None, example: str) -> frozenset[str] | None:
+        raw = s.get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+            raise ConfigurationError(f"{where}: {key} must be a non-empty list of strings, e.g. {key}: [{example}]")
+        bad = [x for x in raw if pattern is not None and not pattern.fullmatch(x)]
+        if bad:
+            raise ConfigurationError(f"{where}: {key} has {bad[0]!r}; expected values like {example}")
+        return frozenset(raw)
+
+    stages = strings("stages", _STAGE_NAME, "train")
+    components = strings("components", _HEX64, "<64 hex digits of the component source>")
+    images = strings("images", None, "registry.example/mlseal@sha256:<digest>")
+    if stages is None and components is None and images is None:
+        return None
+    return Grant(stages=stages, components=components, images=images)
