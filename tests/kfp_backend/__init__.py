@@ -1,10 +1,10 @@
 """Run compiled KFP v2 pipelines the way the KFP v2 backend (driver + launcher on Argo)
 does, without a cluster. See README.md in this directory for what is and is not modelled.
 
-    >>> with moto_object_store() as store:                                   # doctest: +SKIP
-    ...     cluster = Cluster(object_store=store)
-    ...     result = run_pipeline(ir_yaml, {"n": 3}, cluster)
-    ...     assert result.state == "SUCCEEDED", result.logs()
+    with moto_object_store() as store:
+        cluster = Cluster(object_store=store)
+        result = run_pipeline(ir_yaml, {"n": 3}, cluster)
+        assert result.state == "SUCCEEDED", result.logs()
 """
 
 from tests.kfp_backend._driver import Unsupported

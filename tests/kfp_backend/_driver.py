@@ -418,6 +418,10 @@ def build_pod(container: dict[str, Any], platform: dict[str, Any], ctx: RunConte
             for key, content in (data or {}).items():
                 files[f"{mount}/{key}"] = (content, 0o644)
 
+    # The image's own files (a stand-in for what a container image ships).
+    for path, content in cluster.image_files.items():
+        mounts.append(path.rsplit("/", 1)[0] or "/")
+        files[path] = (content, 0o644)
     # Every pod: the service account's token (kubelet-projected, API server audience).
     mounts.append(DEFAULT_TOKEN_DIR)
     files[f"{DEFAULT_TOKEN_DIR}/token"] = (

@@ -1,9 +1,9 @@
 """The "cluster" a run executes in: namespace objects, service account, PodDefaults,
 the token issuer and the S3 object store.
 
-    >>> c = Cluster(object_store=store)                       # doctest: +SKIP
-    >>> c.add_secret("mlseal-ledger-writer", {"username": "w", "password": "p"})
-    >>> c.add_config_map("mlseal-trust", {"trust.yaml": "signers: []\\n"})
+    cluster = Cluster(object_store=store, service_account="mlseal-pipeline", issuer=fake_vault.k8s_jwt)
+    cluster.add_secret("mlseal-ledger-writer", {"username": "w", "password": "p"})
+    cluster.add_config_map("mlseal-trust", {"trust.yaml": "signers: []"})
 
 Nothing here talks to Kubernetes: Secrets and ConfigMaps are namespace-scoped dicts the
 driver reads when it builds a pod, the way the kubelet resolves ``secretKeyRef`` /
@@ -164,6 +164,9 @@ class Cluster:
     pipeline_root: str | None = None
     #: extra ``KEY=value`` the "image" defines (Dockerfile ENV); PATH and HOME are fixed
     image_env: dict[str, str] = field(default_factory=dict)
+    #: files the "image" contains (absolute path -> text), e.g. a task's input data; each
+    #: file's directory is a private tmpfs in every pod
+    image_files: dict[str, str] = field(default_factory=dict)
 
     def add_secret(self, name: str, data: dict[str, str], *, namespace: str | None = None) -> None:
         self.secrets.setdefault(namespace or self.namespace, {})[name] = dict(data)

@@ -1,7 +1,7 @@
 """``run_pipeline``: execute a compiled KFP v2 pipeline (IR YAML) as the v2 backend does.
 
-    >>> result = run_pipeline(Path("pipeline.yaml").read_text(), {"n": 3}, cluster)  # doctest: +SKIP
-    >>> result.state, result.tasks["make"].outputs["Output"]
+    result = run_pipeline(Path("pipeline.yaml").read_text(), {"n": 3}, cluster)
+    result.state, result.tasks["make"].outputs["Output"], result.tasks["make"].logs
 
 The API server / Argo part runs here, in the test process: run parameters (defaults filled
 in as argocompiler/argo.go does), the root DAG in dependency order, the container driver

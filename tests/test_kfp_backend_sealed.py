@@ -1,0 +1,118 @@
+"""Sealed KFP pipelines (mlseal.kfp) run the way the KFP v2 backend runs them.
+
+Unlike kfp.local, the tasks get only what the compiled IR gives them (``wire()``'s
+environment, Secret, ConfigMaps, pod label), their own filesystems, artifacts through S3,
+metadata through (simulated) MLMD, the ledger on PostgreSQL with a writer role from the
+Secret, and Vault through Kubernetes auth with the projected ``vault``-audience token.
+"""
+
+# no "from __future__ import annotations": the KFP SDK reads the component annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kfp import compiler, dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from mlseal.kfp import sealed_component, wire
+from mlseal.ledger import open_ledger
+from mlseal.ledger.entry import parse_entry
+from mlseal.ledger.verify import verify_ledger
+from tests.kfp_backend import ObjectStore, RunResult, run_pipeline
+from tests.kfp_backend.mlseal_env import MlsealCluster, mlseal_cluster
+from tests.vault_server import FakeVault
+
+pytest_plugins = ["tests.kfp_backend.fixtures"]  # object_store (moto S3)
+
+
+@sealed_component(stage="ingest", media_types={"rows": "text/csv"})
+def collect(rows: Output[Dataset], n: int = 3):
+    """My own ingest step."""
+    with open(rows.path, "w") as f:
+        f.write("x\n" + "".join(f"{i}\n" for i in range(n)))
+
+
+@sealed_component(stage="train")
+def fit(rows: Input[Dataset], model: Output[Model], mode: str = "mean"):
+    from mlseal.kfp import current_stage  # a KFP function body is self-contained
+
+    with open(rows.path) as f:
+        values = [int(v) for v in f.read().split()[1:]]
+    with open(model.path, "w") as out:
+        if mode == "fail":
+            out.write("half a model")
+            raise RuntimeError("training diverged")
+        current_stage().metric("n", len(values))
+        out.write(str(sum(values) / len(values)))
+
+
+def users_own(services: Any) -> Any:
+    @dsl.pipeline(name="users-own")
+    def pipeline(mode: str = "mean") -> None:
+        rows = wire(collect(n=4), services)
+        wire(fit(rows=rows.outputs["rows"], mode=mode), services)
+
+    return pipeline
+
+
+@pytest.fixture
+def mlseal(object_store: ObjectStore, pg_url: str) -> Iterator[MlsealCluster]:
+    with FakeVault() as fake, mlseal_cluster(object_store, fake, pg_url) as m:
+        yield m
+
+
+def _run(m: MlsealCluster, tmp_path: Path, mode: str) -> RunResult:
+    ir = tmp_path / f"{uuid.uuid4().hex}.yaml"
+    compiler.Compiler().compile(users_own(m.services), str(ir))
+    return run_pipeline(ir.read_text(), {"mode": mode}, m.cluster, run_display_name="my run")
+
+
+def _records(m: MlsealCluster, tmp_path: Path) -> list[Any]:
+    trust = m.trust(tmp_path)
+    with open_ledger(m.ledger_url) as led:
+        assert verify_ledger(led, trust).ok
+        return [parse_entry(led.entry(s), trust) for s in range(led.size())]
+
+
+@pytest.mark.postgres
+def test_users_own_sealed_steps_on_the_backend(mlseal: MlsealCluster, tmp_path: Path) -> None:
+    result = _run(mlseal, tmp_path, "mean")
+    assert result.state == "SUCCEEDED", result.logs()
+    collect_rec, fit_rec = _records(mlseal, tmp_path)
+    assert (collect_rec.stage, collect_rec.signer.name) == ("ingest", "ingest")
+    assert (fit_rec.stage, fit_rec.signer.name) == ("train", "train")
+    assert fit_rec.inputs[0].producer_seq == collect_rec.seq
+    assert fit_rec.inputs[0].sha256 == collect_rec.outputs[0].sha256
+    assert fit_rec.metrics == {"n": 4.0} and fit_rec.params == {"mode": "mean"}
+    # each task logged in to Vault with its own stage role (the projected token)
+    assert mlseal.vault.logins["auth/kubernetes/"] == 2
+    # the run context is the backend's, resolved by the driver
+    assert {r.run.run_id for r in (collect_rec, fit_rec)} == {result.run_id}
+    assert (collect_rec.run.task, fit_rec.run.task) == ("collect", "fit")
+    assert fit_rec.run.pipeline == "my run"
+    # outputs are recorded at their S3 URIs and the bytes there are the recorded ones
+    model = result.tasks["fit"].artifacts["model"][0]
+    assert fit_rec.outputs[0].uri == model["uri"] and model["uri"].startswith("s3://")
+    assert mlseal.cluster.object_store.read(model["uri"]) == b"1.5"
+    # the metadata the next task got went through MLMD: digest and bundle intact
+    got = result.tasks["fit"].executor_input["inputs"]["artifacts"]["rows"]["artifacts"][0]["metadata"]
+    assert got["mlseal.sha256"] == collect_rec.outputs[0].sha256 and got["mlseal.bundle"].startswith("{")
+    assert got["mlseal.seq"] == collect_rec.seq
+    # no credential in any pod's log
+    logs = result.logs()
+    assert mlseal.writer_password not in logs and "hvs." not in logs
+
+
+@pytest.mark.postgres
+def test_a_failing_sealed_step_is_recorded_and_uploads_nothing(mlseal: MlsealCluster, tmp_path: Path) -> None:
+    result = _run(mlseal, tmp_path, "fail")
+    assert result.state == "FAILED"
+    assert "training diverged" in result.tasks["fit"].logs
+    *_, last = _records(mlseal, tmp_path)
+    assert last.stage == "train" and last.status.value == "failed" and last.outputs == ()
+    fit_input = result.tasks["fit"].executor_input
+    uri = fit_input["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"]
+    assert mlseal.cluster.object_store.keys(uri) == []
