@@ -116,3 +116,67 @@ def test_a_failing_sealed_step_is_recorded_and_uploads_nothing(mlseal: MlsealClu
     fit_input = result.tasks["fit"].executor_input
     uri = fit_input["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"]
     assert mlseal.cluster.object_store.keys(uri) == []
+
+
+# -- mlseal's reference pipeline -------------------------------------------------------------
+
+DATA_DIR = "/opt/mlseal-data"  # files the component image ships in this test (Cluster.image_files)
+
+
+def _reference_inputs(m: MlsealCluster, tmp_path: Path) -> dict[str, str]:
+    """The demo's source data and policy as image files; the validation reference sealed
+    into the ledger as an ``ingest`` record, as `mlseal demo` does; the HMAC key in Vault."""
+    import base64
+    import os
+
+    import hvac
+    import yaml
+
+    from mlseal.ml import anonymize, data, validate
+    from mlseal.secrets import open_secret_source
+    from mlseal.stage import MEDIA_JSON, Sealing, Stage
+
+    fake = m.vault
+    hvac.Client(url=fake.addr, token=fake.root_token).secrets.kv.v2.create_or_update_secret(
+        path="mlseal/anonymize/hmac", secret={"key": base64.b64encode(os.urandom(32)).decode()}, mount_point="secret")
+    source = tmp_path / "source.csv"
+    data.write_csv(data.make_demo_dataset(seed=0), source)
+    table = data.read_csv(source).drop(anonymize.AnonymizeSpec.demo().drop)
+    reference = tmp_path / "validation-reference.json"
+    src = open_secret_source(None, env={"VAULT_ADDR": fake.addr, "VAULT_TOKEN": fake.root_token})
+    with open_ledger(m.ledger_url) as led:
+        sealing = Sealing(ledger=led, signer=src.transit_signer("mlseal-signing-ingest"), trust=m.trust(tmp_path),
+                          signer_name="ingest", secrets=src)
+        with Stage("ingest", name="reference", sealing=sealing, params={"label": data.DEMO_LABEL}) as st:
+            st.output("reference", reference, media_type=MEDIA_JSON).write_text(
+                validate.Reference.from_table(table, label=data.DEMO_LABEL).to_json())
+    policy = yaml.safe_dump({"trust": "/etc/mlseal/trust/trust.yaml", "ledger": m.services.ledger_url,
+                             "require_stages": ["ingest", "process", "train", "evaluate"],
+                             "gates": {"accuracy": 0.9}, "mode": "enforce"})
+    m.cluster.image_files.update({f"{DATA_DIR}/source.csv": source.read_text(),
+                                  f"{DATA_DIR}/policy.yaml": policy})
+    for f in tmp_path.glob(reference.name + "*"):  # the reference and its signature bundle
+        m.cluster.image_files[f"{DATA_DIR}/{f.name}"] = f.read_text()
+    return {"source": f"{DATA_DIR}/source.csv", "reference_path": f"{DATA_DIR}/validation-reference.json",
+            "policy_path": f"{DATA_DIR}/policy.yaml"}
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_reference_pipeline_on_the_backend(mlseal: MlsealCluster, tmp_path: Path) -> None:
+    from mlseal.kfp import wire_compiled
+    from mlseal.pipelines import compile_reference
+
+    arguments = _reference_inputs(mlseal, tmp_path)
+    ir = wire_compiled(compile_reference(), mlseal.services)
+    result = run_pipeline(ir, {**arguments, "epochs": 20}, mlseal.cluster, run_display_name="reference run")
+    assert result.state == "SUCCEEDED", result.logs()[-6000:]
+    records = _records(mlseal, tmp_path)
+    run_records = [r for r in records if r.run is not None and r.run.run_id == result.run_id]
+    assert [r.stage for r in run_records] == ["ingest", "process", "process", "process", "train", "evaluate",
+                                              "deploy"]
+    assert all(r.signer.name == r.stage for r in run_records)
+    assert {r.run.task for r in run_records} == set(result.tasks)
+    assert mlseal.vault.logins["auth/kubernetes/"] == len(result.tasks)
+    logs = result.logs()
+    assert mlseal.writer_password not in logs and "hvs." not in logs
