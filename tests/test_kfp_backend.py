@@ -361,6 +361,31 @@ def test_run_parameters_are_validated_like_the_api_server(kfp_cluster: Cluster, 
         run_pipeline(ir, {"marker": 3}, kfp_cluster)
 
 
+@dsl.pipeline(name="caching")
+def caching_pipeline(n: int = 3) -> None:
+    p = produce(n=n)
+    consume(data=p.outputs["data"], count=p.outputs["count"], label=p.outputs["label"])
+    echo_run_id(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    echo(value="uncached").set_caching_options(False)
+
+
+def test_the_server_cache_reuses_outputs_unless_inputs_differ(kfp_cluster: Cluster, tmp_path: Path) -> None:
+    ir = compile_ir(caching_pipeline, tmp_path)
+    first = run_pipeline(ir, {"n": 2}, kfp_cluster)
+    second = run_pipeline(ir, {"n": 2}, kfp_cluster)
+    assert first.state == second.state == "SUCCEEDED", second.logs()
+    assert {n: t.state for n, t in first.tasks.items()} == dict.fromkeys(first.tasks, "SUCCEEDED")
+    # same inputs (for consume: the same MLMD artifact) -> no pod, the first run's outputs
+    assert second.tasks["produce"].state == second.tasks["consume"].state == "CACHED"
+    assert second.tasks["consume"].command is None
+    assert second.tasks["consume"].outputs == first.tasks["consume"].outputs
+    assert second.tasks["produce"].artifacts == first.tasks["produce"].artifacts
+    # a resolved run id is a different input every run; caching off always runs
+    assert second.tasks["echo-run-id"].state == second.tasks["echo"].state == "SUCCEEDED"
+    third = run_pipeline(ir, {"n": 3}, kfp_cluster)
+    assert third.tasks["produce"].state == third.tasks["consume"].state == "SUCCEEDED"
+
+
 @dsl.pipeline(name="conditional")
 def conditional_pipeline(flag: bool = True) -> None:
     with dsl.If(flag == True):  # noqa: E712 (KFP's condition syntax)

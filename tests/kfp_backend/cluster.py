@@ -164,6 +164,9 @@ class Cluster:
     pipeline_root: str | None = None
     #: extra ``KEY=value`` the "image" defines (Dockerfile ENV); PATH and HOME are fixed
     image_env: dict[str, str] = field(default_factory=dict)
+    #: the KFP server's cache (``CACHEENABLED``): (namespace, pipeline name, fingerprint) -> execution
+    cache_enabled: bool = True
+    cache: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     #: files the "image" contains (absolute path -> text), e.g. a task's input data; each
     #: file's directory is a private tmpfs in every pod
     image_files: dict[str, str] = field(default_factory=dict)

@@ -12,6 +12,7 @@ own process in its own mount namespace (`tests.kfp_backend._launcher`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import secrets
 import subprocess
@@ -34,8 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 class TaskResult:
     """One task of the run.
 
-    ``state``: SUCCEEDED, FAILED, or NOT_RUN (an upstream task failed or the run stopped
-    scheduling after a failure; Argo's ``.Succeeded`` depends + failFast).
+    ``state``: SUCCEEDED, CACHED (outputs reused from an earlier run's execution with the
+    same fingerprint; no pod ran), FAILED, or NOT_RUN (an upstream task failed or the run
+    stopped scheduling after a failure; Argo's ``.Succeeded`` depends + failFast).
     ``executor_input``: what the driver built (as stored in MLMD and passed to the
     launcher); ``command``: the user command after the launcher's substitution.
     ``executor_output``: the parsed outputs.outputFile; ``outputs``: output parameters as
@@ -172,7 +174,7 @@ def run_pipeline(ir_text: str, arguments: dict[str, Any] | None, cluster: Cluste
                 run.results[name] = TaskResult(name=name, state="NOT_RUN")
                 continue
             run.task(name, tasks[name])
-        failed = failed or any(run.results[n].state != "SUCCEEDED" for n in wave)
+        failed = failed or any(run.results[n].state not in ("SUCCEEDED", "CACHED") for n in wave)
     return RunResult(state="FAILED" if failed else "SUCCEEDED", run_id=run_id, run_name=ctx.run_name,
                      pipeline_root=ctx.pipeline_root, tasks=run.results)
 
@@ -203,6 +205,14 @@ class _Run:
             outputs = D.provision_outputs(self.ctx.pipeline_root, name, comp.get("outputDefinitions", {}))
             executor_input = {"inputs": inputs, "outputs": outputs}
             result.executor_input = executor_input
+            fingerprint = self._fingerprint(task, comp, container, executor_input)
+            cache_key = (self.cluster.namespace, self.ctx.pipeline_name, fingerprint or "")
+            if fingerprint and (hit := self.cluster.cache.get(cache_key)):
+                # reuseCachedOutputs: the earlier execution's outputs, no pod at all
+                result.state = execution.state = "CACHED"
+                result.outputs = execution.output_parameters = dict(hit.output_parameters)
+                result.artifacts = execution.output_artifacts = dict(hit.output_artifacts)
+                return
             command = (D.resolve_container_args(list(container.get("command", [])), executor_input)
                        + D.resolve_container_args(list(container.get("args", [])), executor_input))
             env, files, mounts, labels, _ann, pod_name, _uid = D.build_pod(
@@ -233,6 +243,35 @@ class _Run:
                 {"name": str(self._id()), "type": {"instanceSchema": ""}, "uri": a["uri"], "metadata": a["metadata"]}
                 for a in arts]
         result.artifacts = execution.output_artifacts
+        if fingerprint:  # the launcher's CreateExecutionCache
+            self.cluster.cache[cache_key] = execution
+
+    def _fingerprint(self, task: dict[str, Any], comp: dict[str, Any], container: dict[str, Any],
+                     executor_input: dict[str, Any]) -> str | None:
+        """getFingerPrint (driver/cache.go) over GenerateCacheKey (cacheutils/cache.go), or
+        None when caching is off for the task or the server. The key's fields are the
+        backend's; the hash over them is this harness's own (it only has to be stable)."""
+        options = task.get("cachingOptions", {})
+        if not self.cluster.cache_enabled or not options.get("enableCache"):
+            return None
+        h = hashlib.sha256()
+        if options.get("cacheKey"):
+            h.update(task["componentRef"]["name"].encode() + b"\0" + options["cacheKey"].encode())
+            return h.hexdigest()
+        inputs, outputs = executor_input["inputs"], executor_input["outputs"]
+        key = {
+            "inputArtifactNames": {n: [a["name"] for a in al["artifacts"]]
+                                   for n, al in inputs.get("artifacts", {}).items()},
+            "inputParameterValues": inputs.get("parameterValues", {}),
+            "outputArtifactsSpec": {n: {k: al["artifacts"][0].get(k) for k in ("name", "type", "metadata")}
+                                    for n, al in outputs.get("artifacts", {}).items()},
+            "outputParametersSpec": {n: comp["outputDefinitions"]["parameters"][n]["parameterType"]
+                                     for n in outputs.get("parameters", {})},
+            "containerSpec": {"image": container.get("image"),
+                              "cmdArgs": [*container.get("command", []), *container.get("args", [])], "pvcNames": []},
+        }
+        h.update(V.to_protojson(key).encode())
+        return h.hexdigest()
 
 
 def _launch(launch: dict[str, Any], timeout: float) -> dict[str, Any]:
