@@ -224,6 +224,10 @@ def test_artifacts_and_parameters_flow_through_the_object_store(kfp_cluster: Clu
     assert prod.executor_input["outputs"]["parameters"] == {"count": {"outputFile": "/tmp/kfp/outputs/count"},
                                                             "label": {"outputFile": "/tmp/kfp/outputs/label"}}
     assert kfp_cluster.object_store.read(uri) == b"row\n" * 4
+    # PUBLISH_LOGS: the task's log is an artifact too, at the retry-qualified URI
+    log_uri = prod.artifacts["executor-logs"][0]["uri"]
+    assert log_uri == f"{task_root}/executor-logs-0"
+    assert b"Wrote executor output file" in kfp_cluster.object_store.read(log_uri)
 
     # the consumer's input artifact is what MLMD returns: id as name, no schema title,
     # metadata with display_name/store_session_info, bool -> 1, list -> {"list": [...]}
@@ -279,6 +283,10 @@ def test_a_failing_task_fails_the_run_and_nothing_runs_after_it(kfp_cluster: Clu
     assert result.tasks["fail"].state == "FAILED"
     assert "RuntimeError: boom from the component" in result.tasks["fail"].logs
     assert result.tasks["fail"].outputs == {}
+    # a failed task registers its log, and nothing else
+    assert set(result.tasks["fail"].artifacts) == {"executor-logs"}
+    log_uri = result.tasks["fail"].artifacts["executor-logs"][0]["uri"]
+    assert b"boom from the component" in kfp_cluster.object_store.read(log_uri)
     # downstream (depends on .Succeeded) never starts; an independent task started
     # alongside the failing one runs to completion
     assert result.tasks["echo"].state == "NOT_RUN" and result.tasks["echo"].executor_input is None

@@ -241,12 +241,17 @@ def resolve_inputs(task_name: str, task: dict[str, Any], component: dict[str, An
     return inputs
 
 
-def provision_outputs(pipeline_root: str, task_name: str, outputs_spec: dict[str, Any]) -> dict[str, Any]:
-    """provisionOutputs (driver.go), publish_logs off."""
+def provision_outputs(pipeline_root: str, task_name: str, outputs_spec: dict[str, Any], *,
+                      publish_logs: bool = True) -> dict[str, Any]:
+    """provisionOutputs (driver.go); with ``publish_logs`` (PUBLISH_LOGS, "true" in the
+    API server's manifests) an ``executor-logs`` output artifact the launcher fills."""
     task_root = generate_output_uri(pipeline_root, [task_name, str(uuid.uuid4())], False)
     outputs: dict[str, Any] = {}
     arts = {}
-    for name, spec in outputs_spec.get("artifacts", {}).items():
+    specs = dict(outputs_spec.get("artifacts", {}))
+    if publish_logs:
+        specs["executor-logs"] = {"artifactType": {"schemaTitle": "system.Artifact"}}
+    for name, spec in specs.items():
         art: dict[str, Any] = {"name": name, "type": spec.get("artifactType", {}),
                                "uri": generate_output_uri(task_root, [name], False)}
         if spec.get("metadata"):

@@ -177,6 +177,13 @@ class Launcher:
             out[f"{{{{$.outputs.parameters['{name}'].output_file}}}}"] = p["outputFile"]
         return out
 
+    def qualify_executor_logs(self) -> None:
+        """qualifyExecutorLogsForRetry: no retry strategy, so no KFP_RETRY_INDEX and no
+        ``(N)`` in the Argo node name: index 0."""
+        arts = self.executor_input.get("outputs", {}).get("artifacts", {}).get("executor-logs", {}).get("artifacts")
+        if arts and len(arts) == 1 and not arts[0]["uri"].endswith("-0"):
+            arts[0]["uri"] += "-0"
+
     def compile_command(self) -> list[str]:
         """compileCmdAndArgs: the command (first word) gets ``{{$}}`` only, as in Go."""
         ei = self.with_defaults()
@@ -235,13 +242,16 @@ class Launcher:
             values[name] = V.text_to_pb_value(text, ptype)
         return values
 
-    def upload_and_record(self, output: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    def upload_and_record(self, output: dict[str, Any], *, succeeded: bool = True
+                          ) -> dict[str, list[dict[str, Any]]]:
         recorded: dict[str, list[dict[str, Any]]] = {}
         for name, alist in self.executor_input.get("outputs", {}).get("artifacts", {}).items():
+            if not succeeded and name != "executor-logs":
+                continue  # a failed task registers its log only
             for art in alist.get("artifacts", []):
                 art = json.loads(json.dumps(art))
                 produced = output.get("artifacts", {}).get(name, {}).get("artifacts", [])
-                if produced:  # mergeRuntimeArtifacts
+                if produced and name != "executor-logs":  # mergeRuntimeArtifacts; the log stays launcher-managed
                     src = produced[0]
                     if src.get("uri"):
                         art["uri"] = src["uri"]
@@ -255,12 +265,21 @@ class Launcher:
                     self.log(f"Output Artifact {name!r} does not have a recognized storage URI {art['uri']!r}. "
                              "Skipping uploading to remote storage.")
                 else:
+                    if name == "executor-logs" and not Path(local).exists():
+                        continue  # nothing was logged: no dead link
                     self.upload(local, art["uri"])
                 metadata = dict(art.get("metadata") or {})
                 metadata.setdefault("display_name", name)
                 metadata.setdefault("store_session_info", self.session_info)
                 recorded[name] = [{"uri": art["uri"], "metadata": V.mlmd_round_trip(metadata)}]
         return recorded
+
+    def write_log_artifact(self, output: bytes) -> None:
+        """getLogWriter: the user command's output, also into the executor-logs artifact."""
+        arts = self.executor_input.get("outputs", {}).get("artifacts", {}).get("executor-logs", {}).get("artifacts")
+        if arts and len(arts) == 1:
+            with contextlib.suppress(V.BackendError, OSError):
+                Path(arts[0].get("customPath") or local_path_for_uri(arts[0]["uri"])).write_bytes(output)
 
     # -- the whole task -------------------------------------------------------------------------
 
@@ -275,13 +294,17 @@ class Launcher:
                 for art in alist.get("artifacts", []):
                     Path(art.get("customPath") or local_path_for_uri(art["uri"])).parent.mkdir(parents=True,
                                                                                               exist_ok=True)
+            self.qualify_executor_logs()
             command = self.compile_command()
             result["command"] = command
             proc = subprocess.run(command, env=self.spec["env"], cwd=self.spec["workdir"], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=self.spec["timeout"],
                                   check=False)
             self.logs.append(proc.stdout.decode(errors="replace"))
+            self.write_log_artifact(proc.stdout)
             if proc.returncode != 0:
+                with contextlib.suppress(V.BackendError, OSError):
+                    result["output_artifacts"] = self.upload_and_record({}, succeeded=False)
                 raise V.BackendError(f"failed to execute component: exit status {proc.returncode}")
             output = self.executor_output()
             result["executor_output"] = output

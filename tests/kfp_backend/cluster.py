@@ -164,6 +164,8 @@ class Cluster:
     pipeline_root: str | None = None
     #: extra ``KEY=value`` the "image" defines (Dockerfile ENV); PATH and HOME are fixed
     image_env: dict[str, str] = field(default_factory=dict)
+    #: the API server's PUBLISH_LOGS: each task's log becomes an ``executor-logs`` artifact
+    publish_logs: bool = True
     #: the KFP server's cache (``CACHEENABLED``): (namespace, pipeline name, fingerprint) -> execution
     cache_enabled: bool = True
     cache: dict[tuple[str, str, str], Any] = field(default_factory=dict)

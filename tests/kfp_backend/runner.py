@@ -202,7 +202,8 @@ class _Run:
         execution = self.mlmd[name] = D.Execution(id=self._id(), state="FAILED")
         try:  # the driver pod
             inputs = D.resolve_inputs(name, task, comp, self.ctx, self.mlmd)
-            outputs = D.provision_outputs(self.ctx.pipeline_root, name, comp.get("outputDefinitions", {}))
+            outputs = D.provision_outputs(self.ctx.pipeline_root, name, comp.get("outputDefinitions", {}),
+                                          publish_logs=self.cluster.publish_logs)
             executor_input = {"inputs": inputs, "outputs": outputs}
             result.executor_input = executor_input
             fingerprint = self._fingerprint(task, comp, container, executor_input)
@@ -236,15 +237,19 @@ class _Run:
         result.logs = published.get("logs", "")
         result.error = published.get("error")
         if result.state != "SUCCEEDED":
+            result.artifacts = execution.output_artifacts = self._record(published)  # executor-logs only
             return
         result.outputs = execution.output_parameters = published.get("output_parameters", {})
-        for out_name, arts in published.get("output_artifacts", {}).items():
-            execution.output_artifacts[out_name] = [
-                {"name": str(self._id()), "type": {"instanceSchema": ""}, "uri": a["uri"], "metadata": a["metadata"]}
-                for a in arts]
-        result.artifacts = execution.output_artifacts
+        result.artifacts = execution.output_artifacts = self._record(published)
         if fingerprint:  # the launcher's CreateExecutionCache
             self.cluster.cache[cache_key] = execution
+
+    def _record(self, published: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """The output artifacts as MLMD hands them to a downstream driver: the artifact id
+        as name and an empty schema (metadata.Client.GetOutputArtifactsByExecutionId)."""
+        return {out_name: [{"name": str(self._id()), "type": {"instanceSchema": ""}, "uri": a["uri"],
+                            "metadata": a["metadata"]} for a in arts]
+                for out_name, arts in published.get("output_artifacts", {}).items()}
 
     def _fingerprint(self, task: dict[str, Any], comp: dict[str, Any], container: dict[str, Any],
                      executor_input: dict[str, Any]) -> str | None:
