@@ -191,6 +191,17 @@ def greet(greeting: str, out: dsl.Output[dsl.Artifact], name: Optional[str] = No
         args=[greeting, dsl.IfPresentPlaceholder(input_name="name", then=[name], else_=["nobody"]), out.path])
 
 
+@dsl.container_component
+def shout(word: str = "default") -> dsl.ContainerSpec:
+    return dsl.ContainerSpec(image=IMAGE, command=["echo"], args=[word])
+
+
+@dsl.pipeline(name="container-default")
+def container_default_pipeline() -> None:
+    shout(word="given")
+    shout()
+
+
 @dsl.pipeline(name="container")
 def container_pipeline() -> None:
     greet(greeting="hello").set_display_name("absent")
@@ -359,6 +370,17 @@ def test_container_component_placeholders_and_if_present(kfp_cluster: Cluster, t
     assert kfp_cluster.object_store.read(present.artifacts["out"][0]["uri"]) == b"hi, ada\n"
     assert present.command is not None and present.command[3:5] == ["hi", "ada"]
     assert present.command[5].startswith("/s3/")
+
+
+def test_a_container_placeholder_for_an_input_left_to_its_default_fails_in_the_driver(
+        kfp_cluster: Cluster, tmp_path: Path) -> None:
+    # driver/util.go resolveInputParameterPlaceholders: the input is not in the executor
+    # input (defaults are left to the component), so the driver cannot substitute it
+    result = run(container_default_pipeline, kfp_cluster, tmp_path)
+    assert result.tasks["shout"].state == "SUCCEEDED" and "given" in result.tasks["shout"].logs
+    failed = result.tasks["shout-2"]
+    assert failed.state == "FAILED" and failed.command is None
+    assert "parameter 'word' not found in executor input" in (failed.error or "")
 
 
 def test_run_parameters_are_validated_like_the_api_server(kfp_cluster: Cluster, tmp_path: Path) -> None:
