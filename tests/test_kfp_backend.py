@@ -7,6 +7,7 @@ driver and launcher would (see tests/kfp_backend/README.md)."""
 
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -18,15 +19,28 @@ from tests.kfp_backend import (
     KUBERNETES_AUDIENCE,
     BackendError,
     Cluster,
+    ObjectStore,
     RunResult,
     Unsupported,
     jwt_claims,
+    moto_object_store,
     run_pipeline,
 )
 
-pytest_plugins = ["tests.kfp_backend.fixtures"]  # object_store (moto S3), kfp_cluster
-
 IMAGE = "python:3.11"
+
+
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[ObjectStore]:
+    """moto's S3 server on 127.0.0.1 for this module's runs."""
+    with moto_object_store() as store:
+        yield store
+
+
+@pytest.fixture
+def kfp_cluster(object_store: ObjectStore) -> Cluster:
+    """A fresh cluster: namespace kubeflow, service account pipeline-runner, a new bucket."""
+    return Cluster(object_store=object_store)
 
 def compile_ir(pipeline: Any, tmp_path: Path) -> str:
     path = tmp_path / f"{uuid.uuid4().hex}.yaml"

@@ -21,11 +21,9 @@ from mlseal.kfp import sealed_component, wire
 from mlseal.ledger import open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.verify import verify_ledger
-from tests.kfp_backend import ObjectStore, RunResult, run_pipeline
+from tests.kfp_backend import ObjectStore, RunResult, moto_object_store, run_pipeline
 from tests.kfp_backend.mlseal_env import MlsealCluster, mlseal_cluster
 from tests.vault_server import FakeVault
-
-pytest_plugins = ["tests.kfp_backend.fixtures"]  # object_store (moto S3)
 
 
 @sealed_component(stage="ingest", media_types={"rows": "text/csv"})
@@ -56,6 +54,13 @@ def users_own(services: Any) -> Any:
         wire(fit(rows=rows.outputs["rows"], mode=mode), services)
 
     return pipeline
+
+
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[ObjectStore]:
+    """moto's S3 server on 127.0.0.1 for this module's runs."""
+    with moto_object_store() as store:
+        yield store
 
 
 @pytest.fixture

@@ -14,12 +14,17 @@ import hvac
 import pytest
 from kfp import compiler, dsl, kubernetes
 
-from tests.kfp_backend import KUBERNETES_AUDIENCE, Cluster, ObjectStore, jwt_claims, run_pipeline
+from tests.kfp_backend import KUBERNETES_AUDIENCE, Cluster, ObjectStore, jwt_claims, moto_object_store, run_pipeline
 from tests.vault_server import FakeVault
 
-pytest_plugins = ["tests.kfp_backend.fixtures"]  # object_store (moto S3)
-
 IMAGE = "python:3.11"
+
+
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[ObjectStore]:
+    """moto's S3 server on 127.0.0.1 for this module's runs."""
+    with moto_object_store() as store:
+        yield store
 
 
 @pytest.fixture
