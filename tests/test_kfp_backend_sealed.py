@@ -82,6 +82,22 @@ def _records(m: MlsealCluster, tmp_path: Path) -> list[Any]:
         return [parse_entry(led.entry(s), trust) for s in range(led.size())]
 
 
+def _assert_no_credentials(m: MlsealCluster, result: RunResult, ir: str = "") -> None:
+    import json
+
+    from tests.fixtures_pipeline import ledger_plaintext
+
+    with open_ledger(m.ledger_url) as led:
+        ledger = ledger_plaintext(led).decode(errors="replace")
+    published = json.dumps([(t.executor_input, t.executor_output, t.outputs, t.artifacts, t.command)
+                            for t in result.tasks.values()])
+    creds = m.credentials()
+    assert len(creds) > 3 and m.issued_jwts
+    for text in (result.logs(), ledger, published, ir):
+        leaked = [c[:6] for c in creds if c in text]
+        assert not leaked, f"credentials leaked: {leaked}"
+
+
 @pytest.mark.postgres
 def test_users_own_sealed_steps_on_the_backend(mlseal: MlsealCluster, tmp_path: Path) -> None:
     result = _run(mlseal, tmp_path, "mean")
@@ -106,15 +122,15 @@ def test_users_own_sealed_steps_on_the_backend(mlseal: MlsealCluster, tmp_path: 
     got = result.tasks["fit"].executor_input["inputs"]["artifacts"]["rows"]["artifacts"][0]["metadata"]
     assert got["mlseal.sha256"] == collect_rec.outputs[0].sha256 and got["mlseal.bundle"].startswith("{")
     assert got["mlseal.seq"] == collect_rec.seq
-    # no credential in any pod's log
-    logs = result.logs()
-    assert mlseal.writer_password not in logs and "hvs." not in logs
+    # no credential in any pod's log, the ledger, the executor inputs/outputs or the IR
+    _assert_no_credentials(mlseal, result)
 
 
 @pytest.mark.postgres
 def test_a_failing_sealed_step_is_recorded_and_uploads_nothing(mlseal: MlsealCluster, tmp_path: Path) -> None:
     result = _run(mlseal, tmp_path, "fail")
     assert result.state == "FAILED"
+    _assert_no_credentials(mlseal, result)
     assert "training diverged" in result.tasks["fit"].logs
     *_, last = _records(mlseal, tmp_path)
     assert last.stage == "train" and last.status.value == "failed" and last.outputs == ()
@@ -183,5 +199,4 @@ def test_reference_pipeline_on_the_backend(mlseal: MlsealCluster, tmp_path: Path
     assert all(r.signer.name == r.stage for r in run_records)
     assert {r.run.task for r in run_records} == set(result.tasks)
     assert mlseal.vault.logins["auth/kubernetes/"] == len(result.tasks)
-    logs = result.logs()
-    assert mlseal.writer_password not in logs and "hvs." not in logs
+    _assert_no_credentials(mlseal, result, ir)

@@ -62,6 +62,11 @@ class MlsealCluster:
     public_keys: dict[str, str]  # stage -> PEM
     writer_password: str
     vault: Any                  # the FakeVault
+    issued_jwts: list[str]      # every service-account token a pod was given
+
+    def credentials(self) -> set[str]:
+        """Every credential in play: the writer's password, Vault tokens, pod JWTs."""
+        return {self.writer_password, *self.vault.tokens, *self.issued_jwts}
 
     def trust(self, tmp_dir: Any) -> Any:
         """The trust file as mlseal loads it (written to `tmp_dir`)."""
@@ -130,15 +135,22 @@ def mlseal_cluster(object_store: ObjectStore, fake_vault: Any, pg_url: str) -> I
         db.execute(f"GRANT USAGE ON SCHEMA {schema} TO {writer}")
         db.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {writer}")
         db.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {writer}")
+    issued: list[str] = []
+
+    def issuer(service_account: str, namespace: str, **kw: Any) -> str:
+        jwt: str = fake_vault.k8s_jwt(service_account, namespace, **kw)
+        issued.append(jwt)
+        return jwt
+
     cluster = Cluster(object_store=object_store, namespace=NAMESPACE, service_account=SERVICE_ACCOUNT,
-                      issuer=fake_vault.k8s_jwt)
+                      issuer=issuer)
     cluster.add_secret("mlseal-ledger-writer", {"username": writer, "password": password})
     cluster.add_config_map("mlseal-trust", {"trust.yaml": trust_text,
                                             **{f"{s}.pub.pem": pem for s, pem in keys.items()}})
     services = Services(vault_addr=fake_vault.addr, ledger_url=_without_userinfo(pg_url), ledger_ca_config_map=None,
                         image=IMAGE)
     try:
-        yield MlsealCluster(cluster, services, pg_url, trust_text, keys, password, fake_vault)
+        yield MlsealCluster(cluster, services, pg_url, trust_text, keys, password, fake_vault, issued)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as db:
             db.execute(f"DROP OWNED BY {writer}")
