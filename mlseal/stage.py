@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mlseal.errors import ConfigurationError, Error, VerificationError
 from mlseal.ledger.record import (
     DEV_SECRET_STORE,
+    UNRESOLVED_PLACEHOLDER,
     Component,
     InputRef,
     OutputRef,
@@ -245,7 +246,13 @@ def run_info_from_env(environ: Mapping[str, str] | None = None) -> RunInfo:
     env = os.environ if environ is None else environ
 
     def first(names: tuple[str, ...]) -> str | None:
-        return next((env[n] for n in names if env.get(n)), None)
+        name = next((n for n in names if env.get(n)), None)
+        if name is not None and UNRESOLVED_PLACEHOLDER in env[name]:
+            raise ConfigurationError(
+                f"{name} {env[name][:60]!r} is an unresolved KFP placeholder: the KFP backend resolves "
+                "placeholders only in arguments a task passes, so pass the run context there"
+            )
+        return env[name] if name is not None else None
 
     try:
         return RunInfo(**{k: first(v) for k, v in RUN_ENV.items()})

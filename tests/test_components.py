@@ -25,6 +25,7 @@ from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import Status
 from mlseal.ml import data
 from mlseal.ml.errors import DataValidationError, GateError
+from mlseal.signing.digest import digest_path
 from mlseal.stage import InputRefused
 from tests.fixtures_pipeline import SealedEnv, ledger_plaintext, secret_values
 
@@ -121,7 +122,9 @@ def _reference(env: SealedEnv, raw: Path) -> Path:
 def _policy(env: SealedEnv, gates: dict) -> Path:  # type: ignore[type-arg]
     p = env.root / "policy.yaml"
     p.write_text(yaml.safe_dump({"trust": str(env.trust_file), "ledger": env.ledger_url,
-                                 "require_stages": ["ingest", "process", "train", "evaluate"], "gates": gates}))
+                                 "require_stages": ["ingest", "process", "train", "evaluate"], "gates": gates,
+                                 "serving_uris": {env.root.as_uri() + "/": "s3://models/"},
+                                 "evaluation": {"signers": ["pipeline"], "held_out": True}}))
     return p
 
 
@@ -142,17 +145,17 @@ def _trained(env: SealedEnv, *, epochs: int) -> dict[str, Path]:
     s.validate(env.sealing, data=s.ArtifactIn(p["enc"]), report=s.ArtifactOut(a / "val.json"),
                reference_path=str(p["ref"]))
     s.train(env.sealing, data=s.ArtifactIn(p["enc"]), validation=s.ArtifactIn(a / "val.json"),
-            model=s.ArtifactOut(a / "model.json"), epochs=epochs)
-    return {**p, "model": a / "model.json"}
+            model=s.ArtifactOut(a / "model"), epochs=epochs)
+    return {**p, "model": a / "model"}
 
 
 def test_steps_in_process_end_to_end(sealed_env: SealedEnv) -> None:
     env = sealed_env
     p = _trained(env, epochs=15)
     a = env.root / "a"
-    ev = s.evaluate(env.sealing, model=s.ArtifactIn(a / "model.json"), data=s.ArtifactIn(p["enc"]),
+    ev = s.evaluate(env.sealing, model=s.ArtifactIn(a / "model"), data=s.ArtifactIn(p["enc"]),
                     metrics=s.ArtifactOut(a / "metrics.json"), gates={"accuracy": 0.8})
-    dep = s.deploy(env.sealing, model=s.ArtifactIn(a / "model.json"), evaluation=s.ArtifactIn(a / "metrics.json"),
+    dep = s.deploy(env.sealing, model=s.ArtifactIn(a / "model"), evaluation=s.ArtifactIn(a / "metrics.json"),
                    manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(_policy(env, {"accuracy": 0.8})))
     records = [parse_entry(e, env.trust) for _, e in env.ledger.entries()]
     assert [(r.stage, r.component.name) for r in records] == [
@@ -172,8 +175,13 @@ def test_steps_in_process_end_to_end(sealed_env: SealedEnv) -> None:
     assert {"robust_accuracy", "mia_advantage", "roc_auc", "f1"} <= set(ev.record.metrics)
     assert dep.record is not None and dep.record.params["decision"] == {"allowed": True, "reasons": []}
     manifest = yaml.safe_load((a / "isvc.yaml").read_text())
-    model_sha = hashlib.sha256((a / "model.json").read_bytes()).hexdigest()
+    model_sha = digest_path(a / "model")  # a model repository directory: its OMS manifest digest
     assert manifest["metadata"]["annotations"]["mlseal.dev/model-sha256"] == model_sha
+    # served by a stock KServe runtime, from where the policy maps the recorded artifact
+    predictor = manifest["spec"]["predictor"]["model"]
+    assert predictor["modelFormat"] == {"name": "onnx", "version": "1"}
+    assert predictor["runtime"] == "kserve-tritonserver"
+    assert predictor["storageUri"] == "s3://models/a/model/"
     # nothing secret in the ledger
     ledger_bytes = ledger_plaintext(env.ledger)
     assert b"mlseal/anonymize/hmac" in ledger_bytes  # the scan reads the decoded records
@@ -219,15 +227,15 @@ def test_unmet_gate_and_denied_deploy_fail_their_stages(sealed_env: SealedEnv) -
     p = _trained(env, epochs=5)
     a = env.root / "a"
     with pytest.raises(GateError):
-        s.evaluate(env.sealing, model=s.ArtifactIn(a / "model.json"), data=s.ArtifactIn(p["enc"]),
+        s.evaluate(env.sealing, model=s.ArtifactIn(a / "model"), data=s.ArtifactIn(p["enc"]),
                    metrics=s.ArtifactOut(a / "m1.json"), gates={"accuracy": 1.01})
     failed = parse_entry(env.ledger.entry(env.ledger.size() - 1), env.trust)
     assert failed.status is Status.FAILED and "accuracy" in failed.metrics
-    s.evaluate(env.sealing, model=s.ArtifactIn(a / "model.json"), data=s.ArtifactIn(p["enc"]),
+    s.evaluate(env.sealing, model=s.ArtifactIn(a / "model"), data=s.ArtifactIn(p["enc"]),
                metrics=s.ArtifactOut(a / "m2.json"))
     policy = _policy(env, {"accuracy": 0.999})
     with pytest.raises(PolicyDenied, match="accuracy"):
-        s.deploy(env.sealing, model=s.ArtifactIn(a / "model.json"), evaluation=s.ArtifactIn(a / "m2.json"),
+        s.deploy(env.sealing, model=s.ArtifactIn(a / "model"), evaluation=s.ArtifactIn(a / "m2.json"),
                  manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(policy))
     denied = parse_entry(env.ledger.entry(env.ledger.size() - 1), env.trust)
     assert denied.stage == "deploy" and denied.status is Status.FAILED

@@ -113,7 +113,8 @@ def test_demo_with_vault_says_so_and_leaks_nothing(vault, tmp_path: Path) -> Non
     import os
 
     version = vault.put("mlseal/anonymize/hmac", {"key": base64.b64encode(os.urandom(32)).decode()})
-    env = vault.token_env(["mlseal-pipeline"])
+    # one local user running every stage: a token with each stage's policy
+    env = vault.token_env([f"mlseal-{kind}" for kind in ("ingest", "process", "train", "evaluate", "deploy")])
     lines: list[str] = []
     result = run_demo(tmp_path / "wd", progress=lines.append, env=env, epochs=10)
     assert result.ok, result.failed

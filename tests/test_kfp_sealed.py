@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import List  # noqa: UP035 (KFP reads typing.List in artifact annotations)
 
 import pytest
 import yaml
@@ -217,3 +218,48 @@ def test_wire_needs_a_stage_for_a_step_that_is_not_sealed(tmp_path: Path) -> Non
             wire(plain(), Services(vault_addr="https://v:8200"))
 
     compiler.Compiler().compile(p, str(tmp_path / "p.yaml"))
+
+
+def test_parallel_for_collected_inputs_and_exit_handlers_compile_sealed(tmp_path: Path) -> None:
+    """Sealed tasks inside ParallelFor, fed by dsl.Collected and under an ExitHandler: each
+    task still passes its run context and none is served from KFP's cache."""
+    @sealed_component(stage="ingest")
+    def part(out: Output[Dataset], i: int):
+        with open(out.path, "w") as f:
+            f.write(str(i))
+
+    @sealed_component(stage="process")
+    def merge(parts: Input[List[Dataset]], merged: Output[Dataset]):  # noqa: UP006 (KFP reads typing.List)
+        pass
+
+    @sealed_component(stage="process")
+    def notify(note: str = "done"):
+        pass
+
+    @dsl.pipeline(name="fan-in")
+    def fan_in() -> None:
+        with dsl.ExitHandler(notify()):
+            with dsl.ParallelFor([1, 2, 3]) as i:
+                t = part(i=i)
+            merge(parts=dsl.Collected(t.outputs["out"]))
+
+    compiler.Compiler().compile(fan_in, str(tmp_path / "p.yaml"))
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    tasks = []
+
+    def walk(dag: dict) -> None:  # type: ignore[type-arg]
+        for name, task in dag.get("tasks", {}).items():
+            comp = spec["components"][task["componentRef"]["name"]]
+            if "dag" in comp:
+                walk(comp["dag"])
+            else:
+                tasks.append((name, task))
+
+    walk(spec["root"]["dag"])
+    assert sorted(n for n, _ in tasks) == ["merge", "notify", "part"]
+    for name, task in tasks:
+        for p, placeholder in RUN_CONTEXT.items():
+            assert task["inputs"]["parameters"][p] == {"runtimeValue": {"constant": placeholder}}, (name, p)
+        assert not task.get("cachingOptions", {}).get("enableCache"), name
+    merge_source = spec["deploymentSpec"]["executors"]["exec-merge"]["container"]["command"][-1]
+    assert "'inputs': ['parts']" in merge_source

@@ -126,3 +126,26 @@ def test_secret_literal_param_is_refused_and_never_recorded(
     code, out = _record(capsys, "--stage", "ingest", "--output", f"raw={raw}",
                         "--param", "db_password_path=mlseal/db/reader", "--ledger", url, "--key", str(key))
     assert code == 0 and out is not None
+
+
+def test_record_with_trust_refuses_a_signer_not_trusted_for_its_stage(
+    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mlseal record --trust` checks its own signer first: a record the trust file does not
+    allow would break `ledger verify` for good, so nothing is appended and no .sig is left."""
+    monkeypatch.delenv("MLSEAL_TRUST", raising=False)
+    url = "sqlite:///" + str(tmp_path / "ledger.db")
+    raw = tmp_path / "raw.txt"
+    raw.write_text("a\n")
+    (tmp_path / "trust.yaml").write_text("signers: [{name: train, public_key: k.pub.pem, stages: [train]}]\n")
+    code, _ = _record(capsys, "--stage", "ingest", "--output", f"raw={raw}", "--ledger", url, "--key", str(key),
+                      "--trust", str(tmp_path / "trust.yaml"))
+    assert code == 2 and "may sign ['train'] records, not 'ingest'" in LAST_ERR[0]
+    other = tmp_path / "other.pem"
+    LocalKeySigner.generate().save(other, tmp_path / "other.pub.pem")
+    code, _ = _record(capsys, "--stage", "train", "--output", f"raw={raw}", "--ledger", url, "--key", str(other),
+                      "--trust", str(tmp_path / "trust.yaml"))
+    assert code == 2 and "is not listed in the trust file" in LAST_ERR[0]
+    with open_ledger(url) as led:
+        assert led.size() == 0
+    assert not (tmp_path / "raw.txt.sig").exists() and raw.read_text() == "a\n"

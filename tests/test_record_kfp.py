@@ -465,7 +465,7 @@ def test_unresolved_placeholders_are_never_recorded(
     assert code == 2
     monkeypatch.setenv("MLSEAL_RUN_ID", "{{$.pipeline_job_uuid}}")
     code, err = attempt()
-    assert code == 2 and "--run-id" in err
+    assert code == 2 and "MLSEAL_RUN_ID '{{$.pipeline_job_uuid}}' is an unresolved KFP placeholder" in err
     assert s.size() == 1
     # the plain (non-KFP) mode refuses them too
     monkeypatch.delenv("MLSEAL_RUN_ID")

@@ -3,21 +3,30 @@
 #
 #   VAULT_ADDR=https://vault:8200 VAULT_TOKEN=<admin token> infra/vault/bootstrap.sh
 #
-# Idempotent. It:
+# Idempotent (run it again after changing any file here). It:
 #   1. enables KV v2 at $MLSEAL_VAULT_KV_MOUNT (default secret) and Transit at
 #      $MLSEAL_VAULT_TRANSIT_MOUNT (default transit), if not already enabled;
-#   2. creates the Transit keys mlseal-signing (ecdsa-p256) and mlseal-data
-#      (aes256-gcm96), both non-exportable (an existing key is left as it is);
-#   3. writes the ACL policies in policies/*.hcl (mount names rewritten if not default);
+#   2. creates the Transit keys, all non-exportable (an existing key is left as it is,
+#      a key of the wrong type is an error): mlseal-signing-<stage> (ecdsa-p256) for each
+#      stage kind ingest, process, train, evaluate, deploy; mlseal-data (aes256-gcm96);
+#      and the legacy single key mlseal-signing (ecdsa-p256, role mlseal-pipeline);
+#   3. writes the ACL policies in policies/*.hcl (mount names rewritten if not default):
+#      one per stage (mlseal-<stage>: its own signing key and KV paths only), the webhook,
+#      the ledger-credential syncer, the operator, the legacy pipeline;
 #   4. with MLSEAL_K8S_HOST set: enables Kubernetes auth, points it at that API server
 #      (CA from MLSEAL_K8S_CA_CERT, default the pod's service-account CA) and creates the
-#      roles in kubernetes-roles.json;
+#      roles in kubernetes-roles.json (every one requires tokens with audience `vault`);
 #   5. with MLSEAL_APPROLE=1: enables AppRole and creates role mlseal-pipeline (for CI);
-#   6. with MLSEAL_LEDGER_PG_HOST set (plus MLSEAL_LEDGER_PG_DB, MLSEAL_LEDGER_PG_ADMIN_USER
-#      and MLSEAL_LEDGER_PG_ADMIN_PASSWORD, read from the environment, never argv):
-#      enables the database secrets engine and creates role mlseal-ledger-reader, which
-#      issues short-lived PostgreSQL logins with SELECT on the ledger tables only — the
-#      admission webhook's ledger DSN (policies/mlseal-webhook.hcl).
+#   6. with MLSEAL_LEDGER_PG_HOST set (plus MLSEAL_LEDGER_PG_DB, default mlseal,
+#      MLSEAL_LEDGER_PG_ADMIN_USER and MLSEAL_LEDGER_PG_ADMIN_PASSWORD, read from the
+#      environment, never argv): enables the database secrets engine, connects it to the
+#      ledger with TLS verify-full against MLSEAL_LEDGER_PG_SSLROOTCERT (a path ON THE
+#      VAULT SERVER, default /vault/userconfig/mlseal-ledger-ca/ca.crt: mount ConfigMap
+#      mlseal-ledger-ca there) and creates the roles in database-roles.json:
+#      mlseal-ledger-writer and mlseal-ledger-reader, short-lived logins that are members
+#      of the group roles `mlseal ledger init` grants (docs/infra.md);
+#   7. with MLSEAL_PUBLIC_KEYS_OUT=DIR: writes each stage key's public half to
+#      DIR/<stage>.pub.pem, for the trust file (infra/k8s/base/config).
 # Honours VAULT_CACERT and VAULT_NAMESPACE. The admin token is sent only as a header,
 # read by curl from a file descriptor so that it never appears in a process list.
 set -euo pipefail
@@ -56,10 +65,14 @@ say "KV v2 at $kv/, Transit at $transit/"
 vault POST "sys/mounts/$kv" '{"type":"kv","options":{"version":"2"},"description":"mlseal secrets"}' "already in use" >/dev/null
 vault POST "sys/mounts/$transit" '{"type":"transit","description":"mlseal keys"}' "already in use" >/dev/null
 
-say "Transit keys: mlseal-signing (ecdsa-p256), mlseal-data (aes256-gcm96), not exportable"
-vault POST "$transit/keys/mlseal-signing" '{"type":"ecdsa-p256","exportable":false}' >/dev/null
-vault POST "$transit/keys/mlseal-data" '{"type":"aes256-gcm96","exportable":false}' >/dev/null
-for key in mlseal-signing:ecdsa-p256 mlseal-data:aes256-gcm96; do
+stages=(ingest process train evaluate deploy)
+keys=(mlseal-data:aes256-gcm96 mlseal-signing:ecdsa-p256)
+for stage in "${stages[@]}"; do keys+=("mlseal-signing-$stage:ecdsa-p256"); done
+say "Transit keys: ${keys[*]} (not exportable)"
+for key in "${keys[@]}"; do
+  vault POST "$transit/keys/${key%%:*}" "$(jq -cn --arg t "${key#*:}" '{type: $t, exportable: false}')" >/dev/null
+done
+for key in "${keys[@]}"; do
   name="${key%%:*}" want="${key#*:}"
   info="$(vault GET "$transit/keys/$name")"
   got="$(jq -r .data.type <<<"$info")"
@@ -98,19 +111,34 @@ fi
 if [[ -n "${MLSEAL_LEDGER_PG_HOST:-}" ]]; then
   : "${MLSEAL_LEDGER_PG_ADMIN_USER:?set MLSEAL_LEDGER_PG_ADMIN_USER}"
   : "${MLSEAL_LEDGER_PG_ADMIN_PASSWORD:?set MLSEAL_LEDGER_PG_ADMIN_PASSWORD}"
+  # jq reads the credential from its environment (env.*), never from its argv
+  export MLSEAL_LEDGER_PG_ADMIN_USER MLSEAL_LEDGER_PG_ADMIN_PASSWORD
   db="${MLSEAL_LEDGER_PG_DB:-mlseal}"
-  say "database secrets engine at database/, role mlseal-ledger-reader on $MLSEAL_LEDGER_PG_HOST/$db"
+  rootcert="${MLSEAL_LEDGER_PG_SSLROOTCERT:-/vault/userconfig/mlseal-ledger-ca/ca.crt}"
+  host="$MLSEAL_LEDGER_PG_HOST"
+  [[ "$host" == *:* ]] || host="$host:5432"
+  say "database secrets engine at database/: ledger $host/$db (TLS verify-full, CA $rootcert on the Vault server)"
   vault POST "sys/mounts/database" '{"type":"database","description":"mlseal ledger logins"}' "already in use" >/dev/null
   vault POST "database/config/mlseal-ledger" "$(jq -n \
-    --arg url "postgresql://{{username}}:{{password}}@$MLSEAL_LEDGER_PG_HOST/$db" \
-    --arg user "$MLSEAL_LEDGER_PG_ADMIN_USER" --arg pass "$MLSEAL_LEDGER_PG_ADMIN_PASSWORD" \
-    '{plugin_name:"postgresql-database-plugin", connection_url:$url, username:$user,
-      password:$pass, allowed_roles:["mlseal-ledger-reader"]}')" >/dev/null
-  vault POST "database/roles/mlseal-ledger-reader" "$(jq -n '{db_name:"mlseal-ledger",
-    creation_statements:["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '"'"'{{password}}'"'"' VALID UNTIL '"'"'{{expiration}}'"'"';",
-      "GRANT USAGE ON SCHEMA public TO \"{{name}}\";",
-      "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";"],
-    default_ttl:"1h", max_ttl:"24h"}')" >/dev/null
+    --arg url "postgresql://{{username}}:{{password}}@$host/$db?sslmode=verify-full&sslrootcert=$rootcert" \
+    --argjson roles "$(jq -c 'keys' "$here/database-roles.json")" \
+    '{plugin_name:"postgresql-database-plugin", connection_url:$url,
+      username:env.MLSEAL_LEDGER_PG_ADMIN_USER, password:env.MLSEAL_LEDGER_PG_ADMIN_PASSWORD,
+      password_authentication:"scram-sha-256", allowed_roles:$roles}')" >/dev/null
+  for role in $(jq -r 'keys[]' "$here/database-roles.json"); do
+    say "database role $role"
+    vault POST "database/roles/$role" "$(jq -c --arg r "$role" '.[$r]' "$here/database-roles.json")" >/dev/null
+  done
+fi
+
+if [[ -n "${MLSEAL_PUBLIC_KEYS_OUT:-}" ]]; then
+  mkdir -p "$MLSEAL_PUBLIC_KEYS_OUT"
+  for stage in "${stages[@]}"; do
+    info="$(vault GET "$transit/keys/mlseal-signing-$stage")"
+    latest="$(jq -r '.data.latest_version' <<<"$info")"
+    jq -r --arg v "$latest" '.data.keys[$v].public_key' <<<"$info" >"$MLSEAL_PUBLIC_KEYS_OUT/$stage.pub.pem"
+    say "public key of mlseal-signing-$stage (version $latest) -> $MLSEAL_PUBLIC_KEYS_OUT/$stage.pub.pem"
+  done
 fi
 
 say "done: run 'mlseal vault check' with a pipeline token to confirm"

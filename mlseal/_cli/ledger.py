@@ -1,4 +1,4 @@
-"""`mlseal ledger verify|log|trace|prove|checkpoint|consistency` (DESIGN.md, "CLI").
+"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency` (DESIGN.md, "CLI").
 
 Thin: parse, call `mlseal.ledger`, print. Machine output (``--json``) on stdout, human
 text on stderr, the verdict in the exit code (0 ok, 1 verification failed, 2 usage or
@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ledger", help="verify, read and prove the provenance ledger")
     lsub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+
+    i = lsub.add_parser(
+        "init", help="create or check the ledger schema; grant PostgreSQL client roles their privileges",
+        description="Idempotent: creates the ledger schema if there is none, checks its format and schema_version "
+        "otherwise (a newer or foreign schema is refused), and gives --grant-writer roles append access "
+        "and --grant-reader roles read-only access (PostgreSQL). Run as the schema owner.",
+    )
+    add_ledger(i)
+    i.add_argument("--grant-writer", action="append", default=[], metavar="ROLE",
+                   help="PostgreSQL role that may append (repeatable; created NOLOGIN if missing)")
+    i.add_argument("--grant-reader", action="append", default=[], metavar="ROLE",
+                   help="PostgreSQL role that may only read and verify (repeatable; created NOLOGIN if missing)")
+    add_json(i)
+    i.set_defaults(func=run, handler=_init)
 
     v = lsub.add_parser("verify", help="check signatures, hash chain, Merkle root, checkpoint, artifacts")
     add_ledger(v)
@@ -108,6 +122,47 @@ def _read(path: str, what: str) -> bytes:
 
 
 # --- subcommands ----------------------------------------------------------------------------
+
+def _init(args: argparse.Namespace) -> int:
+    from mlseal.errors import ConfigurationError
+    from mlseal.ledger import DEFAULT_URL, ENV_VAR, open_ledger, redact_url, sqlite_path
+
+    url = args.ledger or os.environ.get(ENV_VAR) or DEFAULT_URL
+    display = redact_url(url)
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        from mlseal.ledger._postgres import init_schema
+
+        report = init_schema(url, display=display, writers=args.grant_writer, readers=args.grant_reader)
+        out = report.to_json()
+    else:
+        if args.grant_writer or args.grant_reader:
+            raise ConfigurationError(
+                f"ledger {display}: --grant-writer/--grant-reader apply to PostgreSQL ledgers only "
+                "(a SQLite ledger's access is its file permissions)"
+            )
+        existed = scheme == "sqlite" and Path(sqlite_path(url)).exists()
+        with open_ledger(url, create=True):
+            pass
+        from mlseal.ledger._store import SCHEMA_VERSION
+
+        out = {"schema": None, "schema_version": SCHEMA_VERSION, "created": not existed, "changed": not existed,
+               "created_roles": [], "granted": [], "revoked": []}
+    out = {"ledger": display, **out}
+    if args.json:
+        emit_json(out)
+    state = "created" if out["created"] else "already there"
+    say(f"ledger {display}: schema version {out['schema_version']} {state}")
+    for role in out["created_roles"]:
+        say(f"  created role {role} (NOLOGIN)")
+    for role, obj, priv in out["granted"]:
+        say(f"  granted {priv} on {obj} to {role}")
+    for role, obj, priv in out["revoked"]:
+        say(f"  revoked {priv} on {obj} from {role}")
+    if not out["changed"]:
+        say("  no change")
+    return 0
+
 
 def _verify(args: argparse.Namespace) -> int:
     from mlseal.errors import VerificationError

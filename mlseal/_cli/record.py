@@ -222,17 +222,28 @@ def _run_info(args: argparse.Namespace) -> RunInfo:
     from mlseal.ledger.record import RunInfo
     from mlseal.stage import run_info_from_env
 
+    for option, value in {"--run-id": args.run_id, "--pipeline": args.pipeline, "--task": args.task}.items():
+        _refuse_unresolved_value(option, value)
     env = run_info_from_env()
     return RunInfo(pipeline=args.pipeline or env.pipeline, run_id=args.run_id or env.run_id,
                    task=args.task or env.task)
+
+
+def _refuse_unresolved_value(option: str, value: str | None) -> None:
+    from mlseal.kfp.executor import unresolved
+
+    if value and unresolved(value):
+        raise ConfigurationError(
+            f"{option} {value!r} is an unresolved KFP placeholder: pass it to the task as an input value "
+            "(the KFP backend resolves {{$.pipeline_job_uuid}} & co. only there)"
+        )
 
 
 def _refuse_unresolved(args: argparse.Namespace, run_info: RunInfo, params: dict[str, Any]) -> None:
     """A `{{$.…}}` KFP never substituted must not land in the ledger as if it were a value."""
     from mlseal.kfp.executor import unresolved
 
-    fields = {"--run-id": run_info.run_id, "--pipeline": run_info.pipeline, "--task": run_info.task,
-              "--name": args.name, "--stage": args.stage}
+    fields = {"--name": args.name, "--stage": args.stage}
     for option, value in fields.items():
         if value and unresolved(value):
             raise ConfigurationError(

@@ -197,12 +197,14 @@ def _trusted_producer(reader: _Reader, view: LedgerReader, sha: str, what: str) 
     return None, problems
 
 
-def _check_uri(ref: ModelRef, producer: Record) -> Finding | None:
+def _check_uri(ref: ModelRef, producer: Record, rules: Rules) -> Finding | None:
+    """The manifest's URI is where the model was recorded, or where the policy's
+    ``serving_uris`` say a server fetches that same place."""
     if ref.uri is None:
         return None
     recorded = [o.uri for o in producer.outputs if o.sha256 == ref.sha256]
     want = ref.uri.rstrip("/")
-    if any(u.rstrip("/") == want for u in recorded):
+    if any(u.rstrip("/") == want or rules.serving_uri(u).rstrip("/") == want for u in recorded):
         return None
     return Finding(Reason.URI_MISMATCH, (
         f"{ref.where} {redact_uri(ref.uri)!r} is not where the ledger recorded this model "
@@ -322,7 +324,7 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoo
         ))]
     findings: list[Finding] = []
     # 3. the manifest deploys the bytes that were recorded, from where they were recorded
-    uri_problem = _check_uri(ref, producer)
+    uri_problem = _check_uri(ref, producer, rules)
     if uri_problem is not None:
         findings.append(uri_problem)
     # 4. lineage back to ingest
@@ -352,7 +354,67 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoo
             )))
         else:
             findings.extend(_check_gates(rules, evaluation))
+    if evaluation is not None:
+        findings.extend(_check_evaluation(rules, reader, view, trust, evaluation, lineage, ref.sha256))
+    elif rules.evaluation.signers is not None or rules.evaluation.held_out:
+        findings.append(Finding(Reason.NO_EVALUATION, (
+            f"no trusted evaluate record consumed model sha256 {_short(ref.sha256)}, and the policy requires one "
+            "(evaluation rules); evaluate the model in a sealed pipeline step"
+        )))
     return findings
+
+
+def _check_evaluation(rules: Rules, reader: _Reader, view: LedgerReader, trust: TrustRoot, evaluation: Record,
+                      lineage: list[Record], model_sha: str) -> list[Finding]:
+    """The policy's evaluation rules: the evaluator's identity, and the held-out data."""
+    want = rules.evaluation
+    out: list[Finding] = []
+    if want.signers is not None:
+        # the name the trust file gives the key, never the name the record claims
+        name = trust.signer_name(evaluation.signer.key_id)
+        if name not in want.signers:
+            out.append(Finding(Reason.UNTRUSTED_SIGNER, (
+                f"{_label(evaluation)} was signed by {name or evaluation.signer.key_id[:16]}, but the policy "
+                f"accepts evaluations only from {sorted(want.signers)}; evaluate the model with the evaluator's "
+                "own identity"
+            )))
+    if not want.held_out:
+        return out
+    data = [i for i in evaluation.inputs if i.sha256 != model_sha]
+    train = next((r for r in reversed(lineage) if r.stage == "train"), None)
+    if not data:
+        return [*out, Finding(Reason.BROKEN_LINEAGE, (
+            f"{_label(evaluation)} names no evaluation dataset (no input besides the model); the policy requires "
+            "the held-out data it measured"
+        ))]
+    trained_on = {i.sha256 for i in train.inputs if i.name == "data"} if train else set()
+    held_out = [i for i in data if i.sha256 in trained_on]
+    if train is None or not held_out:
+        return [*out, Finding(Reason.BROKEN_LINEAGE, (
+            f"{_label(evaluation)} measured {', '.join(_short(i.sha256) for i in data)}, which is not the dataset "
+            "the model's train record split, so its rows are not known to be held out; evaluate on the "
+            "training dataset's held-out split"
+        ))]
+    split = ("split_seed", "test_fraction")
+    if any(evaluation.params.get(k) != train.params.get(k) for k in split):
+        shown = {k: (evaluation.params.get(k), train.params.get(k)) for k in split}
+        out.append(Finding(Reason.BROKEN_LINEAGE, (
+            f"{_label(evaluation)} split the data differently from {_label(train)} "
+            f"(evaluate vs train: {shown}), so it may have measured training rows; use the same split"
+        )))
+    sha = held_out[0].sha256
+    validated = False
+    for seq in sorted(set(view.consumers_of(sha)), reverse=True):
+        rec, _problem = _load(reader, seq)
+        if rec is not None and rec.component.name == "validate" and rec.status is Status.OK and rec.seq < train.seq:
+            validated = True
+            break
+    if not validated:
+        out.append(Finding(Reason.MISSING_STAGE, (
+            f"no trusted validate record checked the evaluation dataset sha256 {_short(sha)} before training; "
+            "validate the data in the pipeline"
+        )))
+    return out
 
 
 def apply_mode(findings: list[Finding], rules: Rules) -> Decision:

@@ -12,6 +12,12 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
       accuracy: 0.90                       # minimum
       loss: {max: 0.35}                    # or a bound object: {min: .., max: ..}
     mode: enforce                          # or warn
+    serving_uris:                          # where the serving runtime fetches what KFP recorded
+      "minio://mlpipeline/": "s3://mlpipeline/"   # (KServe cannot fetch minio:// URIs)
+    evaluation:                            # who may vouch for the gates, and on what data
+      signers: [evaluate]                  # trust-file signer names allowed to sign the evaluate record
+      held_out: true                       # measured on the held-out split of the data the model was
+                                           # trained on, which a validate record checked
     namespaces:
       staging: {mode: warn}
       prod: {gates: {accuracy: 0.95, robust_accuracy: 0.70}}
@@ -62,8 +68,12 @@ DEFAULT_STAGES = ("ingest", "process", "train", "evaluate")
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_TOP_KEYS = frozenset({"trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads"})
-_RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads"})
+_TOP_KEYS = frozenset({
+    "trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads", "evaluation",
+    "serving_uris",
+})
+_RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads", "evaluation"})
+_EVALUATION_KEYS = frozenset({"signers", "held_out"})
 
 
 class Mode(StrEnum):
@@ -101,6 +111,21 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class EvaluationRules:
+    """What the evaluate record behind the gates must be.
+
+    ``signers``: the trust-file names of the identities allowed to sign it (the
+    evaluator's, not the trainer's). ``held_out``: it names the dataset it measured (an
+    input besides the model), that dataset is the one the model's train record split,
+    with the same split (``split_seed``, ``test_fraction``), so the measured rows are
+    the held-out ones, and a trusted ``validate`` record checked that dataset.
+    """
+
+    signers: frozenset[str] | None = None
+    held_out: bool = False
+
+
+@dataclass(frozen=True)
 class Rules:
     """The checks one namespace applies."""
 
@@ -108,6 +133,14 @@ class Rules:
     gates: tuple[Gate, ...] = ()
     mode: Mode = Mode.ENFORCE
     unannotated_workloads: Unannotated = Unannotated.ALLOW
+    evaluation: EvaluationRules = field(default_factory=EvaluationRules)
+    #: recorded URI prefix -> the prefix a serving runtime fetches the same objects from
+    serving_uris: tuple[tuple[str, str], ...] = ()
+
+    def serving_uri(self, recorded: str) -> str:
+        """Where a server fetches the recorded artifact: the longest mapped prefix replaced."""
+        hit = max((m for m in self.serving_uris if recorded.startswith(m[0])), key=lambda m: len(m[0]), default=None)
+        return recorded if hit is None else hit[1] + recorded[len(hit[0]):]
 
 
 @dataclass(frozen=True)
@@ -195,8 +228,40 @@ def _parse_enum(raw: object, enum: type[Mode] | type[Unannotated], source: str, 
     return values[raw]
 
 
+def _parse_evaluation(raw: object, source: str, where: str) -> EvaluationRules:
+    if not isinstance(raw, dict) or set(raw) - _EVALUATION_KEYS:
+        raise _err(source, f"{where} must be a mapping with keys {sorted(_EVALUATION_KEYS)}, e.g. "
+                           "{signers: [evaluate], held_out: true}")
+    signers = raw.get("signers")
+    if signers is not None and (
+        not isinstance(signers, list) or not signers or not all(isinstance(s, str) and s for s in signers)
+    ):
+        raise _err(source, f"{where}.signers must be a non-empty list of trust-file signer names, e.g. [evaluate]")
+    held_out = raw.get("held_out", False)
+    if not isinstance(held_out, bool):
+        raise _err(source, f"{where}.held_out must be true or false, got {held_out!r}")
+    return EvaluationRules(signers=frozenset(signers) if signers else None, held_out=held_out)
+
+
+def _parse_serving_uris(raw: object, source: str) -> tuple[tuple[str, str], ...]:
+    example = '{"minio://mlpipeline/": "s3://mlpipeline/"}'
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and "://" in k and "://" in v and k.endswith("/") and v.endswith("/")
+        for k, v in raw.items()
+    ):
+        raise _err(source, f"serving_uris must map recorded URI prefixes to serving URI prefixes, each ending "
+                           f"in '/', e.g. {example}")
+    return tuple(sorted(raw.items()))
+
+
 def _parse_rules(data: Mapping[str, Any], base: Rules, source: str, where: str) -> Rules:
     rules = base
+    if "serving_uris" in data:
+        if where:
+            raise _err(source, f"{where}serving_uris: set serving_uris once, at the top of the policy")
+        rules = replace(rules, serving_uris=_parse_serving_uris(data["serving_uris"], source))
+    if "evaluation" in data:
+        rules = replace(rules, evaluation=_parse_evaluation(data["evaluation"], source, f"{where}evaluation"))
     if "require_stages" in data:
         rules = replace(rules, require_stages=_parse_stages(data["require_stages"], source, f"{where}require_stages"))
     if "gates" in data:

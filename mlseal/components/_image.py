@@ -8,5 +8,5 @@ from mlseal import __version__
 
 __all__ = ["IMAGE", "IMAGE_REPOSITORY"]
 
-IMAGE_REPOSITORY = "ghcr.io/mlseal/mlseal"
+IMAGE_REPOSITORY = "ghcr.io/mlseal/mlseal-python"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"

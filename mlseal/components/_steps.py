@@ -248,8 +248,8 @@ def train(
     checked against the ledger and their bundles first.
     """
     from mlseal.ml import data as mldata
+    from mlseal.ml import serving
     from mlseal.ml import train as mltrain
-    from mlseal.ml.model import MEDIA_TYPE as MODEL_MEDIA_TYPE
 
     config = mltrain.TrainConfig(label=label, adversarial=adversarial, epsilon=epsilon, epochs=epochs, seed=seed)
     params = {**config.to_obj(), "test_fraction": test_fraction, "split_seed": seed}
@@ -258,7 +258,9 @@ def train(
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, _ = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
         fitted, report = mltrain.train(train_part, config)
-        st.output("model", model.path, media_type=MODEL_MEDIA_TYPE, uri=model.uri).write_bytes(fitted.to_json())
+        # the model as it will be served: a Triton repository with one ONNX graph (no pickle)
+        out = st.output("model", model.path, media_type=serving.MEDIA_TYPE, uri=model.uri, directory=True)
+        serving.export_model_repository(fitted, out)
         st.metric("train_accuracy", report.train_accuracy)
         st.metric("rows", report.rows)
         st.metric("features", len(report.features))
@@ -289,12 +291,12 @@ def evaluate(
 
     from mlseal.ml import data as mldata
     from mlseal.ml import evaluate as mleval
-    from mlseal.ml.model import LinearModel
+    from mlseal.ml import serving
 
     params = {"label": label, "epsilon": epsilon, "test_fraction": test_fraction, "split_seed": seed,
               "gates": dict(gates or {})}
     with _open(sealing, StageKind.EVALUATE, "evaluate", source=evaluate, params=params) as st:
-        fitted = LinearModel.from_json(model.open(st, "model").read_bytes())
+        fitted = serving.load_model_repository(model.open(st, "model"))  # exactly the bytes to be served
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
         train_part, test_part = mldata.split(table, label=label, test_fraction=test_fraction, seed=seed)
         scores = mleval.evaluate(fitted, test_part, train=train_part, epsilon=epsilon)
@@ -308,20 +310,6 @@ def evaluate(
 
 
 # --- deploy ------------------------------------------------------------------------------
-
-
-def inference_service(*, name: str, namespace: str, model_uri: str, model_sha256: str,
-                      evaluation_seq: int | None = None) -> dict[str, Any]:
-    """A KServe v1beta1 InferenceService for the model, annotated for mlseal admission."""
-    annotations = {"mlseal.dev/model-sha256": model_sha256, "mlseal.dev/model-uri": model_uri}
-    if evaluation_seq is not None:
-        annotations["mlseal.dev/evaluation-seq"] = str(evaluation_seq)
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "mlseal-linear"}, "storageUri": model_uri}}},
-    }
 
 
 def deploy(
@@ -338,6 +326,7 @@ def deploy(
     import yaml
 
     from mlseal.admission import decide, load_policy
+    from mlseal.ml import serving
 
     params = {"policy": policy_path, "service_name": service_name, "namespace": namespace}
     with _open(sealing, StageKind.DEPLOY, "deploy", source=deploy, params=params) as st:
@@ -345,9 +334,13 @@ def deploy(
         evaluation.open(st, "evaluation")
         m, ev = st.inputs[0], st.inputs[1]
         recorded = next(o.uri for o in m.producer.outputs if o.sha256 == m.sha256)
-        obj = inference_service(name=service_name, namespace=namespace, model_uri=recorded,
-                                model_sha256=m.sha256, evaluation_seq=ev.producer_seq)
-        decision = decide(obj, load_policy(policy_path), ledger=st.sealing.ledger)
+        policy = load_policy(policy_path)
+        # where the serving runtime fetches the recorded repository (the policy maps, admission checks)
+        storage = policy.rules_for(namespace).serving_uri(recorded).rstrip("/") + "/"
+        obj = serving.inference_service(name=service_name, namespace=namespace, storage_uri=storage,
+                                        model_sha256=m.sha256,
+                                        annotations={"mlseal.dev/evaluation-seq": str(ev.producer_seq)})
+        decision = decide(obj, policy, ledger=st.sealing.ledger)
         st.params["decision"] = decision.to_json()
         if not decision.allowed:
             raise PolicyDenied("deployment denied by admission policy: " + "; ".join(decision.reasons))

@@ -68,6 +68,16 @@ class SealedComponent(PythonComponent):  # type: ignore[misc]  # kfp ships no ty
         return task
 
 
+def _task_module_names() -> dict[str, Any]:
+    import typing
+
+    import kfp.dsl
+
+    names = {n: getattr(typing, n) for n in typing.__all__}
+    names.update({n: getattr(kfp.dsl, n) for n in getattr(kfp.dsl, "__all__", ()) if hasattr(kfp.dsl, n)})
+    return names
+
+
 def _source_def(func: Callable[..., Any]) -> tuple[str, ast.FunctionDef]:
     """The function's own source (dedented, decorators dropped) and its parsed `def`."""
     try:
@@ -219,7 +229,9 @@ def sealed_component(
         source = _wrapper_source(fn, spec, node)
         filename = f"<mlseal sealed component {fn.__module__}.{fn.__qualname__}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        namespace = dict(fn.__globals__)
+        # what KFP's task module imports (`from kfp.dsl import *`, `from typing import *`),
+        # under the function's own globals
+        namespace = {**_task_module_names(), **fn.__globals__}
         exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 (our generated source)
         wrapper = namespace[fn.__name__]
         wrapper.__module__ = fn.__module__

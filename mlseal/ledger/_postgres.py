@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
@@ -71,6 +73,28 @@ _SCHEMA = [
         PRIMARY KEY (sha256, role, seq))""",
 ]
 
+#: What each kind of ledger client may do, per table (`init_schema` grants exactly this
+#: and revokes the rest). Writers append (INSERT, and UPDATE of the head row, which
+#: ``SELECT … FOR UPDATE`` needs) but never DELETE or TRUNCATE: the log is append-only
+#: for them too. Readers (the admission webhook, auditors) only SELECT.
+WRITER_PRIVILEGES: Mapping[str, frozenset[str]] = {
+    "mlseal_meta": frozenset({"SELECT"}),
+    "mlseal_head": frozenset({"SELECT", "UPDATE"}),
+    "mlseal_entries": frozenset({"SELECT", "INSERT"}),
+    "mlseal_nodes": frozenset({"SELECT", "INSERT"}),
+    "mlseal_digests": frozenset({"SELECT", "INSERT"}),
+    "mlseal_flush": frozenset({"SELECT", "INSERT", "UPDATE"}),
+}
+READER_PRIVILEGES: Mapping[str, frozenset[str]] = {
+    "mlseal_meta": frozenset({"SELECT"}),
+    "mlseal_head": frozenset({"SELECT"}),
+    "mlseal_entries": frozenset({"SELECT"}),
+    "mlseal_nodes": frozenset({"SELECT"}),
+    "mlseal_digests": frozenset({"SELECT"}),
+    "mlseal_flush": frozenset(),
+}
+_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
 #: Round trip 1 of an append: open the transaction and lock the head row. The head row
 #: lock is held until COMMIT; an asynchronous commit releases it without waiting for the
 #: disk, and the synchronous flush update afterwards waits for it (see _COMMIT).
@@ -112,6 +136,200 @@ _COMMIT = (
 _ATTEMPTS = 3
 
 
+#: Schema creation and `init_schema` by several processes at once must not race.
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.mlseal_ledger'))"
+
+
+def _ledger_tables(db: psycopg.Connection[Any]) -> set[str]:
+    return {
+        str(r[0])
+        for r in db.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name LIKE 'mlseal\\_%'"
+        )
+    }
+
+
+def _refuse_foreign(tables: set[str], display: str) -> None:
+    if tables:
+        raise ConfigurationError(
+            f"ledger {display}: tables {sorted(tables)} exist without mlseal_meta: "
+            "refusing a foreign or damaged schema (use an empty schema, or drop these tables)"
+        )
+
+
+def _create_schema(db: psycopg.Connection[Any], tables: set[str], display: str) -> None:
+    """Create the tables and the empty head in the current schema (inside a transaction)."""
+    _refuse_foreign(tables, display)
+    for stmt in _SCHEMA:
+        db.execute(stmt)
+    db.execute(
+        "INSERT INTO mlseal_meta (key, value) VALUES ('format', %s), ('schema_version', %s)",
+        (SCHEMA_FORMAT, str(SCHEMA_VERSION)),
+    )
+    db.execute("INSERT INTO mlseal_head (id, size, last_hash, frontier) VALUES (1, 0, %s, '')", (bytes(32),))
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What `init_schema` found and changed. ``changed`` is False on a re-run."""
+
+    schema: str
+    schema_version: int
+    created: bool
+    #: (role, table, privilege) granted / revoked by this call
+    granted: tuple[tuple[str, str, str], ...] = ()
+    revoked: tuple[tuple[str, str, str], ...] = ()
+    #: NOLOGIN group roles this call created
+    created_roles: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return self.created or bool(self.granted or self.revoked or self.created_roles)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "schema_version": self.schema_version,
+            "created": self.created,
+            "changed": self.changed,
+            "created_roles": list(self.created_roles),
+            "granted": [list(g) for g in self.granted],
+            "revoked": [list(r) for r in self.revoked],
+        }
+
+
+def init_schema(
+    url: str, *, display: str, writers: Sequence[str] = (), readers: Sequence[str] = ()
+) -> InitReport:
+    """Create (or check) the ledger schema and set the privileges of its client roles.
+
+    Idempotent, in one transaction under the schema lock:
+
+    1. no ``mlseal_*`` table: create the schema at `SCHEMA_VERSION`; ``mlseal_*`` tables
+       without ``mlseal_meta``: refuse (foreign or damaged schema);
+    2. check ``mlseal_meta``: the format must be mlseal's and ``schema_version`` must be
+       the one this code writes (a newer one is refused: upgrade mlseal first);
+    3. each role in ``writers``/``readers`` is created as a NOLOGIN group role if it
+       does not exist (Vault's database engine makes its short-lived logins members of
+       it), gets USAGE on the schema and exactly `WRITER_PRIVILEGES` /
+       `READER_PRIVILEGES` on the tables; every other table privilege it holds directly
+       (DELETE, TRUNCATE, a reader's INSERT, ...) is revoked.
+
+    Run as the owner of the schema (the database administrator).
+    """
+    _check_roles(writers, readers, display)
+    try:
+        db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(f"ledger {display}: {exc}") from None
+    except psycopg.Error as exc:
+        raise InfrastructureError(f"ledger {display}: cannot connect: {exc}") from None
+    try:
+        with db.transaction():
+            db.execute(_SCHEMA_LOCK)
+            row = db.execute("SELECT current_schema()").fetchone()
+            if row is None or row[0] is None:
+                raise ConfigurationError(
+                    f"ledger {display}: no current schema (the search_path names no existing schema)"
+                )
+            schema = str(row[0])
+            tables = _ledger_tables(db)
+            created = "mlseal_meta" not in tables
+            if created:
+                _create_schema(db, tables, display)
+            meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM mlseal_meta")}
+            check_meta(meta, display)
+            version = int(meta["schema_version"])
+            if version != SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"ledger {display}: schema version {version} is older than this mlseal's "
+                    f"({SCHEMA_VERSION}) and there is no migration for it"
+                )
+            db.execute(_FLUSH_TABLE)
+            new_roles: list[str] = []
+            granted: list[tuple[str, str, str]] = []
+            revoked: list[tuple[str, str, str]] = []
+            for roles, wanted in ((writers, WRITER_PRIVILEGES), (readers, READER_PRIVILEGES)):
+                for role in roles:
+                    if _ensure_role(db, role, display):
+                        new_roles.append(role)
+                    g, r = _set_privileges(db, schema, role, wanted)
+                    granted += g
+                    revoked += r
+    except psycopg.Error as exc:
+        raise InfrastructureError(f"ledger {display}: schema initialisation failed: {exc}") from None
+    finally:
+        db.close()
+    return InitReport(
+        schema=schema, schema_version=version, created=created, granted=tuple(granted),
+        revoked=tuple(revoked), created_roles=tuple(new_roles),
+    )
+
+
+def _check_roles(writers: Sequence[str], readers: Sequence[str], display: str) -> None:
+    both = set(writers) & set(readers)
+    if both:
+        raise ConfigurationError(
+            f"ledger {display}: role(s) {sorted(both)} given as both writer and reader; a role is one or the other"
+        )
+    for role in (*writers, *readers):
+        if not role or len(role) > 63 or "\x00" in role:
+            raise ConfigurationError(f"ledger {display}: {role!r} is not a PostgreSQL role name (1-63 characters)")
+
+
+def _ensure_role(db: psycopg.Connection[Any], role: str, display: str) -> bool:
+    """Create ``role`` as a NOLOGIN group role if missing; refuse superusers and the owner."""
+    row = db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if row is None:
+        db.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        return True
+    if row[0]:
+        raise ConfigurationError(
+            f"ledger {display}: role {role!r} is a superuser; privileges cannot restrict it (use a plain role)"
+        )
+    owner = db.execute(
+        "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'mlseal_entries'"
+    ).fetchone()
+    if owner is not None and owner[0] == role:
+        raise ConfigurationError(
+            f"ledger {display}: role {role!r} owns the ledger tables; grant to a separate client role"
+        )
+    return False
+
+
+def _set_privileges(
+    db: psycopg.Connection[Any], schema: str, role: str, wanted: Mapping[str, frozenset[str]]
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    granted: list[tuple[str, str, str]] = []
+    revoked: list[tuple[str, str, str]] = []
+    ident = sql.Identifier(role)
+    usage = db.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()
+    if not (usage and usage[0]):
+        db.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident))
+        granted.append((role, schema, "USAGE"))
+    for table, privileges in wanted.items():
+        # privileges held directly (aclexplode of the table's ACL), not through membership
+        held = {
+            str(r[0])
+            for r in db.execute(
+                "SELECT a.privilege_type FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a "
+                "WHERE n.nspname = %s AND c.relname = %s AND a.grantee = "
+                "(SELECT oid FROM pg_roles WHERE rolname = %s)",
+                (schema, table, role),
+            )
+        }
+        target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        for priv in sorted(privileges - held):
+            db.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(priv), target, ident))
+            granted.append((role, table, priv))
+        for priv in sorted((held & set(_TABLE_PRIVILEGES)) - privileges):
+            db.execute(sql.SQL("REVOKE {} ON {} FROM {}").format(sql.SQL(priv), target, ident))
+            revoked.append((role, table, priv))
+    return granted, revoked
+
+
 def _split_frontier(raw: bytes) -> list[bytes]:
     return [raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE)]
 
@@ -151,32 +369,13 @@ class PostgresStore:
         db = self._db
         with db.transaction():
             # schema creation by several processes at once must not race
-            db.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.mlseal_ledger'))")
-            tables = {
-                r[0]
-                for r in db.execute(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = current_schema() AND table_name LIKE 'mlseal\\_%'"
-                )
-            }
+            db.execute(_SCHEMA_LOCK)
+            tables = _ledger_tables(db)
             if "mlseal_meta" not in tables:
-                if tables:
-                    raise ConfigurationError(
-                        f"ledger {self._display}: tables {sorted(tables)} exist without mlseal_meta: "
-                        "refusing a foreign or damaged schema"
-                    )
                 if not create:
+                    _refuse_foreign(tables, self._display)
                     raise ConfigurationError(f"ledger {self._display}: no mlseal ledger in this database/schema")
-                for stmt in _SCHEMA:
-                    db.execute(stmt)
-                db.execute(
-                    "INSERT INTO mlseal_meta (key, value) VALUES ('format', %s), ('schema_version', %s)",
-                    (SCHEMA_FORMAT, str(SCHEMA_VERSION)),
-                )
-                db.execute(
-                    "INSERT INTO mlseal_head (id, size, last_hash, frontier) VALUES (1, 0, %s, '')",
-                    (bytes(32),),
-                )
+                _create_schema(db, tables, self._display)
             meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM mlseal_meta")}
             if "mlseal_flush" not in tables and create:
                 db.execute(_FLUSH_TABLE)

@@ -10,6 +10,9 @@ path "secret/metadata/mlseal/*" {
 path "transit/keys/mlseal-signing" {
   capabilities = ["read"]
 }
+path "transit/keys/mlseal-signing-*" {
+  capabilities = ["read"]
+}
 path "transit/keys/mlseal-data" {
   capabilities = ["read"]
 }

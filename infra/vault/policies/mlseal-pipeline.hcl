@@ -1,4 +1,8 @@
-# mlseal-pipeline: what a pipeline stage (a KFP pod) may do. Least privilege:
+# mlseal-pipeline (legacy): one role and one signing key (mlseal-signing) for every stage,
+# for setups without per-stage keys (AppRole in CI, older clusters). Clusters wired by
+# infra/k8s use the per-stage policies mlseal-<stage> instead; the per-stage trust file
+# does not trust mlseal-signing, so records it signs are not accepted there.
+# What it allows, least privilege:
 # read-only KV under mlseal/, sign-only with the signing key, data keys from the data
 # key, nothing else. Mount names assume the defaults (secret/, transit/); bootstrap.sh
 # rewrites them when MLSEAL_VAULT_KV_MOUNT / MLSEAL_VAULT_TRANSIT_MOUNT differ.
