@@ -37,7 +37,7 @@ from tests.kfp_backend._driver import SHIM_DIR, local_path_for_uri
 PRIVATE_ROOTS = ("/tmp", "/dev/shm", "/s3", "/minio", "/gcs", "/var/run/secrets", "/etc/mlseal", "/kfp-launcher",
                  "/.local", "/.cache", "/.config")
 
-_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 32, 4096, 16384
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -50,12 +50,36 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
 
 
-def isolate(volume_mounts: list[str], files: dict[str, list[Any]], home: str, workdir: str) -> None:
+def _image_dirs(pythonpath: str) -> list[str]:
+    """Directories of "the image" (the interpreter, its packages, the code under test)
+    that lie under a private root, e.g. a virtualenv in /tmp: each top-most one."""
+    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, os.path.realpath(sys.executable),
+                  *sys.path, *pythonpath.split(os.pathsep)]
+    keep: set[str] = set()
+    for c in candidates:
+        if not c or not os.path.exists(c):
+            continue
+        real = os.path.realpath(c)
+        for root in PRIVATE_ROOTS:
+            if real.startswith(root + "/"):
+                keep.add(root + "/" + real[len(root) + 1:].split("/", 1)[0])
+    return sorted(keep)
+
+
+def isolate(volume_mounts: list[str], files: dict[str, list[Any]], home: str, workdir: str,
+            pythonpath: str = "") -> None:
     if os.environ.get("KFP_HARNESS_NAMESPACED") != "1":
         raise SystemExit("refusing to mount outside a private mount namespace")
+    # Held open across the tmpfs mounts, then bound back read-only at the same paths.
+    image_dirs = {d: os.open(d, os.O_PATH) for d in _image_dirs(pythonpath)}
     for root in PRIVATE_ROOTS:
         os.makedirs(root, exist_ok=True)
         _mount("tmpfs", root, "tmpfs", 0, "mode=1777" if root in ("/tmp", "/dev/shm") else "mode=0755")
+    for d, fd in image_dirs.items():
+        os.makedirs(d, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", d, None, _MS_BIND | _MS_REC, None)
+        _mount(None, d, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None)
+        os.close(fd)
     for mount in sorted(set(volume_mounts), key=lambda p: p.count("/")):
         os.makedirs(mount, exist_ok=True)
         _mount("tmpfs", mount, "tmpfs", 0, "mode=0755")
@@ -320,7 +344,7 @@ class Launcher:
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
-    isolate(spec["volume_mounts"], spec["files"], spec["home"], spec["workdir"])
+    isolate(spec["volume_mounts"], spec["files"], spec["home"], spec["workdir"], spec["env"].get("PYTHONPATH", ""))
     print(json.dumps(Launcher(spec).run()))
 
 
