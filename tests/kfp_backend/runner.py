@@ -282,9 +282,13 @@ class _Run:
 def _launch(launch: dict[str, Any], timeout: float) -> dict[str, Any]:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO),
            "KFP_HARNESS_NAMESPACED": "1"}
-    proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", "tests.kfp_backend._launcher"],
-        input=json.dumps(launch).encode(), capture_output=True, env=env, cwd="/", timeout=timeout + 60, check=False)
+    try:
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", "tests.kfp_backend._launcher"],
+            input=json.dumps(launch).encode(), capture_output=True, env=env, cwd="/", timeout=timeout + 60,
+            check=False)
+    except subprocess.TimeoutExpired:
+        return {"state": "FAILED", "error": f"the task did not finish within {timeout + 60:.0f} s", "logs": ""}
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"state": "FAILED", "error": f"launcher exited with {proc.returncode}",
                 "logs": proc.stderr.decode(errors="replace")}
