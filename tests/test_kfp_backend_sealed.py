@@ -69,6 +69,14 @@ def mlseal(object_store: ObjectStore, pg_url: str) -> Iterator[MlsealCluster]:
         yield m
 
 
+@pytest.fixture
+def mlseal_profile(object_store: ObjectStore, pg_url: str) -> Iterator[MlsealCluster]:
+    """Multi-user KFP: runs in a profile namespace under default-editor."""
+    with FakeVault() as fake, mlseal_cluster(object_store, fake, pg_url, service_account="default-editor",
+                                             namespace="kubeflow-user-example-com") as m:
+        yield m
+
+
 def _run(m: MlsealCluster, tmp_path: Path, mode: str) -> RunResult:
     ir = tmp_path / f"{uuid.uuid4().hex}.yaml"
     compiler.Compiler().compile(users_own(m.services), str(ir))
@@ -124,6 +132,22 @@ def test_users_own_sealed_steps_on_the_backend(mlseal: MlsealCluster, tmp_path: 
     assert got["mlseal.seq"] == collect_rec.seq
     # no credential in any pod's log, the ledger, the executor inputs/outputs or the IR
     _assert_no_credentials(mlseal, result)
+
+
+@pytest.mark.postgres
+def test_in_a_profile_namespace_and_under_an_unbound_service_account(mlseal_profile: MlsealCluster,
+                                                                     tmp_path: Path) -> None:
+    m = mlseal_profile
+    result = _run(m, tmp_path, "mean")
+    assert result.state == "SUCCEEDED", result.logs()
+    assert [r.signer.name for r in _records(m, tmp_path)] == ["ingest", "train"]
+    # the same pipeline under a service account no mlseal role is bound to cannot log in
+    m.cluster.service_account = "pipeline-runner"
+    refused = _run(m, tmp_path, "mean")
+    assert refused.state == "FAILED" and refused.tasks["fit"].state == "NOT_RUN"
+    assert "service account name not authorized" in refused.tasks["collect"].logs
+    assert len(_records(m, tmp_path)) == 2  # nothing sealed without the stage's identity
+    _assert_no_credentials(m, refused)
 
 
 @pytest.mark.postgres

@@ -82,7 +82,7 @@ class PodDefault:
     expiration_seconds: int = 3600
 
 
-#: the PodDefault of the mlseal cluster contract (docs: notes/contract.md)
+#: the PodDefault mlseal.kfp.wire relies on (docs/kubeflow.md)
 MLSEAL_VAULT_TOKEN = PodDefault(
     name="mlseal-vault-token",
     selector={"mlseal.dev/vault-token": "true"},

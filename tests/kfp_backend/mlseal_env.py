@@ -1,12 +1,11 @@
 """An mlseal cluster for the harness: Vault roles per stage, a PostgreSQL ledger, trust.
 
-Sets up what docs/kubeflow.md and notes/contract.md say a cluster has, only through the
+Sets up what docs/kubeflow.md says an mlseal cluster has, only through the
 services' own APIs:
 
 - Vault (the test server, `tests.vault_server.FakeVault`): Transit keys
-  ``mlseal-signing-<stage>`` (ecdsa-p256) and ``mlseal-data``; per stage a policy and a
-  Kubernetes auth role ``mlseal-<stage>`` with ``audience=vault``, bound to the run's
-  service account;
+  ``mlseal-signing-<stage>`` (ecdsa-p256) and ``mlseal-data``; per stage the policy and the
+  Kubernetes auth role ``mlseal-<stage>`` (``audience: vault``) that infra/vault ships;
 - PostgreSQL: the ledger's tables in the given schema and a login role for writers whose
   name and password go into the Secret ``mlseal-ledger-writer`` (PGUSER/PGPASSWORD);
 - ConfigMap ``mlseal-trust``: ``trust.yaml`` naming one signer per stage (restricted to its
@@ -19,12 +18,14 @@ services' own APIs:
 
 from __future__ import annotations
 
+import json
 import secrets
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -38,19 +39,14 @@ NAMESPACE = "kubeflow"
 IMAGE = "registry.example.org/mlseal/components@sha256:" + "ab" * 32
 
 
+REPO = Path(__file__).resolve().parents[2]
+POLICY_DIR = REPO / "infra" / "vault" / "policies"
+ROLES = REPO / "infra" / "vault" / "kubernetes-roles.json"
+
+
 def stage_policy(stage: str) -> str:
-    """What a stage's role may do (notes/contract.md, "Vault")."""
-    rules = [
-        ('secret/data/mlseal/*', '["read"]'),
-        (f"transit/sign/mlseal-signing-{stage}", '["update"]'),
-        (f"transit/verify/mlseal-signing-{stage}", '["update"]'),
-        (f"transit/keys/mlseal-signing-{stage}", '["read"]'),
-    ]
-    if stage in ("process", "train", "evaluate"):
-        rules += [("transit/datakey/plaintext/mlseal-data", '["update"]'),
-                  ("transit/decrypt/mlseal-data", '["update"]'),
-                  ("transit/keys/mlseal-data", '["read"]')]
-    return "\n".join(f'path "{p}" {{ capabilities = {c} }}' for p, c in rules)
+    """What a stage's role may do: the policy infra/ ships (infra/vault/policies)."""
+    return (POLICY_DIR / f"mlseal-{stage}.hcl").read_text()
 
 
 @dataclass
@@ -70,8 +66,6 @@ class MlsealCluster:
 
     def trust(self, tmp_dir: Any) -> Any:
         """The trust file as mlseal loads it (written to `tmp_dir`)."""
-        from pathlib import Path
-
         from mlseal.signing.trust import load_trust
 
         d = Path(tmp_dir)
@@ -104,21 +98,23 @@ def _vault(fake: Any) -> dict[str, str]:
     except hvac.exceptions.InvalidRequest as exc:
         if "already in use" not in str(exc):
             raise
+    roles = json.loads(ROLES.read_text())
     c.secrets.transit.create_key(name="mlseal-data", key_type="aes256-gcm96")
     for stage in STAGES:
         c.secrets.transit.create_key(name=f"mlseal-signing-{stage}", key_type="ecdsa-p256")
         c.sys.create_or_update_acl_policy(name=f"mlseal-{stage}", policy=stage_policy(stage))
-        c.auth.kubernetes.create_role(name=f"mlseal-{stage}", bound_service_account_names=[SERVICE_ACCOUNT],
-                                      bound_service_account_namespaces=[NAMESPACE], policies=[f"mlseal-{stage}"],
-                                      ttl="20m", audience="vault")
+        # the role exactly as infra/vault/bootstrap.sh writes it
+        c.write_data(f"auth/kubernetes/role/mlseal-{stage}", data=roles[f"mlseal-{stage}"])
     src = open_secret_source(None, env={"VAULT_ADDR": fake.addr, "VAULT_TOKEN": fake.root_token})
     return {s: public_pem(src.transit_signer(f"mlseal-signing-{s}").public_key()).decode() for s in STAGES}
 
 
 @contextmanager
-def mlseal_cluster(object_store: ObjectStore, fake_vault: Any, pg_url: str) -> Iterator[MlsealCluster]:
+def mlseal_cluster(object_store: ObjectStore, fake_vault: Any, pg_url: str, *,
+                   service_account: str = SERVICE_ACCOUNT, namespace: str = NAMESPACE) -> Iterator[MlsealCluster]:
     """`fake_vault`: a running FakeVault; `pg_url`: a PostgreSQL URL whose search_path is a
-    fresh schema (tests.fixtures_ledger ``pg_url``)."""
+    fresh schema (tests.fixtures_ledger ``pg_url``); runs use `service_account` in
+    `namespace` (single-user KFP: mlseal-pipeline in kubeflow; a profile: default-editor)."""
     import psycopg
 
     from mlseal.kfp import Services
@@ -142,7 +138,7 @@ def mlseal_cluster(object_store: ObjectStore, fake_vault: Any, pg_url: str) -> I
         issued.append(jwt)
         return jwt
 
-    cluster = Cluster(object_store=object_store, namespace=NAMESPACE, service_account=SERVICE_ACCOUNT,
+    cluster = Cluster(object_store=object_store, namespace=namespace, service_account=service_account,
                       issuer=issuer)
     cluster.add_secret("mlseal-ledger-writer", {"username": writer, "password": password})
     cluster.add_config_map("mlseal-trust", {"trust.yaml": trust_text,
