@@ -298,12 +298,40 @@ class Launcher:
                 recorded[name] = [{"uri": art["uri"], "metadata": V.mlmd_round_trip(metadata)}]
         return recorded
 
-    def write_log_artifact(self, output: bytes) -> None:
-        """getLogWriter: the user command's output, also into the executor-logs artifact."""
+    def log_writer(self) -> Any:
+        """getLogWriter: the executor-logs file, created before the command starts (as
+        ``os.Create`` does) and written while it runs; None without the artifact."""
         arts = self.executor_input.get("outputs", {}).get("artifacts", {}).get("executor-logs", {}).get("artifacts")
-        if arts and len(arts) == 1:
-            with contextlib.suppress(V.BackendError, OSError):
-                Path(arts[0].get("customPath") or local_path_for_uri(arts[0]["uri"])).write_bytes(output)
+        if not arts or len(arts) != 1:
+            return None
+        try:
+            return open(arts[0].get("customPath") or local_path_for_uri(arts[0]["uri"]), "wb")
+        except (V.BackendError, OSError):
+            return None
+
+    def execute(self, command: list[str]) -> tuple[int, bytes]:
+        """Run the user command, its output to the pod log and (teed, live) the log file."""
+        import threading
+
+        log_file = self.log_writer()
+        proc = subprocess.Popen(command, env=self.spec["env"], cwd=self.spec["workdir"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        timer = threading.Timer(self.spec["timeout"], proc.kill)
+        timer.start()
+        chunks: list[bytes] = []
+        try:
+            assert proc.stdout is not None
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                chunks.append(chunk)
+                if log_file is not None:
+                    log_file.write(chunk)
+                    log_file.flush()
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if log_file is not None:
+                log_file.close()
+        return code, b"".join(chunks)
 
     # -- the whole task -------------------------------------------------------------------------
 
@@ -321,15 +349,12 @@ class Launcher:
             self.qualify_executor_logs()
             command = self.compile_command()
             result["command"] = command
-            proc = subprocess.run(command, env=self.spec["env"], cwd=self.spec["workdir"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=self.spec["timeout"],
-                                  check=False)
-            self.logs.append(proc.stdout.decode(errors="replace"))
-            self.write_log_artifact(proc.stdout)
-            if proc.returncode != 0:
+            code, output_bytes = self.execute(command)
+            self.logs.append(output_bytes.decode(errors="replace"))
+            if code != 0:
                 with contextlib.suppress(V.BackendError, OSError):
                     result["output_artifacts"] = self.upload_and_record({}, succeeded=False)
-                raise V.BackendError(f"failed to execute component: exit status {proc.returncode}")
+                raise V.BackendError(f"failed to execute component: exit status {code}")
             output = self.executor_output()
             result["executor_output"] = output
             result["output_parameters"] = self.collect_parameters(output)
