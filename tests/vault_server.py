@@ -336,9 +336,12 @@ class FakeVault:
         with self.lock:
             return sum(1 for r in self.requests if r.path.startswith(prefix) and (method in (None, r.method)))
 
-    def k8s_jwt(self, service_account: str, namespace: str = "default", *, expires_in: int = 3600) -> str:
+    def k8s_jwt(self, service_account: str, namespace: str = "default", *, expires_in: int = 3600,
+                audience: str | list[str] = "vault") -> str:
         """A service-account JWT this server's Kubernetes auth accepts (it stands in for
-        the TokenReview API a real Vault would call)."""
+        the TokenReview API a real Vault would call). ``audience`` becomes the ``aud``
+        claim: ``vault`` (what mlseal's roles bind) unless a test asks for another, e.g.
+        ``https://kubernetes.default.svc.cluster.local`` for a pod's default token."""
         def b64(obj: dict[str, Any]) -> str:
             return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
@@ -348,6 +351,7 @@ class FakeVault:
             "kubernetes.io/serviceaccount/namespace": namespace,
             "kubernetes.io/serviceaccount/service-account.name": service_account,
             "sub": f"system:serviceaccount:{namespace}:{service_account}",
+            "aud": [audience] if isinstance(audience, str) else list(audience),
             "exp": int(self.clock()) + expires_in,
         })
         sig = hmac.new(self._jwt_key, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -756,6 +760,12 @@ class FakeVault:
             sa_ns = claims.get("kubernetes.io/serviceaccount/namespace")
             if not (_bound(cfg["sa_names"], sa) and _bound(cfg["sa_namespaces"], sa_ns)):
                 raise VaultHTTPError(403, "service account name not authorized")
+            # A role with an `audience` accepts only tokens whose aud claim contains it, as
+            # Vault's Kubernetes auth does (api-docs/auth/kubernetes: role `audience`). Roles
+            # without one are not checked here (real Vault leaves that to TokenReview).
+            aud = claims.get("aud", [])
+            if cfg["audience"] and cfg["audience"] not in ([aud] if isinstance(aud, str) else aud):
+                raise VaultHTTPError(403, "invalid audience (aud) claim")
             tok = self._issue(ns_name, cfg["policies"], cfg["ttl"], cfg["max_ttl"], True, f"{mount}/login",
                               f"{mount.split('/')[1]}-{sa_ns}-{sa}", meta={"role": str(role),
                                                                          "service_account_name": str(sa),
@@ -810,6 +820,7 @@ class FakeVault:
         ns.k8s.setdefault(mount, {})[m.group(1)] = {
             "sa_names": _list(p.get("bound_service_account_names")),
             "sa_namespaces": _list(p.get("bound_service_account_namespaces")),
+            "audience": str(p.get("audience") or ""),
             "policies": _list(p.get("token_policies", p.get("policies", []))),
             "ttl": parse_duration(p.get("token_ttl"), DEFAULT_TOKEN_TTL),
             "max_ttl": parse_duration(p.get("token_max_ttl"), 0),
