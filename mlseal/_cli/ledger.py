@@ -125,12 +125,12 @@ def _read(path: str, what: str) -> bytes:
 
 def _init(args: argparse.Namespace) -> int:
     from mlseal.errors import ConfigurationError
-    from mlseal.ledger import DEFAULT_URL, ENV_VAR, open_ledger, redact_url, sqlite_path
+    from mlseal.ledger import DEFAULT_URL, ENV_VAR, open_ledger, redact_url, sqlite_path, url_scheme
 
     url = args.ledger or os.environ.get(ENV_VAR) or DEFAULT_URL
     display = redact_url(url)
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme in ("postgresql", "postgres"):
+    scheme = url_scheme(url)
+    if scheme == "postgresql":
         from mlseal.ledger._postgres import init_schema
 
         report = init_schema(url, display=display, writers=args.grant_writer, readers=args.grant_reader)

@@ -34,6 +34,7 @@ from mlseal.admission.decision import Decision, Finding, Reason
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
 from mlseal.admission.policy import Mode, Policy, Rules, Unannotated
 from mlseal.errors import InfrastructureError, VerificationError
+from mlseal.ledger._dsn import redact_text
 from mlseal.ledger.entry import parse_entry, split_entry
 from mlseal.ledger.record import Record, Status, is_sha256_hex
 from mlseal.ledger.view import LedgerReader
@@ -473,7 +474,7 @@ def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerReader | None =
     except InfrastructureError as exc:
         # Fail closed even in warn mode: nothing was verified.
         return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (
-            f"the ledger could not be read ({exc}); the model cannot be verified, so it is denied "
+            f"the ledger could not be read ({redact_text(str(exc))}); the model cannot be verified, so it is denied "
             "until the ledger is reachable"
         )))
     return apply_mode(findings, rules)

@@ -33,6 +33,7 @@ from mlseal.admission.engine import VerifiedRecords, apply_mode, check_model
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
 from mlseal.admission.policy import Policy, Rules, Unannotated
 from mlseal.errors import Error
+from mlseal.ledger._dsn import redact_text
 from mlseal.ledger.view import LedgerReader
 
 REVIEW_API = "admission.k8s.io/v1"
@@ -44,6 +45,30 @@ _MAX_WARNING = 400
 
 audit_log = logging.getLogger("mlseal.audit")
 log = logging.getLogger(__name__)
+
+
+class _RedactCredentials(logging.Filter):
+    """Hide DSN credentials in this module's records, tracebacks included.
+
+    The ledger's own errors are redacted where they are raised; this guards the
+    tracebacks of unexpected exceptions (a driver error's text can echo its DSN).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        clean = redact_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+log.addFilter(_RedactCredentials())
+audit_log.addFilter(_RedactCredentials())
 
 
 class ServedLedger(LedgerReader, Protocol):
@@ -176,9 +201,14 @@ def review_response(uid: str, decision: Decision) -> dict[str, Any]:
     return {"apiVersion": REVIEW_API, "kind": "AdmissionReview", "response": response}
 
 
+def _detail(exc: BaseException) -> str:
+    """What a denial may say about a failure: mlseal's own errors (which carry no secrets by
+    rule, and are redacted again before truncation), others by type only."""
+    return redact_text(str(exc))[:300] if isinstance(exc, Error) else type(exc).__name__
+
+
 def _internal(what: str, exc: BaseException) -> Finding:
-    # mlseal's own errors carry no secrets by rule; others are shown by type only.
-    detail = str(exc)[:300] if isinstance(exc, Error) else type(exc).__name__
+    detail = _detail(exc)
     return Finding(Reason.INTERNAL_ERROR, f"internal error while {what} ({detail}); the webhook denies "
                                           "when it cannot decide (fail closed); see the webhook's log")
 
@@ -279,7 +309,7 @@ class AdmissionController:
         except Exception as exc:
             _log_unexpected("opening the ledger", exc)
             self._drop_ledger()
-            detail = str(exc)[:300] if isinstance(exc, Error) else type(exc).__name__
+            detail = _detail(exc)
             return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (
                 f"the ledger is unreachable ({detail}); no model can be verified, so admission is denied "
                 "until the webhook can read the ledger"

@@ -10,7 +10,11 @@ The URL selects the storage backend (DESIGN.md, "Ledger"):
 
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (the default is
   ``sqlite:///.mlseal/ledger.db``, or ``$MLSEAL_LEDGER``);
-- ``postgresql://user@host:5432/db?options=-csearch_path%3Dschema`` (a libpq URI).
+- ``postgresql://user@host:5432/db?options=-csearch_path%3Dschema`` (a libpq URI), or a
+  libpq keyword/value string ``host=h dbname=db user=u``.
+
+Messages name a ledger by `redact_url`, which hides passwords and anything else that
+might be a credential in every DSN form.
 
     >>> import tempfile
     >>> from mlseal.signing.keys import LocalKeySigner
@@ -27,16 +31,15 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
 from mlseal.ledger import merkle
+from mlseal.ledger._dsn import is_keyword_dsn, redact_dsn
 from mlseal.ledger._store import ROLE_INPUT, ROLE_OUTPUT, Prepared, Store
 from mlseal.ledger.entry import RecordTemplate
 from mlseal.ledger.merkle import Coord
@@ -85,20 +88,20 @@ def format_time(t: _dt.datetime) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is not None:
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
-    if "password=" in parts.query:
-        parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query))
-    # Rebuild only what changed: urlunsplit drops an empty authority, which would turn
-    # sqlite:////abs/path.db into sqlite://abs/path.db in every message.
-    return url if parts == urlsplit(url) else urlunsplit(parts)
+    """The URL or libpq DSN with every possible secret hidden, for messages.
+
+    One redaction for every form (URI userinfo and query, keyword/value strings,
+    malformed input): see `mlseal.ledger._dsn`. SQLite URLs are shown as given.
+    """
+    return redact_dsn(url)
+
+
+def url_scheme(url: str) -> str:
+    """``sqlite``, ``postgresql`` (also for a libpq keyword/value DSN), another scheme, or ``""``."""
+    if is_keyword_dsn(url):
+        return "postgresql"
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    return "postgresql" if scheme == "postgres" else scheme
 
 
 def sqlite_path(url: str) -> str:
@@ -123,7 +126,7 @@ def open_ledger(url: str | None = None, *, create: bool = True, clock: Clock = _
     if url is None:
         url = os.environ.get(ENV_VAR) or DEFAULT_URL
     display = redact_url(url)
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    scheme = url_scheme(url)
     store: Store
     if scheme == "sqlite":
         path = sqlite_path(url)
@@ -132,14 +135,14 @@ def open_ledger(url: str | None = None, *, create: bool = True, clock: Clock = _
         from mlseal.ledger._sqlite import SqliteStore
 
         store = SqliteStore(path, create=create, display=display)
-    elif scheme in ("postgresql", "postgres"):
+    elif scheme == "postgresql":
         from mlseal.ledger._postgres import PostgresStore
 
         store = PostgresStore(url, create=create, display=display)
     else:
         raise ConfigurationError(
             f"ledger URL {display!r}: unknown scheme {scheme or '(none)'!r}; "
-            "use sqlite:///path/ledger.db or postgresql://host/db"
+            "use sqlite:///path/ledger.db, postgresql://host/db or a libpq 'host=... dbname=...' string"
         )
     return Ledger(store, url=display, clock=clock)
 

@@ -14,20 +14,31 @@ So a retry never duplicates an entry.
 
 The tables live in the connection's current schema; pick one with the libpq URI
 option ``options=-csearch_path%3Dmyschema``.
+
+Messages never carry the DSN's secrets: they name the ledger by its redacted form
+(`mlseal.ledger._dsn.redact_dsn`), psycopg's error texts (libpq echoes fragments of a
+malformed DSN, even the whole URI) pass through `mlseal.ledger._dsn.scrub`, psycopg's
+own log records are scrubbed while this module connects, and a DSN whose host or port
+holds what must be part of an unencoded password is refused before it reaches DNS.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import contextvars
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
+from mlseal.ledger._dsn import redact_text, scrub
 from mlseal.ledger._sqlite import check_meta
 from mlseal.ledger._store import (
     ROLE_INPUT,
@@ -140,6 +151,100 @@ _ATTEMPTS = 3
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.mlseal_ledger'))"
 
 
+# --- connecting without leaking the DSN ------------------------------------------------
+
+#: the DSN being connected in this context, for scrubbing psycopg's own log records
+_CONNECTING: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlseal_pg_connecting", default=None)
+
+
+class _ScrubPsycopgLog(logging.Filter):
+    """Scrub psycopg's log records: at DEBUG they carry hosts and libpq error texts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        dsn = _CONNECTING.get()
+        clean = scrub(text, dsn) if dsn else redact_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_PSYCOPG_LOG_FILTER = _ScrubPsycopgLog()
+for _name in ("psycopg", "psycopg.pq"):
+    if _PSYCOPG_LOG_FILTER not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_PSYCOPG_LOG_FILTER)
+
+
+def error_text(exc: BaseException, url: str) -> str:
+    """``str(exc)`` (a psycopg error) without anything of ``url`` that its redacted form hides."""
+    return scrub(str(exc).strip(), url)
+
+
+def _check_conninfo(url: str, display: str) -> None:
+    """Refuse a malformed DSN, or one libpq would split inside a password, before any I/O.
+
+    libpq ends the userinfo of a URI at its first '@' (unless a '/' comes first), so an
+    unencoded '@' or '/' in a password moves the rest of the password into the host,
+    port or database, and connecting would send it to the DNS resolver.
+    """
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise ConfigurationError(
+            f"ledger {display}: malformed connection string: {error_text(exc, url)}"
+        ) from None
+    hosts = ",".join(str(params.get(k) or "") for k in ("host", "hostaddr"))
+    dbname = str(params.get("dbname") or "") if "://" in url else ""
+    if "@" in hosts or "@" in dbname:
+        raise ConfigurationError(
+            f"ledger {display}: an '@' past the user name and password: percent-encode '@', '/', '?' and '#' "
+            "in the user name and password (%40 %2F %3F %23)"
+        )
+    if not re.fullmatch(r"[0-9,]*", str(params.get("port") or "")):
+        raise ConfigurationError(
+            f"ledger {display}: the port is not a number (if the password holds '/' or ':', "
+            "percent-encode them: %2F %3A)"
+        )
+
+
+def _connect(url: str, display: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    _check_conninfo(url, display)
+    token = _CONNECTING.set(url)
+    try:
+        return psycopg.connect(url, connect_timeout=10, **kwargs)
+    except psycopg.ProgrammingError as exc:  # malformed URI or options
+        raise ConfigurationError(f"ledger {display}: {error_text(exc, url)}") from None
+    except psycopg.Error as exc:
+        raise InfrastructureError(f"ledger {display}: cannot connect: {error_text(exc, url)}") from None
+    finally:
+        _CONNECTING.reset(token)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reads(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A read of `PostgresStore`: psycopg errors become InfrastructureError, scrubbed."""
+
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except psycopg.Error as exc:
+            store = args[0]
+            assert isinstance(store, PostgresStore)
+            raise InfrastructureError(
+                f"ledger {store._display}: read failed: {error_text(exc, store._url)}"
+            ) from None
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 def _ledger_tables(db: psycopg.Connection[Any]) -> set[str]:
     return {
         str(r[0])
@@ -219,12 +324,7 @@ def init_schema(
     Run as the owner of the schema (the database administrator).
     """
     _check_roles(writers, readers, display)
-    try:
-        db = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(f"ledger {display}: {exc}") from None
-    except psycopg.Error as exc:
-        raise InfrastructureError(f"ledger {display}: cannot connect: {exc}") from None
+    db = _connect(url, display, autocommit=True)
     try:
         with db.transaction():
             db.execute(_SCHEMA_LOCK)
@@ -258,7 +358,9 @@ def init_schema(
                     granted += g
                     revoked += r
     except psycopg.Error as exc:
-        raise InfrastructureError(f"ledger {display}: schema initialisation failed: {exc}") from None
+        raise InfrastructureError(
+            f"ledger {display}: schema initialisation failed: {error_text(exc, url)}"
+        ) from None
     finally:
         db.close()
     return InitReport(
@@ -347,22 +449,20 @@ class PostgresStore:
             self._setup(create)
         except psycopg.Error as exc:
             self._db.close()
-            raise ConfigurationError(f"ledger {display}: not a usable mlseal ledger: {exc}") from None
+            raise ConfigurationError(
+                f"ledger {display}: not a usable mlseal ledger: {error_text(exc, url)}"
+            ) from None
         except BaseException:
             self._db.close()
             raise
 
     def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            # Parameters are bound on the client, so that one simple-query message can
-            # carry several statements (an append's writes, COMMIT and the flush).
-            return psycopg.connect(
-                self._url, autocommit=True, connect_timeout=10, cursor_factory=psycopg.ClientCursor
-            )
-        except psycopg.ProgrammingError as exc:  # malformed URI or options
-            raise ConfigurationError(f"ledger {self._display}: {exc}") from None
-        except psycopg.Error as exc:
-            raise InfrastructureError(f"ledger {self._display}: cannot connect: {exc}") from None
+        # Parameters are bound on the client, so that one simple-query message can
+        # carry several statements (an append's writes, COMMIT and the flush).
+        return _connect(self._url, self._display, autocommit=True, cursor_factory=psycopg.ClientCursor)
+
+    def _text(self, exc: BaseException) -> str:
+        return error_text(exc, self._url)
 
     # --- schema ---------------------------------------------------------------------
     def _setup(self, create: bool) -> None:
@@ -399,17 +499,22 @@ class PostgresStore:
                 continue
             except psycopg.errors.UniqueViolation as exc:
                 self._rollback()
-                raise LedgerConflict(f"ledger {self._display}: concurrent append at the same position: {exc}") from None
+                raise LedgerConflict(
+                    f"ledger {self._display}: concurrent append at the same position: {self._text(exc)}"
+                ) from None
             except psycopg.Error as exc:
                 self._rollback()
-                raise InfrastructureError(f"ledger {self._display}: append failed: {exc}") from None
+                raise InfrastructureError(f"ledger {self._display}: append failed: {self._text(exc)}") from None
             except BaseException:
                 self._rollback()
                 raise
             if p is not self._durable:
                 self._make_durable()
             return p
-        raise InfrastructureError(f"ledger {self._display}: append failed after {_ATTEMPTS} attempts: {last_error}")
+        raise InfrastructureError(
+            f"ledger {self._display}: append failed after {_ATTEMPTS} attempts: "
+            f"{self._text(last_error) if last_error else 'no attempt made'}"
+        )
 
     def _make_durable(self) -> None:
         """Wait until the WAL is on disk past our (asynchronous) commit.
@@ -430,7 +535,7 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 if attempt:
                     raise InfrastructureError(
-                        f"ledger {self._display}: could not confirm the append is durable: {exc}"
+                        f"ledger {self._display}: could not confirm the append is durable: {self._text(exc)}"
                     ) from None
                 self._reconnect()
 
@@ -503,6 +608,7 @@ class PostgresStore:
         self._prepared = False
 
     # --- reads ----------------------------------------------------------------------
+    @_reads
     def head(self) -> tuple[int, str, bytes]:
         row = self._db.execute("SELECT size, last_hash, frontier FROM mlseal_head WHERE id = 1").fetchone()
         if row is None:
@@ -512,10 +618,12 @@ class PostgresStore:
             return 0, ZERO_HASH, merkle.EMPTY_ROOT
         return size, bytes(row[1]).hex(), merkle.fold_cover(_split_frontier(bytes(row[2])))
 
+    @_reads
     def size(self) -> int:
         row = self._db.execute("SELECT size FROM mlseal_head WHERE id = 1").fetchone()
         return 0 if row is None else int(row[0])
 
+    @_reads
     def entry(self, seq: int) -> bytes | None:
         row = self._db.execute("SELECT entry FROM mlseal_entries WHERE seq = %s", (seq,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -523,12 +631,14 @@ class PostgresStore:
     def entries(self, start: int, end: int, batch: int = 1000) -> Iterator[tuple[int, bytes]]:
         return batched_entries(self._fetch, start, end, batch)
 
+    @_reads
     def _fetch(self, start: int, end: int, limit: int) -> list[tuple[int, bytes]]:
         return self._db.execute(
             "SELECT seq, entry FROM mlseal_entries WHERE seq >= %s AND seq < %s ORDER BY seq LIMIT %s",
             (start, end, limit),
         ).fetchall()
 
+    @_reads
     def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]:
         if not coords:
             return {}
@@ -541,10 +651,12 @@ class PostgresStore:
         ).fetchall()
         return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
 
+    @_reads
     def find_entry_hash(self, entry_hash: bytes) -> int | None:
         row = self._db.execute("SELECT seq FROM mlseal_entries WHERE entry_hash = %s", (entry_hash,)).fetchone()
         return None if row is None else int(row[0])
 
+    @_reads
     def seqs_for_digest(self, sha256: bytes, role: int) -> list[int]:
         rows = self._db.execute(
             "SELECT seq FROM mlseal_digests WHERE sha256 = %s AND role = %s ORDER BY seq", (sha256, role)
