@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from mlseal.errors import ConfigurationError, InfrastructureError
-from mlseal.gates import Gate, parse_gates
+from mlseal.gates import Gate as Gate  # re-exported: mlseal.admission.Gate
+from mlseal.gates import parse_gates
 from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
 
 log = logging.getLogger(__name__)
