@@ -136,11 +136,15 @@ def _to(stream: Any) -> Progress:
 
 
 def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Mapping[str, Any]) -> tuple[Any, Any]:
+    from mlseal.gates import gates_to_obj, parse_gates
     from mlseal.ml import data
     from mlseal.secrets import open_secret_source
     from mlseal.signing.keys import public_pem
     from mlseal.stage import signing_key_name
 
+    # the policy holds the gates the evaluate stage applies, in the one explicit form both
+    # read; a spec either would refuse is refused here, before anything is written
+    policy_gates = gates_to_obj(parse_gates(gates))
     for d in (wd.root, wd.artifacts, wd.keys, wd.logs):
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -166,7 +170,7 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
         "trust": "trust.yaml",
         "ledger": "sqlite:///ledger.db",
         "require_stages": ["ingest", "process", "train", "evaluate"],
-        "gates": dict(gates),
+        "gates": policy_gates,
         # the gates count only if the evaluator's own identity measured the held-out split
         "evaluation": {"signers": ["evaluate"], "held_out": True},
         # the local pipeline root stands for the bucket KServe would fetch the model from

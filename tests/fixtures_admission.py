@@ -40,7 +40,7 @@ from mlseal.ledger.entry import build_entry, record_of, split_entry
 from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, Sha256Hex
 from mlseal.signing.keys import LocalKeySigner
 
-GATES = {"accuracy": 0.90, "robust_accuracy": 0.70}
+GATES = {"accuracy": {"min": 0.90}, "robust_accuracy": {"min": 0.70}}
 GOOD_METRICS = {"accuracy": 0.95, "robust_accuracy": 0.81}
 
 
@@ -145,7 +145,7 @@ def write_policy(d: Path, name: str = "policy.yaml", ledger: str = "sqlite:///le
         "require_stages": ["ingest", "anonymize", "train", "evaluate"],
         "gates": GATES,
         "mode": "enforce",
-        "namespaces": {"staging": {"mode": "warn"}, "lab": {"gates": {"accuracy": 0.4}, "require_stages": []}},
+        "namespaces": {"staging": {"mode": "warn"}, "lab": {"gates": {"accuracy": {"min": 0.4}}, "require_stages": []}},
     }
     doc.update(extra)
     (d / name).write_text(yaml.safe_dump(doc))

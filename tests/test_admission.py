@@ -216,7 +216,10 @@ def test_policy_paths_resolve_against_the_file(admission_world: AdmissionWorld) 
     [
         ({"gate": {"accuracy": 0.9}}, "unknown keys"),
         ({"mode": "audit"}, "mode must be one of enforce, warn"),
-        ({"gates": {"accuracy": "high"}}, "finite number"),
+        ({"gates": {"accuracy": "high"}}, "finite numbers"),
+        ({"gates": {"accuracy": 0.9}}, r"gates\.accuracy: a bare number .* write accuracy: \{min: 0\.9\}"),
+        ({"namespaces": {"prod": {"gates": {"mia_advantage": 0.3}}}},
+         r"namespaces\.prod\.gates\.mia_advantage: a bare number .* \{max: 0\.3\}"),
         ({"gates": {"loss": {"min": 0.5, "max": 0.1}}}, "no model could pass"),
         ({"require_stages": "train"}, "must be a list"),
         ({"namespaces": {"Prod!": {}}}, "not a Kubernetes namespace"),

@@ -25,7 +25,7 @@ def _isvc(env: SealedEnv, model: Path, storage: str) -> dict:  # type: ignore[ty
 
 
 def _decide(env: SealedEnv, obj: dict, **rules: object) -> tuple[bool, list[str]]:  # type: ignore[type-arg]
-    path = _policy(env, {"accuracy": 0.5})
+    path = _policy(env, {"accuracy": {"min": 0.5}})
     data = yaml.safe_load(path.read_text())
     data.update(rules)
     path.write_text(yaml.safe_dump(data))

@@ -154,9 +154,9 @@ def test_steps_in_process_end_to_end(sealed_env: SealedEnv) -> None:
     p = _trained(env, epochs=15)
     a = env.root / "a"
     ev = s.evaluate(env.sealing, model=s.ArtifactIn(a / "model"), data=s.ArtifactIn(p["enc"]),
-                    metrics=s.ArtifactOut(a / "metrics.json"), gates={"accuracy": 0.8})
+                    metrics=s.ArtifactOut(a / "metrics.json"), gates={"accuracy": {"min": 0.8}})
     dep = s.deploy(env.sealing, model=s.ArtifactIn(a / "model"), evaluation=s.ArtifactIn(a / "metrics.json"),
-                   manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(_policy(env, {"accuracy": 0.8})))
+                   manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(_policy(env, {"accuracy": {"min": 0.8}})))
     records = [parse_entry(e, env.trust) for _, e in env.ledger.entries()]
     assert [(r.stage, r.component.name) for r in records] == [
         ("ingest", "reference"), ("ingest", "ingest"), ("process", "anonymize"), ("process", "encrypt"),
@@ -228,12 +228,12 @@ def test_unmet_gate_and_denied_deploy_fail_their_stages(sealed_env: SealedEnv) -
     a = env.root / "a"
     with pytest.raises(GateError):
         s.evaluate(env.sealing, model=s.ArtifactIn(a / "model"), data=s.ArtifactIn(p["enc"]),
-                   metrics=s.ArtifactOut(a / "m1.json"), gates={"accuracy": 1.01})
+                   metrics=s.ArtifactOut(a / "m1.json"), gates={"accuracy": {"min": 1.01}})
     failed = parse_entry(env.ledger.entry(env.ledger.size() - 1), env.trust)
     assert failed.status is Status.FAILED and "accuracy" in failed.metrics
     s.evaluate(env.sealing, model=s.ArtifactIn(a / "model"), data=s.ArtifactIn(p["enc"]),
                metrics=s.ArtifactOut(a / "m2.json"))
-    policy = _policy(env, {"accuracy": 0.999})
+    policy = _policy(env, {"accuracy": {"min": 0.999}})
     with pytest.raises(PolicyDenied, match="accuracy"):
         s.deploy(env.sealing, model=s.ArtifactIn(a / "model"), evaluation=s.ArtifactIn(a / "m2.json"),
                  manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(policy))

@@ -61,7 +61,7 @@ USER_PIPELINE = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
     wd = Workdir(tmp_path_factory.mktemp("kfp") / "wd")
-    _prepare(wd, {}, lambda _: None, {"accuracy": 0.9})
+    _prepare(wd, {}, lambda _: None, {"accuracy": {"min": 0.9}})
     return wd
 
 

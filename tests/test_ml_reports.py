@@ -47,7 +47,7 @@ def test_no_key_or_pii_in_any_output(tmp_path: Path) -> None:
 
         validate(anon.with_column("label", "int", y), ref)
     with pytest.raises(GateError) as gerr:
-        evaluate.check_gates(metrics, {"accuracy": 1.01})
+        evaluate.check_gates(metrics, {"accuracy": {"min": 1.01}})
     with pytest.raises(VerificationError) as cerr:
         crypto.decrypt(blob, HMAC_KEY)
     texts += [str(verr.value), str(gerr.value), str(cerr.value)]

@@ -16,7 +16,7 @@ from mlseal.ml.errors import DataError, GateError, ModelFormatError
 from mlseal.ml.model import LinearModel
 from mlseal.ml.table import Table
 
-DESIGN_GATES = {"accuracy": 0.90, "robust_accuracy": 0.70}
+DESIGN_GATES = {"accuracy": {"min": 0.90}, "robust_accuracy": {"min": 0.70}}
 
 
 def test_default_gates_are_the_design_gates() -> None:
@@ -193,7 +193,7 @@ def test_evaluate_bad_input(adv_model: LinearModel, splits: tuple[Table, Table])
     m = evaluate.evaluate(adv_model, one_class)
     assert json.loads(m.to_json())["roc_auc"] is None
     with pytest.raises(GateError, match="roc_auc: missing"):
-        evaluate.check_gates(m, {"roc_auc": 0.5})
+        evaluate.check_gates(m, {"roc_auc": {"min": 0.5}})
 
 
 # -- gates ---------------------------------------------------------------------------------
@@ -201,8 +201,9 @@ def test_evaluate_bad_input(adv_model: LinearModel, splits: tuple[Table, Table])
 def test_check_gates_lists_every_unmet_gate() -> None:
     metrics = {"accuracy": 0.85, "robust_accuracy": 0.60, "f1": 0.95, "mia_advantage": 0.4}
     with pytest.raises(GateError) as exc:
-        evaluate.check_gates(metrics, {"accuracy": 0.9, "robust_accuracy": 0.7, "f1": 0.9,
-                                       "mia_advantage": 0.2, "roc_auc": 0.9})
+        evaluate.check_gates(metrics, {"accuracy": {"min": 0.9}, "robust_accuracy": {"min": 0.7},
+                                       "f1": {"min": 0.9}, "mia_advantage": {"max": 0.2},
+                                       "roc_auc": {"min": 0.9}})
     unmet = {u.metric: u for u in exc.value.unmet}
     assert set(unmet) == {"accuracy", "robust_accuracy", "mia_advantage", "roc_auc"}
     assert unmet["accuracy"].observed == 0.85 and unmet["accuracy"].required == 0.9
@@ -218,12 +219,18 @@ def test_check_gates_min_max_and_config_errors() -> None:
     with pytest.raises(GateError, match=r"required <= 0\.94"):
         evaluate.check_gates({"accuracy": 0.95}, {"accuracy": {"max": 0.94}})
     with pytest.raises(GateError):
-        evaluate.check_gates({"accuracy": float("nan")}, {"accuracy": 0.1})
+        evaluate.check_gates({"accuracy": float("nan")}, {"accuracy": {"min": 0.1}})
     with pytest.raises(ConfigurationError, match="empty gate set"):
         evaluate.check_gates({"accuracy": 1.0}, {})
     with pytest.raises(ConfigurationError, match="finite number"):
         evaluate.check_gates({"accuracy": 1.0}, {"accuracy": "0.9"})
-    with pytest.raises(ConfigurationError, match="keys"):
+    with pytest.raises(ConfigurationError, match=r"accuracy\.max must be a finite number"):
+        evaluate.check_gates({"accuracy": 1.0}, {"accuracy": {"max": float("inf")}})
+    with pytest.raises(ConfigurationError, match="no model could pass"):
+        evaluate.check_gates({"accuracy": 1.0}, {"accuracy": {"min": 1.0, "max": 0.9}})
+    with pytest.raises(ConfigurationError, match=r"bare number.*accuracy: \{min: 0\.9\}"):
+        evaluate.check_gates({"accuracy": 1.0}, {"accuracy": 0.9})
+    with pytest.raises(ConfigurationError, match=r"takes min and/or max, got \[.minimum.\]"):
         evaluate.check_gates({"accuracy": 1.0}, {"accuracy": {"minimum": 0.9}})
 
 

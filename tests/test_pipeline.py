@@ -94,7 +94,7 @@ def local_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workdir:
     """A prepared demo workdir (dev secrets, reference recorded), the task environment set,
     and kfp.local initialised to run tasks as subprocesses in it."""
     wd = Workdir(tmp_path / "wd")
-    src, _ = _prepare(wd, {}, lambda _: None, {"accuracy": 0.9})
+    src, _ = _prepare(wd, {}, lambda _: None, {"accuracy": {"min": 0.9}})
     for k, v in _task_env(wd, src).items():
         monkeypatch.setenv(k, v)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(wd.artifacts))

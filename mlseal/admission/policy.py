@@ -8,9 +8,9 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
     trust: trust.yaml                      # relative paths resolve against this file
     ledger: sqlite:///ledger.db            # or {url_file: /vault/secrets/ledger-url}
     require_stages: [ingest, process, train, evaluate]
-    gates:
-      accuracy: 0.90                       # minimum
-      loss: {max: 0.35}                    # or a bound object: {min: .., max: ..}
+    gates:                                 # explicit bounds (mlseal.gates); a bare number is refused
+      accuracy: {min: 0.90}                # at least
+      mia_advantage: {max: 0.20}           # at most; {min: .., max: ..} bounds both ways
     mode: enforce                          # or warn
     serving_uris:                          # where the serving runtime fetches what KFP recorded
       "minio://mlpipeline/": "s3://mlpipeline/"   # (KServe cannot fetch minio:// URIs)
@@ -20,7 +20,7 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
                                            # trained on, which a validate record checked
     namespaces:
       staging: {mode: warn}
-      prod: {gates: {accuracy: 0.95, robust_accuracy: 0.70}}
+      prod: {gates: {accuracy: {min: 0.95}, robust_accuracy: {min: 0.70}}}
 
 ``ledger: {url_file: PATH}`` names a file holding the URL instead, for a PostgreSQL DSN
 with credentials that Vault Agent renders and renews: the file is read each time a
@@ -36,7 +36,7 @@ specific processing step.
     >>> LocalKeySigner.generate().save(d / "k.pem", d / "k.pub.pem")
     >>> _ = (d / "trust.yaml").write_text("signers: [{name: pipeline, public_key: k.pub.pem}]")
     >>> _ = (d / "policy.yaml").write_text("trust: trust.yaml\\nledger: sqlite:///l.db\\n"
-    ...     "gates: {accuracy: 0.9}\\nnamespaces: {dev: {mode: warn}}\\n")
+    ...     "gates: {accuracy: {min: 0.9}}\\nnamespaces: {dev: {mode: warn}}\\n")
     >>> p = load_policy(d / "policy.yaml")
     >>> p.rules_for("dev").mode, p.rules_for("prod").mode
     (<Mode.WARN: 'warn'>, <Mode.ENFORCE: 'enforce'>)
@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -59,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from mlseal.errors import ConfigurationError, InfrastructureError
+from mlseal.gates import Gate as Gate  # re-exported: mlseal.admission.Gate
+from mlseal.gates import parse_gates
 from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
 
 log = logging.getLogger(__name__)
@@ -86,28 +87,6 @@ class Unannotated(StrEnum):
 
     ALLOW = "allow"
     DENY = "deny"
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A bound on one metric of the model's evaluate record (inclusive)."""
-
-    metric: str
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.minimum is not None:
-            parts.append(f">= {self.minimum:g}")
-        if self.maximum is not None:
-            parts.append(f"<= {self.maximum:g}")
-        return f"{self.metric} {' and '.join(parts)}"
-
-    def met_by(self, value: float) -> bool:
-        if self.minimum is not None and not value >= self.minimum:
-            return False
-        return not (self.maximum is not None and not value <= self.maximum)
 
 
 @dataclass(frozen=True)
@@ -183,33 +162,14 @@ def _err(source: str, msg: str) -> ConfigurationError:
     return ConfigurationError(f"policy {source}: {msg}")
 
 
-def _number(v: object, where: str, source: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise _err(source, f"{where} must be a finite number, got {v!r}")
-    return float(v)
-
-
 def _parse_gates(raw: object, source: str, where: str) -> tuple[Gate, ...]:
+    """The evaluate stage's parser (`mlseal.gates`), so both read a gate set one way."""
     if raw is None:
         return ()
-    if not isinstance(raw, dict):
-        raise _err(source, f"{where} must map metric names to a minimum or {{min, max}}, got {type(raw).__name__}")
-    gates = []
-    for metric, bound in raw.items():
-        if not isinstance(metric, str) or not metric:
-            raise _err(source, f"{where}: metric name {metric!r} must be a non-empty string")
-        if isinstance(bound, dict):
-            unknown = set(bound) - {"min", "max"}
-            if unknown or not bound:
-                raise _err(source, f"{where}.{metric} takes min and/or max, got {sorted(map(str, bound))}")
-            lo = _number(bound["min"], f"{where}.{metric}.min", source) if "min" in bound else None
-            hi = _number(bound["max"], f"{where}.{metric}.max", source) if "max" in bound else None
-            if lo is not None and hi is not None and lo > hi:
-                raise _err(source, f"{where}.{metric}: min {lo:g} is above max {hi:g}; no model could pass")
-            gates.append(Gate(metric, lo, hi))
-        else:
-            gates.append(Gate(metric, _number(bound, f"{where}.{metric}", source)))
-    return tuple(gates)
+    try:
+        return parse_gates(raw, where=where)
+    except ConfigurationError as exc:
+        raise _err(source, str(exc)) from None
 
 
 def _parse_stages(raw: object, source: str, where: str) -> tuple[str, ...]:

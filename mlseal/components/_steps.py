@@ -285,16 +285,19 @@ def evaluate(
 ) -> StageResult | None:
     """Accuracy, F1, ROC AUC, robust accuracy (FGSM/PGD), membership-inference advantage; gates.
 
-    The held-out rows are the same seeded split `train` left out.
+    The held-out rows are the same seeded split `train` left out. `gates` are explicit
+    `mlseal.gates` specs, parsed (a bare number refused) before anything is read or recorded.
     """
     import math
 
+    from mlseal.gates import gates_to_obj, parse_gates
     from mlseal.ml import data as mldata
     from mlseal.ml import evaluate as mleval
     from mlseal.ml import serving
 
+    parsed = parse_gates(gates) if gates else ()
     params = {"label": label, "epsilon": epsilon, "test_fraction": test_fraction, "split_seed": seed,
-              "gates": dict(gates or {})}
+              "gates": gates_to_obj(parsed)}
     with _open(sealing, StageKind.EVALUATE, "evaluate", source=evaluate, params=params) as st:
         fitted = serving.load_model_repository(model.open(st, "model"))  # exactly the bytes to be served
         table = read_dataset(st, "data", data, data_key_name=data_key_name)
@@ -303,8 +306,8 @@ def evaluate(
         for k, v in scores.values().items():
             if math.isfinite(v):
                 st.metric(k, v)
-        if gates:
-            mleval.check_gates(scores, dict(gates))
+        if parsed:
+            mleval.check_gates(scores, parsed)
         st.output("metrics", metrics.path, media_type=MEDIA_JSON, uri=metrics.uri).write_text(scores.to_json())
     return st.result
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlseal.errors import VerificationError
+from mlseal.gates import UnmetGate
 
 
 class DataError(VerificationError):
@@ -50,24 +51,8 @@ class DataValidationError(DataError):
         return self.breaches[0].check
 
 
-@dataclass(frozen=True)
-class UnmetGate:
-    """A metric gate that was not met (`observed` is None when the metric is missing)."""
-
-    metric: str
-    observed: float | None
-    bound: str  # "min" or "max"
-    required: float
-
-    def describe(self) -> str:
-        if self.observed is None:
-            return f"{self.metric}: missing (required {self.bound} {self.required:.4g})"
-        rel = ">=" if self.bound == "min" else "<="
-        return f"{self.metric}: observed {self.observed:.4g}, required {rel} {self.required:.4g}"
-
-
 class GateError(VerificationError):
-    """Model metrics did not meet every gate; lists each unmet gate."""
+    """Model metrics did not meet every gate (`mlseal.gates`); lists each unmet bound."""
 
     def __init__(self, unmet: tuple[UnmetGate, ...]) -> None:
         self.unmet = unmet

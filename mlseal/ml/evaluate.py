@@ -11,30 +11,32 @@ model's loss on it is low (Yeom et al., 2018). 0 means no measurable leak.
     >>> tr, te = data.split(data.make_demo_dataset(seed=0), seed=0)
     >>> model, _ = train.train(tr)
     >>> m = evaluate.evaluate(model, te, train=tr)
-    >>> evaluate.check_gates(m, {"accuracy": 0.9, "robust_accuracy": 0.7})
+    >>> evaluate.check_gates(m, {"accuracy": {"min": 0.9}, "robust_accuracy": {"min": 0.7}})
+
+Gates are `mlseal.gates` specs, explicit about their direction (``{min: x}``,
+``{max: y}`` or both); admission reads the same specs with the same parser.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mlseal.errors import ConfigurationError
+from mlseal.gates import Gate, parse_gates, unmet
 from mlseal.ml import _report
 from mlseal.ml.attacks import fgsm, pgd
-from mlseal.ml.errors import DataError, GateError, UnmetGate
+from mlseal.ml.errors import DataError, GateError
 from mlseal.ml.model import LinearModel
 from mlseal.ml.table import Table
 from mlseal.ml.train import DEFAULT_EPSILON
 
-#: Gates a metric must stay *below*; every other gate is a minimum.
-LOWER_IS_BETTER = frozenset({"mia_advantage"})
 #: The gates DESIGN.md's example policy sets; the demo model meets them at DEFAULT_EPSILON.
-DEFAULT_GATES: Mapping[str, float] = {"accuracy": 0.90, "robust_accuracy": 0.70}
+DEFAULT_GATES: Mapping[str, Mapping[str, float]] = {"accuracy": {"min": 0.90}, "robust_accuracy": {"min": 0.70}}
 
 
 @dataclass(frozen=True)
@@ -123,38 +125,18 @@ def evaluate(model: LinearModel, test: Table, *, train: Table | None = None, eps
                    n_train=None if train is None else train.n_rows)
 
 
-def _bounds(metric: str, gate: object) -> list[tuple[str, float]]:
-    if isinstance(gate, Mapping):
-        unknown = set(gate) - {"min", "max"}
-        if unknown or not gate:
-            raise ConfigurationError(f"gate {metric!r}: expected a number or {{min, max}}, got keys {sorted(gate)}")
-        pairs = [(str(k), v) for k, v in gate.items()]
-    else:
-        pairs = [("max" if metric in LOWER_IS_BETTER else "min", gate)]
-    out = []
-    for bound, v in pairs:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ConfigurationError(f"gate {metric!r} {bound}: expected a finite number, got {v!r}")
-        out.append((bound, float(v)))
-    return out
-
-
-def check_gates(metrics: Metrics | Mapping[str, float | None], gates: Mapping[str, object]) -> None:
+def check_gates(metrics: Metrics | Mapping[str, float | None],
+                gates: Mapping[str, object] | Sequence[Gate]) -> None:
     """Raise GateError listing every unmet gate; return None when all are met.
 
-    A gate is `metric: number` (a minimum; a maximum for `mia_advantage`) or
-    `metric: {min: a, max: b}`. A missing or non-finite metric fails its gate.
+    `gates` is a spec (``{"accuracy": {"min": 0.9}, "mia_advantage": {"max": 0.2}}``,
+    parsed by `mlseal.gates.parse_gates`, which refuses a bare number) or parsed gates.
+    A missing or non-finite metric fails its gate. An empty gate set is refused.
     """
     if not gates:
         raise ConfigurationError("no gates given: an empty gate set would admit any model")
+    parsed = parse_gates(gates) if isinstance(gates, Mapping) else tuple(gates)
     values = metrics.values() if isinstance(metrics, Metrics) else dict(metrics)
-    unmet: list[UnmetGate] = []
-    for metric in sorted(gates):
-        for bound, required in _bounds(metric, gates[metric]):
-            raw = values.get(metric)
-            observed = None if raw is None or not math.isfinite(float(raw)) else float(raw)
-            ok = observed is not None and (observed >= required if bound == "min" else observed <= required)
-            if not ok:
-                unmet.append(UnmetGate(metric, observed, bound, required))
-    if unmet:
-        raise GateError(tuple(unmet))
+    found = unmet(sorted(parsed, key=lambda g: g.metric), values)
+    if found:
+        raise GateError(found)
