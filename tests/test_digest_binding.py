@@ -12,9 +12,13 @@ bundle is looked at), and leave admission with a digest no record lists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -340,8 +344,6 @@ def test_admission_finds_no_record_for_the_tampered_model(
 def test_cli_digest_sign_and_verify_report_the_same_digests(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import json
-
     key = LocalKeySigner.generate()
     key.save(tmp_path / "k.pem", tmp_path / "k.pub.pem")
     d = write_model(tmp_path / "model")
@@ -354,3 +356,22 @@ def test_cli_digest_sign_and_verify_report_the_same_digests(
     assert {o["sha256"] for o in outs} == {digest_path(d)}
     assert {o["subject_sha256"] for o in outs} == {manifest_of(d).subject_digest}
     assert digest_path(d) != manifest_of(d).subject_digest
+
+
+def test_the_recipe_in_the_docs_computes_the_same_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/signing.md shows how to recompute a directory digest without mlseal."""
+    doc = (Path(__file__).parents[1] / "docs" / "signing.md").read_text()
+    (recipe,) = re.findall(r"```python\n(import hashlib, pathlib\n.*?)```", doc, re.S)
+    d = write_model(tmp_path / "model")
+    (d / "a").mkdir()
+    (d / "a" / "z").write_bytes(b"z")
+    (d / "a.txt").write_bytes(b"")
+    (d / ".git").mkdir()
+    (d / ".git" / "HEAD").write_bytes(b"ref")
+    (d / "sub" / ".git").mkdir(parents=True)
+    (d / "sub" / ".git" / "x").write_bytes(b"nested .git is part of the model")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(recipe, "docs/signing.md", "exec"), {})  # our own documentation's code
+    assert out.getvalue().strip() == digest_path(d)
