@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlseal.admission.decision import Reason
 from mlseal.admission.engine import check_model
@@ -221,6 +223,34 @@ def test_manifest_order_does_not_depend_on_the_order_given() -> None:
     rs = [Resource(n, hashlib.sha256(n.encode()).hexdigest()) for n in ("b", "a/z", "a.txt", "a-b")]
     assert dg.directory_digest(rs) == dg.directory_digest(reversed(rs)) == dg.directory_digest(sorted(
         rs, key=lambda r: dg.sort_key(r.name)))
+
+
+def parse_manifest(m: bytes) -> list[Resource]:
+    """The documented format read back: if this recovers every (kind, name, digest), two
+    different file lists can never encode to the same bytes."""
+    assert m.startswith(dg.DIRECTORY_TAG)
+    i, out = len(dg.DIRECTORY_TAG), []
+    while i < len(m):
+        assert m[i : i + 1] == b"f"
+        n = int.from_bytes(m[i + 1 : i + 5], "big")
+        name = m[i + 5 : i + 5 + n].decode("utf-8")
+        digest = m[i + 5 + n : i + 37 + n]
+        assert len(digest) == 32
+        out.append(Resource(name, digest.hex()))
+        i += 37 + n
+    return out
+
+
+#: one path component: no "/", never "." or ".."; spaces, newlines, colons and non-ASCII are fine
+_part = st.text(alphabet=st.sampled_from("ab.-_ äz0\n:"), min_size=1, max_size=4).filter(lambda p: p not in (".", ".."))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.lists(_part, min_size=1, max_size=3).map("/".join), st.binary(min_size=32, max_size=32),
+                       max_size=6))
+def test_manifest_encoding_reads_back_to_the_file_list(files: dict[str, bytes]) -> None:
+    rs = [Resource(n, d.hex()) for n, d in files.items()]
+    assert parse_manifest(dg.directory_manifest_bytes(rs)) == sorted(rs, key=lambda r: dg.sort_key(r.name))
 
 
 @pytest.mark.parametrize("name", ["", ".", "/abs", "a//b", "a/./b", "a/../b", "..", "a/", "./a", "a\x00b", "\udcff"])
