@@ -98,7 +98,7 @@ def test_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
         digest_path(tmp_path / "nope")
 
 
-def test_directory_digest_binds_names_and_the_subject_digest_is_omss(model_dir: Path) -> None:
+def test_directory_digest_binds_names_and_the_subject_digest_stays_oms(model_dir: Path) -> None:
     m = manifest_of(model_dir)
     assert [r.name for r in m.resources] == ["a/z", "a.txt", "config.json", "sub/weights.bin"]
     concat = b"".join(bytes.fromhex(file_sha256(model_dir / r.name)) for r in m.resources)
