@@ -1,10 +1,12 @@
-"""Digests: file sha256 (streaming), directory manifest digest (OMS order, ignores, symlinks)."""
+"""Digests: file sha256 (streaming, mmap windows), directory digest (OMS order, ignores, symlinks)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -19,18 +21,67 @@ from mlseal.signing import digest as dg
 from mlseal.signing.digest import digest_path, file_sha256, manifest_of
 
 
-@pytest.mark.parametrize(
-    "size", [0, 1, 1 << 20, dg._MMAP_MIN - 1, dg._MMAP_MIN, 2 * dg._WINDOW, 3 * dg._WINDOW + 12345]
-)
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """Different bytes in every window: a window hashed at a wrong offset, twice, or out
+    of order changes the digest (a repeated block would hide it)."""
+    return random.Random(seed * 1_000_003 + size).randbytes(size)
+
+
+@pytest.mark.parametrize("size", [0, 1, dg._CHUNK + 1, dg._MMAP_MIN - 1, dg._MMAP_MIN, 3 * dg._WINDOW + 12345])
 def test_file_sha256_matches_hashlib(tmp_path: Path, size: int) -> None:
-    data = os.urandom(min(size, 1 << 20)) * (size // (1 << 20) + 1)
-    data = data[:size]
+    """At the real window size: below, at and above the mmap threshold, several windows
+    and a size that is no multiple of the window."""
+    data = random_bytes(size)
     f = tmp_path / "f"
     f.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
     assert file_sha256(f) == expected
     assert file_sha256(f, prefetch=False) == expected
     assert digest_path(f) == expected
+
+
+@pytest.fixture
+def small_windows(monkeypatch: pytest.MonkeyPatch) -> int:
+    """64 KiB mmap windows (a multiple of the mmap granularity), so that many windows,
+    the prefetch hand-over and the last partial window are exercised on little data."""
+    window = 16 * mmap.ALLOCATIONGRANULARITY
+    monkeypatch.setattr(dg, "_WINDOW", window)
+    monkeypatch.setattr(dg, "_MMAP_MIN", window)
+    monkeypatch.setattr(dg, "_CHUNK", 4096 + 7)  # read loop: many reads, none aligned
+    return window
+
+
+@pytest.mark.parametrize("windows,extra", [(1, 0), (2, 0), (2, 1), (7, 4097), (9, -1), (0, 65535)])
+def test_many_windows_match_hashlib(tmp_path: Path, small_windows: int, windows: int, extra: int) -> None:
+    size = windows * small_windows + extra
+    data = random_bytes(size, seed=windows)
+    f = tmp_path / "f"
+    f.write_bytes(data)
+    expected = hashlib.sha256(data).hexdigest()
+    assert file_sha256(f) == expected  # mmap windows with prefetch (or the read loop, below one window)
+    assert file_sha256(f, prefetch=False) == expected
+    assert dg.file_artifact_digest(f) == expected  # the tag check keeps the head, hashes it once
+    if size:
+        assert dg.range_sha256(f, 1, size - 1) == hashlib.sha256(data[1:-1]).hexdigest()
+
+
+def test_parallel_directory_digests_match_hashlib(tmp_path: Path, small_windows: int) -> None:
+    """Files hashed in parallel (no prefetch), each over several windows, and shards."""
+    d = tmp_path / "m"
+    d.mkdir()
+    data = {f"w{i}.bin": random_bytes(i * small_windows + 1000 * i + 1, seed=i) for i in range(6)}
+    for name, b in data.items():
+        (d / name).write_bytes(b)
+    want = {name: hashlib.sha256(b).hexdigest() for name, b in data.items()}
+    for workers in (1, 2, 4):
+        assert {r.name: r.sha256 for r in manifest_of(d, workers=workers).resources} == want
+    shard = small_windows // 3 + 5
+    sharded = {r.name: r.sha256 for r in manifest_of(d, shard_size=shard, workers=2).resources}
+    assert sharded == {
+        f"{name}:{start}:{min(start + shard, len(b))}": hashlib.sha256(b[start : start + shard]).hexdigest()
+        for name, b in data.items()
+        for start in range(0, len(b), shard)
+    }
 
 
 def test_sparse_file(tmp_path: Path) -> None:
@@ -47,11 +98,16 @@ def test_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
         digest_path(tmp_path / "nope")
 
 
-def test_directory_digest_is_the_oms_subject_digest(model_dir: Path) -> None:
+def test_directory_digest_binds_names_and_the_subject_digest_stays_oms(model_dir: Path) -> None:
     m = manifest_of(model_dir)
     assert [r.name for r in m.resources] == ["a/z", "a.txt", "config.json", "sub/weights.bin"]
     concat = b"".join(bytes.fromhex(file_sha256(model_dir / r.name)) for r in m.resources)
-    assert digest_path(model_dir) == hashlib.sha256(concat).hexdigest() == m.digest
+    assert m.subject_digest == hashlib.sha256(concat).hexdigest()  # OMS: digests only
+    manifest = dg.DIRECTORY_TAG + b"".join(
+        b"f" + len(r.name).to_bytes(4, "big") + r.name.encode() + bytes.fromhex(r.sha256) for r in m.resources
+    )
+    assert digest_path(model_dir) == hashlib.sha256(manifest).hexdigest() == m.artifact_digest
+    assert digest_path(model_dir) != m.subject_digest
 
 
 def test_directory_order_matches_upstream_on_awkward_names(tmp_path: Path) -> None:
@@ -92,9 +148,9 @@ def test_default_ignores_and_extra_ignores(model_dir: Path) -> None:
 def test_empty_directory_and_empty_subdirectories(tmp_path: Path) -> None:
     d = tmp_path / "empty"
     d.mkdir()
-    assert digest_path(d) == hashlib.sha256(b"").hexdigest()
+    assert digest_path(d) == hashlib.sha256(dg.DIRECTORY_TAG).hexdigest()  # never an empty file's
     (d / "sub").mkdir()
-    assert digest_path(d) == hashlib.sha256(b"").hexdigest()
+    assert digest_path(d) == hashlib.sha256(dg.DIRECTORY_TAG).hexdigest()  # as in OMS: no files, no part
 
 
 def test_symlinks_refused_unless_allowed(model_dir: Path) -> None:

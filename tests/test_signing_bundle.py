@@ -10,7 +10,7 @@ import pytest
 
 from mlseal.errors import VerificationError
 from mlseal.signing.bundle import sign_path, verify_path
-from mlseal.signing.digest import digest_path, file_sha256
+from mlseal.signing.digest import Resource, digest_path, directory_digest, file_sha256, manifest_of
 from mlseal.signing.keys import PublicKeyVerifier
 from tests.fixtures_signing import KeyFiles
 
@@ -59,11 +59,15 @@ def test_upstream_signed_file_verifies_with_mlseal(tmp_path: Path, signing_key: 
     assert v.digest == file_sha256(f) == digest_path(f)
 
 
-def test_directory_digest_equals_upstream_subject(model_dir: Path) -> None:
+def test_subject_digest_equals_upstream_and_the_digest_follows_from_upstreams_file_list(model_dir: Path) -> None:
+    """The bundle's subject is upstream's; the ledger's directory digest is computed from
+    the names and digests an upstream manifest lists (so any OMS "files" bundle yields it)."""
     m = model_signing.hashing.hash(model_dir)
     payload = model_signing._signing.signing.Payload(m)
     upstream_subject = payload.statement.pb.subject[0].digest["sha256"]
-    assert digest_path(model_dir) == upstream_subject
+    assert manifest_of(model_dir).subject_digest == upstream_subject
+    listed = [Resource(str(r.identifier), r.digest.digest_hex) for r in m.resource_descriptors()]
+    assert digest_path(model_dir) == directory_digest(listed) != upstream_subject
 
 
 def test_bundle_inside_the_directory_is_ignored(model_dir: Path, signing_key: KeyFiles) -> None:

@@ -1,4 +1,4 @@
-"""`mlseal digest PATH`: sha256 of a file, or the OMS manifest digest of a directory."""
+"""`mlseal digest PATH`: sha256 of a file, or the name-binding digest of a directory."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from mlseal._cli._common import add_allow_symlinks, add_json, emit_json
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "digest",
-        help="sha256 of a file, or OMS manifest digest of a directory",
-        description="Print the sha256 of a file's bytes, or a directory's OMS manifest digest "
-        "(the subject digest of its model-signing bundle). Directories ignore .git & co.",
+        help="sha256 of a file, or the digest of a directory (binds file names)",
+        description="Print the digest the ledger records: the sha256 of a file's bytes, or the sha256 of a "
+        "directory's manifest (each file's relative path and sha256). Directories ignore .git & co. "
+        "--json also prints a directory's OMS subject digest (subject_sha256) and its files.",
     )
     p.add_argument("path", metavar="PATH")
     p.add_argument("--ignore", action="append", default=[], metavar="REL",
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if os.path.isdir(args.path) and args.json:
         m = manifest_of(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)
         emit_json({
-            "path": args.path, "kind": "directory", "sha256": m.digest,
+            "path": args.path, "kind": "directory", "sha256": m.artifact_digest,
+            "subject_sha256": m.subject_digest,
             "files": [{"name": r.name, "sha256": r.sha256} for r in m.resources],
         })
         return 0

@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     envelope = read_bundle(out).envelope
     assert envelope is not None
     m = oms.parse_statement(envelope.payload)
-    digest = m.resources[0].sha256 if [r.name for r in m.resources] == ["."] and m.shard_size is None else m.digest
+    digest = m.artifact_digest if m.shard_size is None else m.subject_digest
     if args.json:
-        emit_json({"path": args.path, "bundle": str(out), "sha256": digest, "subject_sha256": m.digest,
+        emit_json({"path": args.path, "bundle": str(out), "sha256": digest, "subject_sha256": m.subject_digest,
                    "files": len(m.resources), "key_id": getattr(signer, "key_id", None)})
     else:
         say(f"signed {args.path} ({len(m.resources)} file(s), sha256 {digest}) -> {out}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["META_BUNDLE", "META_SEQ", "META_SHA256"]
 
-#: the artifact's digest (sha256 of a file, OMS manifest digest of a directory)
+#: the artifact's digest (`digest_path`: sha256 of a file, manifest digest of a directory)
 META_SHA256 = "mlseal.sha256"
 #: the ledger seq of the record that produced it
 META_SEQ = "mlseal.seq"

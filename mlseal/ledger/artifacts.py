@@ -1,8 +1,8 @@
 """Digests of local artifacts, for checking a ledger's outputs against their records.
 
 `digest_uri` is what ``mlseal ledger verify --artifacts`` passes to
-`mlseal.ledger.verify.verify_ledger`: a file's SHA-256, or a directory's OMS manifest
-digest, for a ``file://`` URI or a plain path.
+`mlseal.ledger.verify.verify_ledger`: a file's SHA-256, or a directory's name-binding
+digest (`mlseal.signing.digest.digest_path`), for a ``file://`` URI or a plain path.
 
     >>> import hashlib, tempfile
     >>> with tempfile.NamedTemporaryFile() as f:
@@ -22,10 +22,11 @@ __all__ = ["digest_uri"]
 
 
 def digest_uri(uri: str) -> str:
-    """SHA-256 (file) or OMS manifest digest (directory) of a local artifact URI.
+    """SHA-256 (file) or directory digest (binds file names) of a local artifact URI.
 
     Only ``file://`` URIs and plain paths are fetched; anything else, or a path that does
-    not exist, raises `ConfigurationError` (verify reports it as an artifact problem).
+    not exist, raises `ConfigurationError`, and a file that carries the directory manifest
+    tag `VerificationError` (verify reports either as an artifact problem).
     """
     from mlseal.signing.digest import digest_path
 

@@ -57,8 +57,9 @@ class VerifiedArtifact:
     """A file or directory whose bytes match a bundle signed by a trusted signer."""
 
     path: Path
-    #: what `digest_path` gives: sha256 of a file's bytes, or a directory's manifest digest
-    #: (for a bundle in the "shards" serialization: its subject digest, which differs)
+    #: what `digest_path` gives and the ledger records: sha256 of a file's bytes, or a
+    #: directory's name-binding digest (for a bundle in the "shards" serialization: its
+    #: subject digest, which is neither)
     digest: str
     #: the bundle's in-toto subject digest (for a file: sha256 over its sha256, per OMS)
     subject_digest: str
@@ -204,9 +205,10 @@ def verify_path(
         src, ignore=ignore, allow_symlinks=expected.allow_symlinks, shard_size=expected.shard_size
     )
     _compare(src, expected, actual)  # (5)
-    # the ledger's digest (digest_path); a sharded bundle only yields its subject digest
-    digest = actual.resources[0].sha256 if is_file and expected.shard_size is None else actual.digest
-    return VerifiedArtifact(src, digest, expected.digest, auth.signer, len(actual.resources))
+    # the ledger's digest (digest_path), from the names and digests just compared with the
+    # signed file list; a sharded bundle only yields its subject digest
+    digest = actual.artifact_digest if expected.shard_size is None else actual.subject_digest
+    return VerifiedArtifact(src, digest, expected.subject_digest, auth.signer, len(actual.resources))
 
 
 def _compare(src: Path, expected: Manifest, actual: Manifest) -> None:
@@ -239,11 +241,11 @@ def _shown(src: Path, name: str, sharded: int | None) -> str:
 
 
 def _verify_message_digest(src: Path, signed: str, signer: SignedBy) -> VerifiedArtifact:
-    from mlseal.signing.digest import file_sha256
+    from mlseal.signing.digest import file_artifact_digest
 
     if not src.is_file():
         raise VerificationError(f"bundle signs a single file's digest, but {src} is not a file")
-    found = file_sha256(src)
+    found = file_artifact_digest(src)
     if found != signed:
         raise VerificationError(f"{src}: content differs (signed sha256 {signed[:16]}…, found {found[:16]}…)")
     return VerifiedArtifact(src, found, signed, signer, 1)

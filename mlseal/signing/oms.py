@@ -55,7 +55,7 @@ def statement_obj(m: Manifest) -> dict[str, Any]:
     algorithm = resource_algorithm(m)
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": m.name, "digest": {"sha256": m.digest}}],
+        "subject": [{"name": m.name, "digest": {"sha256": m.subject_digest}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "resources": [{"algorithm": algorithm, "digest": r.sha256, "name": r.name} for r in m.resources],
