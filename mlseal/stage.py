@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlseal.errors import ConfigurationError, Error, VerificationError
+from mlseal.errors import ConfigurationError, Error, InfrastructureError, VerificationError
 from mlseal.ledger.record import (
     DEV_SECRET_STORE,
     UNRESOLVED_PLACEHOLDER,
@@ -186,8 +186,14 @@ class Sealing:
             signer = LocalKeySigner.from_file(key)
         else:  # the private key stays in Vault Transit (or the dev store standing in for it)
             signer = secrets.transit_signer(env.get("MLSEAL_VAULT_TRANSIT_KEY") or signing_key_name(stage))
+        try:
+            ledger = open_ledger(env.get("MLSEAL_LEDGER") or None)
+        except InfrastructureError as exc:
+            raise ConfigurationError(
+                f"the ledger does not answer ({exc}); check MLSEAL_LEDGER and that this task may reach it"
+            ) from None
         values: dict[str, Any] = {
-            "ledger": open_ledger(env.get("MLSEAL_LEDGER") or None),
+            "ledger": ledger,
             "signer": signer,
             "trust": load_trust(trust_path),
             "signer_name": env.get("MLSEAL_SIGNER_NAME") or stage or "pipeline",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -228,13 +229,11 @@ def container_pipeline(services: Any, *, identity_env: bool) -> Any:
 @pytest.mark.postgres
 @pytest.mark.parametrize(("identity_env", "publish_logs"), [
     pytest.param(True, False, id="identity-on-the-task"),
-    pytest.param(True, True, id="publish-logs", marks=pytest.mark.xfail(strict=True, reason=(
-        "`mlseal record --executor-input` seals every output artifact of the executor input, including the "
-        "launcher's executor-logs (PUBLISH_LOGS, on by default): it records the log file as it is mid-run, the "
-        "launcher then uploads the whole log, and the recorded digest no longer matches the stored bytes"))),
-    pytest.param(False, False, id="wire-only", marks=pytest.mark.xfail(strict=True, reason=(
-        "wire()/Services.env_for sets no MLSEAL_VAULT_TRANSIT_KEY / MLSEAL_SIGNER_NAME, and `mlseal record` "
-        "does not derive them from --stage (it defaults to signer 'pipeline'): the step exits 2, 'no signing key'"))),
+    # the launcher's executor-logs (PUBLISH_LOGS, on by default) is written while the step
+    # runs and uploaded after it: `mlseal record` must not seal it
+    pytest.param(True, True, id="publish-logs"),
+    # wire() alone gives a container step its stage's signing identity
+    pytest.param(False, False, id="wire-only"),
 ])
 def test_a_container_step_sealed_with_mlseal_record_on_the_backend(mlseal: MlsealCluster, tmp_path: Path,
                                                                    identity_env: bool, publish_logs: bool) -> None:
@@ -287,7 +286,8 @@ def _reference_inputs(m: MlsealCluster, tmp_path: Path) -> dict[str, str]:
                 validate.Reference.from_table(table, label=data.DEMO_LABEL).to_json())
     policy = yaml.safe_dump({"trust": "/etc/mlseal/trust/trust.yaml", "ledger": m.services.ledger_url,
                              "require_stages": ["ingest", "process", "train", "evaluate"],
-                             "gates": {"accuracy": 0.9}, "mode": "enforce"})
+                             "gates": {"accuracy": {"min": 0.9}, "mia_advantage": {"max": 0.2}},
+                             "evaluation": {"signers": ["evaluate"], "held_out": True}, "mode": "enforce"})
     m.cluster.image_files.update({f"{DATA_DIR}/source.csv": source.read_text(),
                                   f"{DATA_DIR}/policy.yaml": policy})
     for f in tmp_path.glob(reference.name + "*"):  # the reference and its signature bundle
@@ -314,3 +314,56 @@ def test_reference_pipeline_on_the_backend(mlseal: MlsealCluster, tmp_path: Path
     assert {r.run.task for r in run_records} == set(result.tasks)
     assert mlseal.vault.logins["auth/kubernetes/"] == len(result.tasks)
     _assert_no_credentials(mlseal, result, ir)
+
+
+# -- a misconfigured pod appends nothing ------------------------------------------------------
+
+
+def _without_env(ir: str, name: str) -> str:
+    """The compiled IR with one wired environment variable removed from every task."""
+    docs = list(yaml.safe_load_all(ir))
+    for ex in docs[0]["deploymentSpec"]["executors"].values():
+        env = ex.get("container", {}).get("env")
+        if env:
+            ex["container"]["env"] = [e for e in env if e["name"] != name]
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("mistake", "message"), [
+    ("no-vault", "VAULT_ADDR is not set in this KFP task, and the dev secret store is not enabled"),
+    ("no-ledger", "MLSEAL_LEDGER is not set in this KFP task"),
+    ("ledger-down", "the ledger does not answer"),
+    ("untrusted-stage-key", "is not listed in the trust file"),
+    ("wrong-grant", "signer ingest may sign ['train'] records, not 'ingest'"),
+])
+def test_each_misconfiguration_fails_closed_and_appends_nothing(mlseal: MlsealCluster, tmp_path: Path,
+                                                               mistake: str, message: str) -> None:
+    m = mlseal
+    ir = tmp_path / "p.yaml"
+    compiler.Compiler().compile(users_own(m.services), str(ir))
+    text = ir.read_text()
+    if mistake == "no-vault":
+        text = _without_env(text, "VAULT_ADDR")
+    elif mistake == "no-ledger":
+        text = _without_env(text, "MLSEAL_LEDGER")
+    elif mistake == "ledger-down":
+        text = text.replace(m.services.ledger_url.split("//", 1)[1].split("/", 1)[0], "127.0.0.1:9")
+    else:
+        signers = yaml.safe_load(m.trust_text)["signers"]
+        if mistake == "untrusted-stage-key":  # the trust ConfigMap lacks the ingest key
+            signers = [s for s in signers if s["name"] != "ingest"]
+        else:  # the ingest key is listed only for another stage
+            for s in signers:
+                s["stages"] = {"ingest": ["train"], "train": ["ingest"]}.get(s["name"], s["stages"])
+        m.cluster.config_maps[m.cluster.namespace]["mlseal-trust"]["trust.yaml"] = yaml.safe_dump(
+            {"signers": signers})
+    before = len(_records(m, tmp_path))
+    result = run_pipeline(text, {"mode": "mean"}, m.cluster, run_display_name="misconfigured")
+    assert result.state == "FAILED" and result.tasks["fit"].state == "NOT_RUN"
+    assert message in result.tasks["collect"].logs, result.tasks["collect"].logs[-3000:]
+    m.cluster.config_maps[m.cluster.namespace]["mlseal-trust"]["trust.yaml"] = m.trust_text
+    assert len(_records(m, tmp_path)) == before  # the ledger still verifies and holds nothing new
+    uri = result.tasks["collect"].executor_input["outputs"]["artifacts"]["rows"]["artifacts"][0]["uri"]
+    assert m.cluster.object_store.keys(uri) == []  # nothing uploaded
+    _assert_no_credentials(m, result)

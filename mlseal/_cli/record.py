@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     run_info = _run_info(args)
     _refuse_unresolved(args, run_info, dict(args.param))
     signer = _signer(args)
-    trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
+    trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name or args.stage)
     names = [n for n, _ in args.input] + [n for n, _ in args.output]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"input/output names must be unique, got {names}")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             ledger=led,
             signer=signer,
             trust=trust,
-            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME", "pipeline"),
+            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME") or args.stage,
             run=run_info,
             image=os.environ.get("MLSEAL_IMAGE") or None,
         )
@@ -164,13 +164,13 @@ def _run_kfp(args: argparse.Namespace) -> int:
     run_info = _run_info(args)
     _refuse_unresolved(args, run_info, params)
     signer = _signer(args)
-    trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name)
+    trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name or args.stage)
     with open_ledger(args.ledger) as led:
         sealing = Sealing(
             ledger=led,
             signer=signer,
             trust=trust,
-            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME", "pipeline"),
+            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME") or args.stage,
             run=run_info,
             image=os.environ.get("MLSEAL_IMAGE") or None,
         )
@@ -260,9 +260,12 @@ def _signer(args: argparse.Namespace) -> Signer:
     from mlseal.signing.signers import resolve_signer
 
     # as in a stage: an explicit option, else $MLSEAL_SIGNING_KEY, else $MLSEAL_VAULT_TRANSIT_KEY
+    # and, as a stage does, the stage kind's own key mlseal-signing-<stage>
+    from mlseal.stage import signing_key_name
+
     transit = args.vault_transit
     if not (transit or args.key or os.environ.get("MLSEAL_SIGNING_KEY")):
-        transit = os.environ.get("MLSEAL_VAULT_TRANSIT_KEY")
+        transit = os.environ.get("MLSEAL_VAULT_TRANSIT_KEY") or signing_key_name(args.stage)
     return resolve_signer(key=args.key, vault_transit=transit)
 
 

@@ -69,7 +69,9 @@ class Services:
     image: str | None = None
 
     def __post_init__(self) -> None:
-        if "@" in self.ledger_url.split("//", 1)[-1].split("/", 1)[0]:
+        from mlseal.ledger._dsn import secrets_of
+
+        if "@" in self.ledger_url.split("//", 1)[-1].split("/", 1)[0] or secrets_of(self.ledger_url):
             raise ConfigurationError(
                 "Services.ledger_url must not carry credentials (they would be in the compiled pipeline for "
                 f"everyone to read); they come from the Secret {self.ledger_secret} as PGUSER/PGPASSWORD"
@@ -83,6 +85,10 @@ class Services:
             "VAULT_ADDR": self.vault_addr,
             "MLSEAL_VAULT_K8S_ROLE": f"{self.vault_role_prefix}{stage}",
             "MLSEAL_VAULT_K8S_JWT": VAULT_TOKEN_PATH,
+            # the stage's own identity (a sealed component derives the same from its stage;
+            # a container step sealed with `mlseal record` reads it from here)
+            "MLSEAL_VAULT_TRANSIT_KEY": f"mlseal-signing-{stage}",
+            "MLSEAL_SIGNER_NAME": stage,
         }
         if self.vault_k8s_mount != "kubernetes":
             env["MLSEAL_VAULT_K8S_MOUNT"] = self.vault_k8s_mount

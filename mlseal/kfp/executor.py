@@ -196,6 +196,12 @@ def _artifact(key: str, value: object, field: str, root: str, workspace: str) ->
     )
 
 
+#: the output the KFP launcher adds for the task's own log when PUBLISH_LOGS is on (the
+#: default); it is written while the task runs and uploaded after it, so it is never sealed
+#: (a component cannot declare it: the name is not a Python identifier)
+LAUNCHER_LOGS = "executor-logs"
+
+
 def parse_executor_input(
     source: str | bytes | Mapping[str, Any], *, root: str = "", workspace: str = WORKSPACE_MOUNT
 ) -> ExecutorInput:
@@ -227,6 +233,8 @@ def parse_executor_input(
     for side, target in (("inputs", ins), ("outputs", outs)):
         section = inputs if side == "inputs" else outputs
         for key, value in _obj(section.get("artifacts"), f"{side}.artifacts").items():
+            if side == "outputs" and key == LAUNCHER_LOGS:
+                continue  # the launcher's own log, uploaded after the step: not the step's output
             art = _artifact(key, value, f"{side}.artifacts.{key}", root, workspace)
             if art is not None:
                 target[key] = art

@@ -118,19 +118,21 @@ def mlseal_cluster(object_store: ObjectStore, fake_vault: Any, pg_url: str, *,
     import psycopg
 
     from mlseal.kfp import Services
-    from mlseal.ledger import open_ledger
 
     keys = _vault(fake_vault)
     trust_text = yaml.safe_dump({"signers": [
         {"name": s, "public_key": f"{s}.pub.pem", "stages": [s]} for s in STAGES]}, sort_keys=False)
-    open_ledger(pg_url).close()  # the operator creates the tables; writers only append
-    schema = urllib.parse.parse_qs(urllib.parse.urlsplit(pg_url).query)["options"][0].split("=", 1)[1]
+    # the operator's `mlseal ledger init` (the shipped schema and group roles), then the login
+    # Vault's database engine would create with the shipped creation statement
+    from mlseal.ledger._postgres import init_schema
+
+    init_schema(pg_url, display="the test ledger", writers=["mlseal_ledger_writer"], readers=["mlseal_ledger_reader"])
     writer, password = f"mlseal_writer_{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(18)
+    roles = json.loads((REPO / "infra" / "vault" / "database-roles.json").read_text())
     with psycopg.connect(pg_url, autocommit=True) as db:
-        db.execute(f"CREATE ROLE {writer} LOGIN PASSWORD '{password}'")
-        db.execute(f"GRANT USAGE ON SCHEMA {schema} TO {writer}")
-        db.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {writer}")
-        db.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {writer}")
+        for statement in roles["mlseal-ledger-writer"]["creation_statements"]:
+            db.execute(statement.replace("{{name}}", writer).replace("{{password}}", password)
+                       .replace("{{expiration}}", "infinity"))
     issued: list[str] = []
 
     def issuer(service_account: str, namespace: str, **kw: Any) -> str:
