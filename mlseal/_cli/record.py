@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlseal.ledger.record import RunInfo
     from mlseal.signing.keys import Signer
     from mlseal.signing.trust import TrustRoot
+    from mlseal.stage import Stage
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -93,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     if args.executor_input is not None:
         return _run_kfp(args)
     from mlseal.ledger import open_ledger
-    from mlseal.stage import Sealing, Stage
 
     run_info = _run_info(args)
     _refuse_unresolved(args, run_info, dict(args.param))
@@ -107,15 +107,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"{name}={path}: no such file or directory")
     metrics = _metrics(args)
     with open_ledger(args.ledger) as led:
-        sealing = Sealing(
-            ledger=led,
-            signer=signer,
-            trust=trust,
-            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME") or args.stage,
-            run=run_info,
-            image=os.environ.get("MLSEAL_IMAGE") or None,
-        )
-        stage = Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=dict(args.param))
+        stage = _stage(args, led, signer, trust, run_info, dict(args.param))
         with stage as st:
             for name, path in args.input:
                 st.input(name, path)
@@ -149,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_kfp(args: argparse.Namespace) -> int:
     from mlseal.kfp.executor import parse_executor_input, seal
     from mlseal.ledger import open_ledger
-    from mlseal.stage import Sealing, Stage
 
     if args.input or args.output:
         raise ConfigurationError("--executor-input takes the inputs and outputs from KFP: drop --input/--output")
@@ -166,15 +157,7 @@ def _run_kfp(args: argparse.Namespace) -> int:
     signer = _signer(args)
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name or args.stage)
     with open_ledger(args.ledger) as led:
-        sealing = Sealing(
-            ledger=led,
-            signer=signer,
-            trust=trust,
-            signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME") or args.stage,
-            run=run_info,
-            image=os.environ.get("MLSEAL_IMAGE") or None,
-        )
-        stage = Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=params)
+        stage = _stage(args, led, signer, trust, run_info, params)
         result, output_file = seal(ei, stage, media_type=args.media_type, metrics=metrics)
     if args.json:
         emit_json({
@@ -215,6 +198,22 @@ def _metrics(args: argparse.Namespace) -> dict[str, float]:
             raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}")
         metrics[k] = float(v)
     return metrics
+
+
+def _stage(args: argparse.Namespace, ledger: Any, signer: Signer, trust: TrustRoot, run: RunInfo,
+           params: dict[str, Any]) -> Stage:
+    """The stage a `record` call seals, signing as its stage kind's identity."""
+    from mlseal.stage import Sealing, Stage
+
+    sealing = Sealing(
+        ledger=ledger,
+        signer=signer,
+        trust=trust,
+        signer_name=args.signer_name or os.environ.get("MLSEAL_SIGNER_NAME") or args.stage,
+        run=run,
+        image=os.environ.get("MLSEAL_IMAGE") or None,
+    )
+    return Stage(args.stage, name=args.name or args.stage, sealing=sealing, params=params)
 
 
 def _run_info(args: argparse.Namespace) -> RunInfo:
