@@ -215,16 +215,20 @@ def stage_overhead(root: Path, size: int, reps: int) -> tuple[float, float, floa
     from mlseal.demo import Workdir, _prepare
     from mlseal.ledger import open_ledger
     from mlseal.signing.trust import load_trust
-    from mlseal.stage import Sealing, Stage
+    from mlseal.stage import Sealing, Stage, signing_key_name
 
     wd = Workdir(root)
     src, signer = _prepare(wd, {}, lambda _: None, {"accuracy": 0.9})
     payload = os.urandom(size)
     overhead, hashing, bodies = [], [], []
     with open_ledger(wd.ledger_url) as led:
-        sealing = Sealing(ledger=led, signer=signer, trust=load_trust(wd.trust), secrets=src)
+        trust = load_trust(wd.trust)
+        # each stage kind signs with its own key (the trust file grants each key one stage)
+        ingest = Sealing(ledger=led, signer=signer, trust=trust, secrets=src, signer_name="ingest")
+        sealing = Sealing(ledger=led, signer=src.transit_signer(signing_key_name("process")), trust=trust,
+                          secrets=src, signer_name="process")
         first = root / "bench" / "in-0.bin"
-        with Stage("ingest", name="bench", sealing=sealing) as st:
+        with Stage("ingest", name="bench", sealing=ingest) as st:
             st.output("x", first).write_bytes(payload)
         prev = first
         for i in range(reps + 2):
@@ -256,7 +260,7 @@ def from_env_cost(root: Path, reps: int) -> list[float]:
     out = []
     for _ in range(reps):
         t = time.perf_counter()
-        s = Sealing.from_env(env)
+        s = Sealing.from_env(env, stage="process")
         s.ledger.close()  # type: ignore[attr-defined]
         out.append(time.perf_counter() - t)
     return out
