@@ -343,8 +343,19 @@ def _bytecode_cache(root: Path) -> dict[str, str]:
     return {"PYTHONPYCACHEPREFIX": str(root / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 
 
-def task_walls(root: Path, reps: int, warmup: int = 3) -> tuple[list[float], list[float]]:
-    """Wall time of a fresh task process, sealed and plain, interleaved (order alternating).
+def children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's waited-for children.
+
+    Less sensitive than wall time to other work on a shared machine: shown beside it."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def task_walls(root: Path, reps: int, warmup: int = 3) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU time of a fresh task process, sealed and plain, interleaved (order alternating):
+    ``{"sealed": {"wall": [...], "cpu": [...]}, "plain": {...}}``, in seconds.
 
     Each runs the component's compiled command (``sh -ec ... python3 -m
     kfp.dsl.executor_main --executor_input ... --function_to_execute ...``) to its exit.
@@ -352,28 +363,31 @@ def task_walls(root: Path, reps: int, warmup: int = 3) -> tuple[list[float], lis
     import json
 
     env, command = task_setup(root)
-    sealed_t: list[float] = []
-    plain_t: list[float] = []
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in ("sealed", "plain")}
     for i in range(-warmup, reps):
         for kind in (("sealed", "plain") if i % 2 == 0 else ("plain", "sealed")):
             cmd = command(kind, i)
+            c = children_cpu()
             t = time.perf_counter()
             proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
             elapsed = time.perf_counter() - t
+            cpu = children_cpu() - c
             if proc.returncode != 0:
                 raise RuntimeError(f"{kind} task failed:\n{proc.stdout.decode(errors='replace')[-3000:]}")
             if i >= 0:
-                (sealed_t if kind == "sealed" else plain_t).append(elapsed)
+                times[kind]["wall"].append(elapsed)
+                times[kind]["cpu"].append(cpu)
     # the sealed task really sealed: its output artifact carries the digest for the next task
     written = json.loads((root / "tasks" / f"sealed-{reps - 1}" / "executor_output.json").read_text())
     meta = written["artifacts"]["copied"]["artifacts"][0]["metadata"]
     if "mlseal.sha256" not in meta:
         raise RuntimeError(f"the sealed task's output has no mlseal metadata: {sorted(meta)}")
-    return sealed_t, plain_t
+    return times
 
 
-def pipeline_walls(root: Path, reps: int, epochs: int) -> tuple[list[float], list[float]]:
-    """Wall time of the sealed reference pipeline and the plain one, interleaved, via kfp.local.
+def pipeline_walls(root: Path, reps: int, epochs: int) -> dict[str, dict[str, list[float]]]:
+    """Wall time of the sealed reference pipeline and the plain one, interleaved, via kfp.local,
+    and the CPU time of their task processes (as `task_walls`).
 
     Python bytecode is cached for the tasks (in a temporary PYTHONPYCACHEPREFIX), as in
     the component image, where pip byte-compiles every installed module; otherwise, with
@@ -385,7 +399,7 @@ def pipeline_walls(root: Path, reps: int, epochs: int) -> tuple[list[float], lis
 
     wd = Workdir(root)
     src, _ = _prepare(wd, {}, lambda _: None, DEFAULT_GATES)
-    sealed_t, plain_t = [], []
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in ("sealed", "plain")}
     devnull = open(os.devnull, "w")  # noqa: SIM115
     with _environ({**_task_env(wd, src), **_bytecode_cache(root)}):
         for i in range(-1, reps):
@@ -393,6 +407,7 @@ def pipeline_walls(root: Path, reps: int, epochs: int) -> tuple[list[float], lis
                 # under the demo's artifact root, which its admission policy maps to a serving URI
                 local.init(runner=local.SubprocessRunner(use_venv=False),
                            pipeline_root=str(wd.artifacts / f"{kind}-{i}"))
+                c = children_cpu()
                 t = time.perf_counter()
                 with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
                     if kind == "sealed":
@@ -401,8 +416,9 @@ def pipeline_walls(root: Path, reps: int, epochs: int) -> tuple[list[float], lis
                     else:
                         plain(source=str(wd.source), reference_path=str(wd.reference), epochs=epochs)
                 if i >= 0:  # the first round warms the bytecode cache
-                    (sealed_t if kind == "sealed" else plain_t).append(time.perf_counter() - t)
-    return sealed_t, plain_t
+                    times[kind]["wall"].append(time.perf_counter() - t)
+                    times[kind]["cpu"].append(children_cpu() - c)
+    return times
 
 
 def demo_wall(root: Path) -> float:
@@ -454,7 +470,8 @@ def main() -> int:
         rows.append(("task setup: Sealing.from_env (ledger, trust, key)", f"p50 {ms(statistics.median(env_cost))}",
                      f"max {ms(max(env_cost))}", ""))
 
-        sealed_t, plain_t = task_walls(root / "tasks", task_reps)
+        tasks = task_walls(root / "tasks", task_reps)
+        sealed_t, plain_t = tasks["sealed"]["wall"], tasks["plain"]["wall"]
         s50, s90, p50, p90 = (quantile(sealed_t, 0.5), quantile(sealed_t, 0.9),
                               quantile(plain_t, 0.5), quantile(plain_t, 0.9))
         rows.append((f"KFP task process, plain component (baseline, n={len(plain_t)})", f"p50 {ms(p50)}",
@@ -463,8 +480,13 @@ def main() -> int:
                      f"p90 {ms(s90)}", ""))
         rows.append(("  sealing a task: sealed - plain", f"p50 {ms(s50 - p50)}", f"p90 {ms(s90 - p90)}",
                      "PASS" if s50 - p50 <= TASK_TARGET else f"FAIL (target <= {TASK_TARGET * 1000:.0f} ms)"))
+        cs, cp = tasks["sealed"]["cpu"], tasks["plain"]["cpu"]
+        rows.append(("  (CPU time of the task processes: sealed - plain)",
+                     f"p50 {ms(quantile(cs, 0.5) - quantile(cp, 0.5))}",
+                     f"plain p50 {ms(quantile(cp, 0.5))}", ""))
 
-        sealed_p, plain_p = pipeline_walls(root / "pipes", prs, 60)
+        pipes = pipeline_walls(root / "pipes", prs, 60)
+        sealed_p, plain_p = pipes["sealed"]["wall"], pipes["plain"]["wall"]
         s_med, p_med = statistics.median(sealed_p), statistics.median(plain_p)
         ratio = s_med / p_med
         rows.append(("reference pipeline, plain KFP components (baseline)", f"{p_med:8.2f} s",
@@ -472,6 +494,9 @@ def main() -> int:
         verdict = "PASS" if ratio <= PIPELINE_TARGET else f"FAIL (target <= {PIPELINE_TARGET}x)"
         rows.append(("reference pipeline, sealed", f"{s_med:8.2f} s", " ".join(f"{x:.2f}" for x in sealed_p),
                      f"{ratio:.2f}x {verdict}"))
+        cpu_s, cpu_p = statistics.median(pipes["sealed"]["cpu"]), statistics.median(pipes["plain"]["cpu"])
+        rows.append(("  (CPU time of its task processes, sealed / plain)", f"{cpu_s / cpu_p:8.2f} x",
+                     f"{cpu_s:.2f} / {cpu_p:.2f} s", ""))
         if not args.no_demo:
             wall = demo_wall(root)
             rows.append(("mlseal demo (process start to summary)", f"{wall:8.2f} s", "",
