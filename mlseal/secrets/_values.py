@@ -16,11 +16,16 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
-from typing_extensions import TypeVar
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
 
-T = TypeVar("T", str, bytes, default=str)
+    T = TypeVar("T", str, bytes, default=str)
+else:  # the default (PEP 696) is for type checkers; importing typing_extensions costs a KFP task ~3 ms
+    from typing import TypeVar
+
+    T = TypeVar("T", str, bytes)
 
 _MASK = "Secret('***')"
 

@@ -45,7 +45,6 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -270,6 +269,8 @@ def _hash_mmap(fd: int, size: int, h: _Sink, *, prefetch: bool) -> None:
             with window(off) as m:
                 h.update(m)
         return
+    from concurrent.futures import ThreadPoolExecutor  # (here: only big files pay for its import)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlseal-prefetch") as pool:
         nxt = pool.submit(lambda: _populate(window(0)))
         for off in range(0, size, _WINDOW):
@@ -427,6 +428,8 @@ def manifest_of(
     if n == 1 or len(files) <= 1:
         digests = [file_sha256(p, prefetch=len(files) <= 1) for _, p in files]
     else:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="mlseal-digest") as pool:
             digests = list(pool.map(lambda f: file_sha256(f[1], prefetch=False), files))
     resources = sorted(
@@ -445,6 +448,8 @@ def _shards(files: list[tuple[str, Path]], shard_size: int, workers: int | None)
         for size in (_size(p),)
         for start in range(0, size, shard_size)
     ]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="mlseal-digest") as pool:
         digests = list(pool.map(lambda t: range_sha256(t[1], t[2], t[3]), tasks))
     out = [Resource(t[0], d) for t, d in zip(tasks, digests, strict=True)]
