@@ -144,8 +144,11 @@ def fast_fields(payload: bytes) -> Fields | None:
             (a, b), (c, d) = m.span(3), m.span(4)
             if not ascii_only and _NON_BMP.search(payload, a, d):
                 return None
-            km, kp = _KEY.findall(payload, a, b), _KEY.findall(payload, c, d)
-            if km != sorted(set(km)) or kp != sorted(set(kp)):
+            km = _KEY.findall(payload, a, b)
+            if len(km) > 1 and km != sorted(set(km)):
+                return None
+            kp = _KEY.findall(payload, c, d)
+            if len(kp) > 1 and kp != sorted(set(kp)):
                 return None
             image, source, _, _, prev, seq, key_id, stage = m.groups()
             return int(seq), prev, key_id[1:-1], stage[1:-1], image, source

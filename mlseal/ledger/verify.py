@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from mlseal.errors import Error, VerificationError
 from mlseal.ledger import _canonical, merkle
 from mlseal.ledger.checkpoint import Checkpoint
-from mlseal.ledger.entry import pae, split_entry
+from mlseal.ledger.entry import split_entry
 from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, ZERO_HASH, Record, RecordFormatError, _canonical_or_raise
 from mlseal.signing.keys import KeyId
 from mlseal.signing.trust import TrustRoot
@@ -71,10 +71,6 @@ _sha256 = hashlib.sha256
 _hexlify = binascii.hexlify
 _a2b = binascii.a2b_base64
 _HEAD = b'{"payload":"'
-_TAIL = re.compile(
-    rb'","payloadType":"' + re.escape(RECORD_PAYLOAD_TYPE.encode()) + rb'",'
-    rb'"signatures":\[\{"keyid":"([0-9a-f]{64})","sig":"([A-Za-z0-9+/]+={0,2})"\}\]\}'
-)
 
 
 @dataclass(frozen=True)
@@ -175,6 +171,11 @@ def _b64_range(b64: bytes, start: int, end: int) -> bytes | None:
 _PREV_KEY = b',"prev":"'
 _PREV_CORES = _b64_cores(_PREV_KEY)
 _TAIL_WINDOW = 768  # base64 characters
+_HEX_DIGITS = b"0123456789abcdef"
+_SIG = b'","sig":"'
+_CLOSE = b'"}]}'
+#: DSSE PAE up to the payload's length: ``pae(payload) == b"%s%d %s" % (_PAE_HEAD, len(payload), payload)``
+_PAE_HEAD = b"DSSEv1 %d %s " % (len(RECORD_PAYLOAD_TYPE.encode()), RECORD_PAYLOAD_TYPE.encode())
 _MID = (
     b'","payloadType":"' + RECORD_PAYLOAD_TYPE.encode() + b'","signatures":[{"keyid":"'
 )
@@ -271,11 +272,15 @@ def _check_one(
     if e.startswith(_HEAD):  # the canonical form this ledger writes
         end = e.find(b'"', 12)
         if end > 0 and e.startswith(_MID, end):
-            m = _TAIL.fullmatch(e, end)
-            if m is not None:
+            # the canonical envelope's tail, by offsets: 64 hex digits, then the base64
+            # sig (alphabet and padding checked by strict a2b) and the closing ``"}]}``
+            k = end + len(_MID)
+            keyid = e[k : k + 64]
+            if (len(keyid) == 64 and not keyid.translate(None, _HEX_DIGITS) and e.startswith(_SIG, k + 64)
+                    and e.endswith(_CLOSE) and len(e) > k + 68 + len(_SIG)):
                 try:
                     payload = _a2b(e[12:end], strict_mode=True)
-                    keyid, sig = m.group(1), _a2b(m.group(2), strict_mode=True)
+                    sig = _a2b(e[k + 64 + len(_SIG) : -4], strict_mode=True)
                 except binascii.Error:
                     payload = None
     if payload is None:
@@ -300,7 +305,7 @@ def _check_one(
             ))
         else:
             try:
-                v.verify(pae(payload), sig)
+                v.verify(b"%s%d %s" % (_PAE_HEAD, len(payload), payload), sig)  # = pae(payload)
             except VerificationError:
                 chunk.problems.append(Problem(
                     pos, "signature",
