@@ -9,12 +9,14 @@ Python keeps the last, others the first) and one record could have many entry ha
 - `problem` is the exact check plus a diagnosis: it re-encodes the parsed record and
   compares bytes; on a mismatch it names what is non-canonical.
 - `fast_fields` is the verifier's per-entry check (``mlseal ledger verify`` with
-  signatures). It matches the whole payload against the v1 record layout with strictly
-  canonical tokens (RFC 8785 §3.2.2: strings escape only ``"`` ``\\`` and controls;
-  keys in sorted order; no whitespace) and re-encodes only ``params`` and ``metrics``,
-  the two members whose keys and numbers a regular expression cannot check. A match
-  proves the payload canonical; no match says nothing, and the caller falls back to
-  `problem`. Re-encoding every payload would cost ~15% of a signature-checking verify.
+  signatures). A payload with no backslash and no control byte has only literal, hence
+  canonical, strings; one regular expression then checks the whole v1 layout (fixed
+  keys in RFC 8785 order, no whitespace, numbers in ECMAScript form) and the names in
+  ``metrics`` and ``params`` are checked sorted and unique. Other payloads (escapes,
+  nested ``params``) are matched with strictly canonical string tokens (RFC 8785
+  §3.2.2) and only ``params`` and ``metrics`` are re-encoded. A match proves the
+  payload canonical; no match says nothing, and the caller falls back to `problem`.
+  Re-encoding every payload instead would add ~20% to each entry's verification.
 """
 
 from __future__ import annotations
