@@ -188,7 +188,7 @@ def _entry(signer: LocalKeySigner, **fields: object) -> bytes:
     )
     obj = rec.to_obj()
     obj.update(fields)
-    payload = json.dumps(obj).encode()
+    payload = rfc8785.dumps(obj)  # entries are canonical; json.dumps output is refused
     return dsse.sign(signer, RECORD_PAYLOAD_TYPE, payload)
 
 

@@ -139,7 +139,8 @@ def split_entry(data: bytes) -> SplitEntry:
     """Take an entry apart without checking any signature.
 
     Fast path for the canonical one-signature form; anything else goes through the
-    general DSSE parser and must still be a record envelope with one signature.
+    general DSSE parser and must still be a record envelope with one signature, in
+    RFC 8785 form. The payload is not parsed here (`Record.from_bytes` checks it).
     """
     m = CANONICAL_ENTRY.fullmatch(data)
     if m is not None:
@@ -161,6 +162,10 @@ def split_entry(data: bytes) -> SplitEntry:
         )
     if len(env.signatures) != 1:
         raise EntryFormatError(f"entry has {len(env.signatures)} signatures, a ledger entry has exactly 1")
+    if env.to_bytes() != data:
+        # RFC 8785 envelope bytes are unique: anything else (whitespace, key order,
+        # URL-safe base64, extra members) is a second spelling of the same entry
+        raise EntryFormatError("entry is a DSSE envelope but not in RFC 8785 canonical form")
     s = env.signatures[0]
     return SplitEntry(payload=env.payload, keyid=s.keyid, sig=s.sig)
 
@@ -195,10 +200,11 @@ def check_signature(part: SplitEntry, trust: TrustRoot) -> str:
 def parse_entry(data: bytes, trust: TrustRoot) -> Record:
     """Verify an entry's signature against ``trust.signers`` and return its record.
 
-    Steps: (1) split the DSSE envelope (record payload type, one signature); (2) the
-    signing key is a trusted signer and the signature verifies; (3) the payload is a
-    v1 record; (4) the record's ``signer.key_id`` is the key that signed it; (5) the
-    trust file lets that key sign this record's stage (and component, image).
+    Steps: (1) split the DSSE envelope (record payload type, one signature, RFC 8785
+    form); (2) the signing key is a trusted signer and the signature verifies; (3) the
+    payload is a v1 record and exactly its RFC 8785 encoding; (4) the record's
+    ``signer.key_id`` is the key that signed it; (5) the trust file lets that key sign
+    this record's stage (and component, image).
     Raises `VerificationError` naming what is wrong.
     """
     part = split_entry(data)

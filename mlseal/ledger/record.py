@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any, NewType, TypeVar
 
 from mlseal.errors import VerificationError
-from mlseal.ledger import _jcs
+from mlseal.ledger import _canonical, _jcs
 
 RECORD_PAYLOAD_TYPE = "application/vnd.mlseal.record.v1+json"
 RECORD_VERSION = 1
@@ -56,6 +56,19 @@ class Status(StrEnum):
 
 class RecordFormatError(VerificationError):
     """A record (or a field of one) does not follow the v1 schema."""
+
+
+class NonCanonicalRecordError(RecordFormatError):
+    """A record payload parses, but is not the RFC 8785 encoding of the record it holds."""
+
+
+def _canonical_or_raise(record: Record) -> bytes:
+    """``record.canonical()``, or `RecordFormatError` if RFC 8785 cannot encode a value
+    it holds (e.g. a metric of 2**53 or more, read back as an integer)."""
+    try:
+        return record.canonical()
+    except ValueError as exc:  # rfc8785.CanonicalizationError
+        raise RecordFormatError(f"record {record.seq} ({record.stage}): {exc}") from None
 
 
 def is_sha256_hex(value: object) -> bool:
@@ -454,8 +467,24 @@ class Record(RecordDraft):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
+        """Parse a record payload, accepting only its exact RFC 8785 encoding.
+
+        The payload must be byte for byte ``record.canonical()`` of the record it
+        parses to: no duplicate keys, key order, whitespace, escapes or number
+        spellings other than RFC 8785's, and no fields the v1 schema does not write.
+        Raises `NonCanonicalRecordError` (a `RecordFormatError`) naming the record and
+        what is non-canonical.
+        """
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise RecordFormatError("record payload is not valid JSON") from None
-        return cls.from_obj(obj)
+        record = cls.from_obj(obj)
+        why = _canonical.problem(data, _canonical_or_raise(record))
+        if why is not None:
+            raise NonCanonicalRecordError(
+                f"record {record.seq} ({record.stage}): payload is not the RFC 8785 canonical encoding "
+                f"of its record: {why}; entries are written canonical by mlseal, so this one was "
+                "written by other software or altered before signing"
+            )
+        return record

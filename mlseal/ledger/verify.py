@@ -3,7 +3,9 @@
 `verify_entries` checks, for every entry, in this order (DESIGN.md, "ledger verify"):
 
 1. the entry is a DSSE record envelope whose signature verifies with a signer in the
-   trust file (skipped with ``signatures=False``, the hash/Merkle-only mode);
+   trust file, and its payload is exactly the RFC 8785 encoding of the record it
+   parses to (both skipped with ``trust=None``, the hash/Merkle-only mode, which reads
+   only ``prev`` and ``seq``);
 2. its record's ``prev`` is the SHA-256 of the previous entry (64 zeros for seq 0);
 3. its record's ``seq`` is its position (no gap, no reordering, no replay);
 4. the Merkle root over all entries equals the stored tree's root;
@@ -43,15 +45,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import Error, VerificationError
-from mlseal.ledger import merkle
+from mlseal.ledger import _canonical, merkle
 from mlseal.ledger.checkpoint import Checkpoint
-from mlseal.ledger.entry import pae, split_entry
-from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, ZERO_HASH, Record, RecordFormatError
+from mlseal.ledger.entry import split_entry
+from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, ZERO_HASH, Record, RecordFormatError, _canonical_or_raise
 from mlseal.signing.keys import KeyId
 from mlseal.signing.trust import TrustRoot
 
 if TYPE_CHECKING:
     from mlseal.ledger import Ledger
+    from mlseal.signing.keys import PublicKeyVerifier
+    from mlseal.signing.trust import Grant
 
 #: report at most this many problems (a deleted record makes every later one "wrong")
 MAX_PROBLEMS = 50
@@ -67,10 +71,6 @@ _sha256 = hashlib.sha256
 _hexlify = binascii.hexlify
 _a2b = binascii.a2b_base64
 _HEAD = b'{"payload":"'
-_TAIL = re.compile(
-    rb'","payloadType":"' + re.escape(RECORD_PAYLOAD_TYPE.encode()) + rb'",'
-    rb'"signatures":\[\{"keyid":"([0-9a-f]{64})","sig":"([A-Za-z0-9+/]+={0,2})"\}\]\}'
-)
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,11 @@ def _b64_range(b64: bytes, start: int, end: int) -> bytes | None:
 _PREV_KEY = b',"prev":"'
 _PREV_CORES = _b64_cores(_PREV_KEY)
 _TAIL_WINDOW = 768  # base64 characters
+_HEX_DIGITS = b"0123456789abcdef"
+_SIG = b'","sig":"'
+_CLOSE = b'"}]}'
+#: DSSE PAE up to the payload's length: ``pae(payload) == b"%s%d %s" % (_PAE_HEAD, len(payload), payload)``
+_PAE_HEAD = b"DSSEv1 %d %s " % (len(RECORD_PAYLOAD_TYPE.encode()), RECORD_PAYLOAD_TYPE.encode())
 _MID = (
     b'","payloadType":"' + RECORD_PAYLOAD_TYPE.encode() + b'","signatures":[{"keyid":"'
 )
@@ -252,20 +257,30 @@ def _guessed_tail(e: bytes, end: int, hint: int) -> tuple[int, bytes, bytes, int
     return int(m.group(2)), m.group(1), m.group(3)[1:-1], hint
 
 
+_KeyInfo = tuple["PublicKeyVerifier | None", "Grant | None"]
+
+
 def _check_one(
-    pos: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk
+    pos: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk,
+    keys: dict[bytes, _KeyInfo] | None = None,
 ) -> tuple[int | None, bytes | None]:
-    """(record seq, record prev as ASCII hex) of one entry, adding what is wrong to chunk."""
+    """(record seq, record prev as ASCII hex) of one entry, adding what is wrong to chunk.
+
+    ``keys`` caches the trust file's verifier and grant per key id across a chunk."""
     payload: bytes | None = None
     keyid = sig = b""
     if e.startswith(_HEAD):  # the canonical form this ledger writes
         end = e.find(b'"', 12)
         if end > 0 and e.startswith(_MID, end):
-            m = _TAIL.fullmatch(e, end)
-            if m is not None:
+            # the canonical envelope's tail, by offsets: 64 hex digits, then the base64
+            # sig (alphabet and padding checked by strict a2b) and the closing ``"}]}``
+            k = end + len(_MID)
+            keyid = e[k : k + 64]
+            if (len(keyid) == 64 and not keyid.translate(None, _HEX_DIGITS) and e.startswith(_SIG, k + 64)
+                    and e.endswith(_CLOSE) and len(e) > k + 68 + len(_SIG)):
                 try:
                     payload = _a2b(e[12:end], strict_mode=True)
-                    keyid, sig = m.group(1), _a2b(m.group(2), strict_mode=True)
+                    sig = _a2b(e[k + 64 + len(_SIG) : -4], strict_mode=True)
                 except binascii.Error:
                     payload = None
     if payload is None:
@@ -277,8 +292,12 @@ def _check_one(
         payload, keyid, sig = part.payload, part.keyid.encode(), part.sig
     grant = None
     if trust is not None:
-        v = trust.signers.get(KeyId(keyid.decode()))
-        grant = trust.grant(keyid.decode())
+        info = keys.get(keyid) if keys is not None else None
+        if info is None:
+            info = trust.signers.get(KeyId(keyid.decode())), trust.grant(keyid.decode())
+            if keys is not None:
+                keys[keyid] = info
+        v, grant = info
         if v is None:
             chunk.problems.append(Problem(
                 pos, "signature",
@@ -286,21 +305,33 @@ def _check_one(
             ))
         else:
             try:
-                v.verify(pae(payload), sig)
+                v.verify(b"%s%d %s" % (_PAE_HEAD, len(payload), payload), sig)  # = pae(payload)
             except VerificationError:
                 chunk.problems.append(Problem(
                     pos, "signature",
                     f"record {pos}: signature does not verify with key {v.name or keyid.decode()[:16]} "
                     "(entry altered after signing)",
                 ))
-    if not parse_all and not (grant is not None and grant.needs_component):
+    if trust is not None and not parse_all:
+        # signatures: the payload must be its record's RFC 8785 encoding; the fast
+        # check proves that for the usual layout, anything else takes the exact path
+        canon = _canonical.fast_fields(payload)
+        if canon is not None:
+            seq_n, prev_b, named, stage_b, image_j, source_j = canon
+            if named != keyid:
+                chunk.problems.append(_signer_problem(pos, named, keyid))
+            if grant is not None:  # no grant: the key may sign any record
+                if grant.needs_component:
+                    _check_grant(pos, trust, keyid, _json_text(stage_b), json.loads(source_j),
+                                 json.loads(image_j), chunk)
+                else:
+                    _check_grant(pos, trust, keyid, _json_text(stage_b), None, None, chunk)
+            return seq_n, prev_b
+    elif not parse_all:
+        # hash-only: read prev and seq; canonical form is not checked (docs/ledger.md)
         i = payload.rfind(_PREV_KEY)
         fields = _tail_fields(payload[i:]) if i >= 0 else None
         if fields is not None:
-            if trust is not None:
-                if fields[2] != keyid:
-                    chunk.problems.append(_signer_problem(pos, fields[2], keyid))
-                _check_grant(pos, trust, keyid, fields[3].decode(errors="replace"), None, None, chunk)
             return fields[0], fields[1]
     try:
         obj = json.loads(payload)
@@ -311,10 +342,17 @@ def _check_one(
         seq: object
         prev_s: object
         signer_s: object
-        if parse_all:
+        if parse_all or trust is not None:
             record = Record.from_obj(obj)
             seq, prev_s, signer_s = record.seq, record.prev, record.signer.key_id
             stage, component, image = record.stage, record.component.source_sha256, record.component.image
+            why = _canonical.problem(payload, _canonical_or_raise(record))
+            if why is not None:
+                chunk.problems.append(Problem(
+                    pos, "format",
+                    f"record {pos}: payload is not the RFC 8785 canonical encoding of its record "
+                    f"(stage {record.stage}): {why}",
+                ))
             for o in record.outputs:
                 chunk.outputs.append((record.seq, o.name, o.uri, o.sha256))
         else:
@@ -334,6 +372,12 @@ def _check_one(
     except RecordFormatError as exc:
         chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
         return None, None
+
+
+def _json_text(raw: bytes) -> str:
+    """A JSON string's text (``raw`` includes no quotes; escapes are rare)."""
+    text: str = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+    return text
 
 
 def _check_grant(
@@ -392,6 +436,7 @@ def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
     hashes = [_hexlify(h.digest()) for h in map(_sha256, entries)]
     leaves = [h.digest() for h in map(_sha256, map(merkle.LEAF_PREFIX.__add__, entries))]
     prev_hash: bytes | None = None
+    keys: dict[bytes, _KeyInfo] = {}
     hint = 0
     seq: int | None
     prev: bytes | None
@@ -411,7 +456,7 @@ def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
         if fields is not None:
             seq, prev, _, hint = fields
         else:
-            seq, prev = _check_one(pos, e, trust, parse_all, chunk)
+            seq, prev = _check_one(pos, e, trust, parse_all, chunk, keys)
         if prev is not None:
             if prev_hash is None:
                 chunk.first_prev = prev
