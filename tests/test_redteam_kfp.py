@@ -245,3 +245,26 @@ def test_stage_params_refuse_secrets_inside_values(tmp_path: Path, params: dict[
     sealing = _stage_sealing(tmp_path)
     with pytest.raises(ConfigurationError):
         Stage("train", name="train", sealing=sealing, params=params)
+
+
+# --- fail-closed configuration in a task ------------------------------------------------------
+
+
+def test_a_task_does_not_create_a_pod_local_ledger(tmp_path: Path) -> None:
+    """Inside a KFP task only an *unset* MLSEAL_LEDGER is refused: an explicit sqlite URL is
+    opened with create=True, so a typo or a pod-local path makes a fresh, empty ledger in the
+    pod, the stage "answers" the preflight and seals into a file that dies with the pod."""
+    keys, trust = _keys(tmp_path)
+    keys["train"].save(tmp_path / "train.pem", tmp_path / "train.pub.pem")  # the trusted train key
+    pod_local = tmp_path / "pod-tmp-ledger.db"  # e.g. sqlite:////tmp/ledger.db, a writable dir in the pod
+    env = {
+        "MLSEAL_SIGNING_KEY": str(tmp_path / "train.pem"),
+        "KFP_POD_NAME": "train-abc-123",
+        "MLSEAL_TRUST": str(trust),
+        "MLSEAL_LEDGER": "sqlite:///" + str(pod_local),
+        "VAULT_ADDR": "",
+        "MLSEAL_DEV_SECRETS": str(tmp_path / "secrets"),
+    }
+    with pytest.raises(ConfigurationError):
+        Sealing.from_env(env, stage="train").preflight("train")
+    assert not pod_local.exists(), "the task created a new ledger file in the pod"
