@@ -268,3 +268,29 @@ def test_a_task_does_not_create_a_pod_local_ledger(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         Sealing.from_env(env, stage="train").preflight("train")
     assert not pod_local.exists(), "the task created a new ledger file in the pod"
+
+
+def test_mlseal_record_signs_with_the_dev_store_the_environment_names(tmp_path: Path) -> None:
+    """`mlseal demo` writes mlseal.env (MLSEAL_DEV_SECRETS, MLSEAL_LEDGER, MLSEAL_TRUST) and says
+    to run your own steps with `mlseal record`; record asks for the stage's Transit key but
+    opens the secret source without MLSEAL_DEV_SECRETS (it looks in ./.mlseal/secrets) and then
+    refuses the dev store, so no `mlseal record` works in the demo's environment."""
+    import os
+    import subprocess
+    import sys
+
+    store = tmp_path / "secrets"
+    signer = open_secret_source(store, env={}).transit_signer("mlseal-signing-ingest")
+    (tmp_path / "ingest.pub.pem").write_bytes(public_pem(signer.public_key()))
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(yaml.safe_dump({"signers": [
+        {"name": "ingest", "public_key": "ingest.pub.pem", "stages": ["ingest"]}]}))
+    data = tmp_path / "raw.csv"
+    data.write_text("a\n1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSEAL_", "VAULT_", "KFP_", "_KFP"))}
+    env.update(PYTHONPATH=str(REPO), MLSEAL_DEV_SECRETS=str(store), MLSEAL_TRUST=str(trust),
+               MLSEAL_LEDGER="sqlite:///" + str(tmp_path / "ledger.db"))
+    proc = subprocess.run([sys.executable, "-m", "mlseal.cli", "record", "--stage", "ingest", "--name", "mine",
+                           "--output", f"raw={data}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
