@@ -294,3 +294,37 @@ def test_mlseal_record_signs_with_the_dev_store_the_environment_names(tmp_path: 
                            "--output", f"raw={data}"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+# --- secrets reaching the compiled YAML through a sealed component ------------------------------
+
+
+def test_sealed_component_refuses_a_literal_secret_default() -> None:
+    """A secret-like parameter's default is compiled into the pipeline spec (and the
+    generated source in the command): refuse it when the component is made, as
+    mlseal.components.compile does for the shipped components."""
+    with pytest.raises(ConfigurationError):
+        from mlseal.kfp import sealed_component
+
+        @sealed_component(stage="ingest")
+        def load(out: dsl.Output[dsl.Dataset], db_password: str = "hunter2") -> None:
+            Path(out.path).write_text("x")
+
+
+def test_sealed_component_refuses_a_literal_secret_argument(tmp_path: Path) -> None:
+    """The same secret passed as a constant argument in the pipeline body lands in the
+    compiled YAML; the task would refuse it at run time, after it leaked."""
+    from mlseal.kfp import sealed_component
+
+    @sealed_component(stage="ingest")
+    def load(out: dsl.Output[dsl.Dataset], db_password: str) -> None:
+        Path(out.path).write_text("x")
+
+    @dsl.pipeline
+    def pipe() -> None:
+        load(db_password="hunter2")
+
+    out = tmp_path / "p.yaml"
+    with pytest.raises(ConfigurationError):
+        compiler.Compiler().compile(pipe, str(out))
+    assert not out.exists() or "hunter2" not in out.read_text()
