@@ -328,3 +328,12 @@ def test_sealed_component_refuses_a_literal_secret_argument(tmp_path: Path) -> N
     with pytest.raises(ConfigurationError):
         compiler.Compiler().compile(pipe, str(out))
     assert not out.exists() or "hunter2" not in out.read_text()
+
+
+def test_sealed_stage_params_refuse_unresolved_placeholders(tmp_path: Path) -> None:
+    """`mlseal record` refuses a param holding `{{$.…}}`; a sealed component's params go
+    through Stage unchecked. A component default like ``run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER``
+    is never resolved by the backend, so the literal placeholder would be recorded."""
+    sealing = _stage_sealing(tmp_path)
+    with pytest.raises(ConfigurationError):
+        Stage("train", name="train", sealing=sealing, params={"source_run": dsl.PIPELINE_JOB_ID_PLACEHOLDER})
