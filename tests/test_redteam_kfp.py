@@ -337,3 +337,12 @@ def test_sealed_stage_params_refuse_unresolved_placeholders(tmp_path: Path) -> N
     sealing = _stage_sealing(tmp_path)
     with pytest.raises(ConfigurationError):
         Stage("train", name="train", sealing=sealing, params={"source_run": dsl.PIPELINE_JOB_ID_PLACEHOLDER})
+
+
+def test_record_command_refuses_a_literal_secret_param() -> None:
+    """record_command puts params into the container's argv, i.e. the compiled YAML; the
+    secret check only runs later, inside the pod, after the secret was published."""
+    from mlseal.kfp.executor import record_command
+
+    with pytest.raises(ConfigurationError):
+        record_command(stage="process", name="dedupe", params={"db_password": "hunter2"})
