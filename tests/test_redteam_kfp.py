@@ -346,3 +346,30 @@ def test_record_command_refuses_a_literal_secret_param() -> None:
 
     with pytest.raises(ConfigurationError):
         record_command(stage="process", name="dedupe", params={"db_password": "hunter2"})
+
+
+def test_mlseal_record_in_a_kfp_task_needs_the_shared_ledger_and_a_trust_file(tmp_path: Path) -> None:
+    """The fail-closed rules live in Sealing.from_env, which `mlseal record` does not use. In a
+    KFP task without MLSEAL_LEDGER and MLSEAL_TRUST it seals into ./.mlseal/ledger.db in the pod,
+    trusting only its own key for any stage, and hands the metadata downstream."""
+    import os
+    import subprocess
+    import sys
+
+    LocalKeySigner.generate().save(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    out = tmp_path / "out.txt"
+    out.write_text("hello\n")
+    ei = {"inputs": {"parameterValues": {}},
+          "outputs": {"artifacts": {"clean": {"artifacts": [{"name": "clean", "uri": str(out),
+                                                            "type": {"schemaTitle": "system.Dataset"},
+                                                            "metadata": {}}]}},
+                      "outputFile": str(tmp_path / "executor_output.json")}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSEAL_", "VAULT_", "KFP_", "_KFP"))}
+    env.update(PYTHONPATH=str(REPO), KFP_POD_NAME="eval-pod-1", MLSEAL_SIGNING_KEY=str(tmp_path / "k.pem"))
+    proc = subprocess.run([sys.executable, "-m", "mlseal.cli", "record", "--stage", "evaluate", "--name", "x",
+                           "--executor-input", json.dumps(ei), "--run-id", "r1", "--pipeline", "p", "--task", "t",
+                           "--metric", "accuracy=1.0"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert not (tmp_path / ".mlseal" / "ledger.db").exists(), "sealed into a pod-local ledger"
+    assert not (tmp_path / "executor_output.json").exists()
