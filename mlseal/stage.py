@@ -156,8 +156,6 @@ class Sealing:
         """
         env = os.environ if environ is None else environ
         from mlseal.ledger import open_ledger
-        from mlseal.secrets import open_secret_source
-        from mlseal.signing.keys import LocalKeySigner
         from mlseal.signing.trust import load_trust
 
         trust_path = env.get("MLSEAL_TRUST")
@@ -166,25 +164,8 @@ class Sealing:
                 "MLSEAL_TRUST is not set: a stage needs a trust file that says who may sign which stage "
                 "(on a cluster, mlseal.kfp.wire mounts it from the ConfigMap mlseal-trust)"
             )
-        in_task = in_kfp_task(env)
-        if in_task and not env.get("MLSEAL_LEDGER"):
-            raise ConfigurationError(
-                "MLSEAL_LEDGER is not set in this KFP task: the default sqlite:///.mlseal/ledger.db would be a "
-                "file inside the pod, lost with it; wire the task to the shared ledger (mlseal.kfp.wire)"
-            )
-        if in_task and not env.get("VAULT_ADDR") and not env.get("MLSEAL_DEV_SECRETS"):
-            raise ConfigurationError(
-                "VAULT_ADDR is not set in this KFP task, and the dev secret store is not enabled: set VAULT_ADDR "
-                "and MLSEAL_VAULT_K8S_ROLE (mlseal.kfp.wire does), or MLSEAL_DEV_SECRETS=DIR to use the local "
-                "dev store on purpose (its records say secret_store: dev)"
-            )
-        secrets = open_secret_source(env.get("MLSEAL_DEV_SECRETS") or None, env=env)
-        key = env.get("MLSEAL_SIGNING_KEY")
-        signer: Signer
-        if key:
-            signer = LocalKeySigner.from_file(key)
-        else:  # the private key stays in Vault Transit (or the dev store standing in for it)
-            signer = secrets.transit_signer(env.get("MLSEAL_VAULT_TRANSIT_KEY") or signing_key_name(stage))
+        check_task_environment(env, ledger_url=env.get("MLSEAL_LEDGER"))
+        secrets, signer = stage_signer(env, stage)
         try:
             ledger = open_ledger(env.get("MLSEAL_LEDGER") or None)
         except InfrastructureError as exc:
@@ -233,6 +214,48 @@ class Sealing:
                 f"this stage's {why}; sign {stage!r} records with the {stage} stage's own key "
                 f"({signing_key_name(stage)}), or extend the signer's grant in the trust file"
             )
+
+
+def check_task_environment(environ: Mapping[str, str], *, ledger_url: str | None) -> None:
+    """Inside a KFP task: a shared ledger and a real secret store, or `ConfigurationError`.
+
+    Outside a task nothing is required (a developer's defaults are fine).
+    """
+    if not in_kfp_task(environ):
+        return
+    if not ledger_url:
+        raise ConfigurationError(
+            "MLSEAL_LEDGER is not set in this KFP task: the default sqlite:///.mlseal/ledger.db would be a "
+            "file inside the pod, lost with it; wire the task to the shared ledger (mlseal.kfp.wire)"
+        )
+    if environ.get("KFP_POD_NAME") and ledger_url.startswith("sqlite:"):
+        raise ConfigurationError(
+            f"MLSEAL_LEDGER is a SQLite file ({ledger_url.split('?', 1)[0]}) in this KFP pod: it would be "
+            "created in the pod and lost with it; wire the task to the shared PostgreSQL ledger (mlseal.kfp.wire)"
+        )
+    if not environ.get("VAULT_ADDR") and not environ.get("MLSEAL_DEV_SECRETS"):
+        raise ConfigurationError(
+            "VAULT_ADDR is not set in this KFP task, and the dev secret store is not enabled: set VAULT_ADDR "
+            "and MLSEAL_VAULT_K8S_ROLE (mlseal.kfp.wire does), or MLSEAL_DEV_SECRETS=DIR to use the local "
+            "dev store on purpose (its records say secret_store: dev)"
+        )
+
+
+def stage_signer(environ: Mapping[str, str], stage: str | None) -> tuple[SecretSource, Signer]:
+    """The secret source and the signer a stage of kind `stage` uses, from the environment:
+    `MLSEAL_SIGNING_KEY` (a PEM), else the Transit key `MLSEAL_VAULT_TRANSIT_KEY` or the
+    stage kind's own ``mlseal-signing-<stage>``, in Vault or the dev store `MLSEAL_DEV_SECRETS`."""
+    from mlseal.secrets import open_secret_source
+    from mlseal.signing.keys import LocalKeySigner
+
+    secrets = open_secret_source(environ.get("MLSEAL_DEV_SECRETS") or None, env=environ)
+    key = environ.get("MLSEAL_SIGNING_KEY")
+    signer: Signer
+    if key:
+        signer = LocalKeySigner.from_file(key)
+    else:  # the private key stays in Vault Transit (or the dev store standing in for it)
+        signer = secrets.transit_signer(environ.get("MLSEAL_VAULT_TRANSIT_KEY") or signing_key_name(stage))
+    return secrets, signer
 
 
 def signing_key_name(stage: str | None) -> str:
@@ -345,7 +368,7 @@ class Stage:
         self.sealing = sealing
         self.params: dict[str, Any] = dict(params or {})
         for key, value in self.params.items():  # params are public: secrets only by reference
-            check_parameter(key, value, where=f"stage {name}: param {key}")
+            _check_param(key, value, f"stage {name}: param {key}")
         self.metrics: dict[str, float] = {}
         if source_digest is None and source is not None:
             source_digest = source_sha256(source)
@@ -739,6 +762,23 @@ def sealed(
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _check_param(key: str, value: Any, where: str) -> None:
+    """A param and everything nested in it: no secret literal under any key (by name or by
+    value), and no KFP placeholder the backend never resolved."""
+    check_parameter(key, value, where=where)
+    if isinstance(value, str) and UNRESOLVED_PLACEHOLDER in value:
+        raise ConfigurationError(
+            f"{where} is the unresolved KFP placeholder {value[:60]!r}: the backend resolves placeholders only "
+            "in arguments a task passes, never in a parameter's default"
+        )
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_param(str(k), v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_param(key, v, f"{where}[{i}]")
 
 
 def _sig_of(path: Path) -> Path:

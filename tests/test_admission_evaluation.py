@@ -89,3 +89,32 @@ def test_serving_uri_must_be_the_mapped_recorded_location(sealed_env: SealedEnv)
     assert not allowed and any("is not where the ledger recorded this model" in r for r in reasons)
     allowed, _ = _decide(env, _isvc(env, p["model"], "s3://models/a/model/"))
     assert allowed
+
+
+def test_evaluation_with_another_test_fraction_does_not_count(sealed_env: SealedEnv) -> None:
+    env = sealed_env
+    p = _trained(env, epochs=10)
+    s.evaluate(env.sealing, model=s.ArtifactIn(p["model"]), data=s.ArtifactIn(p["enc"]), test_fraction=0.5,
+               metrics=s.ArtifactOut(env.root / "m.json"))
+    allowed, reasons = _decide(env, _isvc(env, p["model"], "s3://models/a/model/"))
+    assert not allowed and any("split the data differently" in r and "test_fraction" in r for r in reasons)
+
+
+def test_evaluation_findings_carry_their_reason_codes(sealed_env: SealedEnv) -> None:
+    """The machine codes (metrics labels, audit lines) say what kind of check failed."""
+    from mlseal.admission.decision import Reason
+    from mlseal.admission.engine import check_model
+    from mlseal.admission.manifest import model_ref
+
+    env = sealed_env
+    p = _trained(env, epochs=10)
+    s.evaluate(env.sealing, model=s.ArtifactIn(p["model"]), data=s.ArtifactIn(p["anon"]),
+               metrics=s.ArtifactOut(env.root / "m.json"))
+    path = _policy(env, {"accuracy": {"min": 0.5}})
+    data = yaml.safe_load(path.read_text())
+    data["evaluation"] = {"signers": ["evaluate"], "held_out": True}
+    path.write_text(yaml.safe_dump(data))
+    policy = load_policy(path)
+    ref = model_ref(_isvc(env, p["model"], "s3://models/a/model/"))
+    codes = {f.code for f in check_model(ref, policy.rules_for("models"), env.ledger, policy.trust)}
+    assert {Reason.UNTRUSTED_SIGNER, Reason.BROKEN_LINEAGE} <= codes

@@ -209,3 +209,31 @@ def test_owned_output_is_removed_when_the_stage_fails(sealed_env: SealedEnv) -> 
         raise RuntimeError("vault went away")
     assert not out.exists()
     assert st.result is not None and st.result.status.value == "failed"
+
+
+def test_kfp_task_with_vault_uses_vault_and_the_given_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VAULT_ADDR in the task's environment (the mapping given, not the process's) selects
+    Vault: no dev-store refusal; the stage then needs Vault (here unreachable) for its key."""
+    from mlseal.secrets.errors import VaultError
+
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    _keys, trust = _per_stage(tmp_path)
+    env = _task_env(tmp_path, trust, MLSEAL_LEDGER="sqlite:///" + str(tmp_path / "l.db"),
+                    VAULT_ADDR="http://127.0.0.1:9", VAULT_TOKEN="t")
+    with pytest.raises(VaultError, match=r"cannot reach Vault at http://127\.0\.0\.1:9"):
+        Sealing.from_env(env, stage="train")
+    assert not (tmp_path / ".mlseal").exists()
+
+
+def test_signing_key_file_in_the_environment_is_the_stage_signer(tmp_path: Path) -> None:
+    keys, trust = _per_stage(tmp_path)
+    keys["train"].save(tmp_path / "train.pem", tmp_path / "train2.pub.pem")
+    env = {"MLSEAL_TRUST": str(trust), "MLSEAL_LEDGER": "sqlite:///" + str(tmp_path / "l.db"),
+           "MLSEAL_SIGNING_KEY": str(tmp_path / "train.pem"), "MLSEAL_DEV_SECRETS": str(tmp_path / "s")}
+    sealing = Sealing.from_env(env, stage="train")
+    assert sealing.signer.key_id == keys["train"].key_id and sealing.signer_name == "train"
+    sealing.preflight("train")
+    with pytest.raises(ConfigurationError, match="not 'evaluate'"):
+        sealing.preflight("evaluate")

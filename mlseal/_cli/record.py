@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_info = _run_info(args)
     _refuse_unresolved(args, run_info, dict(args.param))
+    _check_environment(args)
     signer = _signer(args)
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name or args.stage)
     names = [n for n, _ in args.input] + [n for n, _ in args.output]
@@ -154,6 +155,7 @@ def _run_kfp(args: argparse.Namespace) -> int:
     metrics = _metrics(args)
     run_info = _run_info(args)
     _refuse_unresolved(args, run_info, params)
+    _check_environment(args)
     signer = _signer(args)
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name or args.stage)
     with open_ledger(args.ledger) as led:
@@ -256,16 +258,28 @@ def _refuse_unresolved(args: argparse.Namespace, run_info: RunInfo, params: dict
 
 
 def _signer(args: argparse.Namespace) -> Signer:
+    """As in a stage: `--key` / `--vault-transit`, else the stage's own identity from the
+    environment (`MLSEAL_SIGNING_KEY`, or Transit `MLSEAL_VAULT_TRANSIT_KEY` /
+    ``mlseal-signing-<stage>`` in Vault or the dev store `MLSEAL_DEV_SECRETS` names)."""
     from mlseal.signing.signers import resolve_signer
+    from mlseal.stage import stage_signer
 
-    # as in a stage: an explicit option, else $MLSEAL_SIGNING_KEY, else $MLSEAL_VAULT_TRANSIT_KEY
-    # and, as a stage does, the stage kind's own key mlseal-signing-<stage>
-    from mlseal.stage import signing_key_name
+    if args.key or args.vault_transit:
+        return resolve_signer(key=args.key, vault_transit=args.vault_transit)
+    return stage_signer(os.environ, args.stage)[1]
 
-    transit = args.vault_transit
-    if not (transit or args.key or os.environ.get("MLSEAL_SIGNING_KEY")):
-        transit = os.environ.get("MLSEAL_VAULT_TRANSIT_KEY") or signing_key_name(args.stage)
-    return resolve_signer(key=args.key, vault_transit=transit)
+
+def _check_environment(args: argparse.Namespace) -> None:
+    """Inside a KFP task, what a stage requires: the shared ledger, a trust file, a real
+    secret store (or the dev store on purpose). Nothing is read or written before."""
+    from mlseal.stage import check_task_environment, in_kfp_task
+
+    check_task_environment(os.environ, ledger_url=args.ledger or os.environ.get("MLSEAL_LEDGER"))
+    if in_kfp_task() and not (args.trust or os.environ.get("MLSEAL_TRUST")):
+        raise ConfigurationError(
+            "MLSEAL_TRUST is not set in this KFP task: pass --trust FILE or wire the task (mlseal.kfp.wire); "
+            "trusting only this step's own key would let it sign any stage"
+        )
 
 
 def _trust(path: str | None, signer: Signer, signer_name: str | None) -> TrustRoot:

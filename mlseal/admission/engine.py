@@ -69,17 +69,17 @@ class VerifiedRecords:
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._max = max_entries
-        self._items: OrderedDict[tuple[frozenset[str], int, bytes], Record] = OrderedDict()
+        self._items: OrderedDict[tuple[frozenset[Any], int, bytes], Record] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[frozenset[str], int, bytes]) -> Record | None:
+    def get(self, key: tuple[frozenset[Any], int, bytes]) -> Record | None:
         with self._lock:
             rec = self._items.get(key)
             if rec is not None:
                 self._items.move_to_end(key)
             return rec
 
-    def put(self, key: tuple[frozenset[str], int, bytes], rec: Record) -> None:
+    def put(self, key: tuple[frozenset[Any], int, bytes], rec: Record) -> None:
         if self._max <= 0:
             return
         with self._lock:
@@ -97,7 +97,8 @@ class _Reader:
     def __init__(self, view: LedgerReader, trust: TrustRoot, verified: VerifiedRecords | None = None) -> None:
         self._view = view
         self._trust = trust
-        self._trust_key = frozenset(trust.signers)
+        # the keys and what each may sign: a narrower grant is another trust
+        self._trust_key = frozenset((k, trust.grants.get(k)) for k in trust.signers)
         self._verified = verified
         self._records: dict[int, Record] = {}
         self._size: int | None = None
@@ -338,7 +339,11 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoo
     for rec in [*lineage, *([evaluation] if evaluation else [])]:
         present.add(rec.stage)
         if rec.component.name:
-            present.add(rec.component.name)
+            # "kind/name" names a step of that stage kind; a bare name, a processing step
+            # (anonymize, encrypt, validate): never a name another stage's key wrote
+            present.add(f"{rec.stage}/{rec.component.name}")
+            if rec.stage == "process":
+                present.add(rec.component.name)
     for stage in rules.require_stages:
         if stage not in present:
             findings.append(Finding(Reason.MISSING_STAGE, (
@@ -407,7 +412,8 @@ def _check_evaluation(rules: Rules, reader: _Reader, view: LedgerReader, trust: 
     validated = False
     for seq in sorted(set(view.consumers_of(sha)), reverse=True):
         rec, _problem = _load(reader, seq)
-        if rec is not None and rec.component.name == "validate" and rec.status is Status.OK and rec.seq < train.seq:
+        if (rec is not None and rec.stage == "process" and rec.component.name == "validate"
+                and rec.status is Status.OK and rec.seq < train.seq):
             validated = True
             break
     if not validated:

@@ -26,9 +26,11 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
 with credentials that Vault Agent renders and renews: the file is read each time a
 connection is opened, so the URL (and its password) is never in the policy or a log.
 
-A stage name matches a record's stage kind (``ingest``, ``process``, ``train``,
-``evaluate``) or its component name (``anonymize``), so a policy can require a
-specific processing step.
+A ``require_stages`` entry matches a record's stage kind (``ingest``, ``process``,
+``train``, ``evaluate``), a processing step by its component name (``anonymize``: a
+``process`` record named so), or ``kind/name`` for a named step of another kind
+(``train/fit``). A name never counts from a record of another stage kind, whose key
+could write any name.
 
     >>> import pathlib, tempfile
     >>> from mlseal.signing.keys import LocalKeySigner
@@ -176,8 +178,10 @@ def _parse_stages(raw: object, source: str, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list):
         raise _err(source, f"{where} must be a list of stage or component names, got {type(raw).__name__}")
     for s in raw:
-        if not isinstance(s, str) or not _NAME.fullmatch(s):
-            raise _err(source, f"{where}: {s!r} is not a stage name (lowercase, e.g. ingest, anonymize)")
+        kind, _, name = s.rpartition("/") if isinstance(s, str) else ("", "", "")
+        if not isinstance(s, str) or not _NAME.fullmatch(name) or (kind and not _NAME.fullmatch(kind)):
+            raise _err(source, f"{where}: {s!r} is not a stage kind, a processing step or kind/step "
+                               "(lowercase, e.g. ingest, anonymize, train/fit)")
     return tuple(dict.fromkeys(raw))
 
 

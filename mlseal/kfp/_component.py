@@ -30,6 +30,7 @@ from kfp.dsl.types import type_annotations
 
 from mlseal.errors import ConfigurationError
 from mlseal.ledger.record import RecordDraft, RecordFormatError
+from mlseal.secrets.refs import check_parameter
 
 __all__ = ["RUN_CONTEXT", "SealedComponent", "sealed_component"]
 
@@ -61,11 +62,25 @@ class SealedComponent(PythonComponent):  # type: ignore[misc]  # kfp ships no ty
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         for k, v in RUN_CONTEXT.items():
             kwargs.setdefault(k, v)
+        for k, v in kwargs.items():  # a constant argument is compiled into the pipeline: public
+            if k not in RUN_CONTEXT and _is_constant(v):
+                check_parameter(k, v, where=f"{self.step_name}({k}=…)")
         task = super().__call__(*args, **kwargs)
         task.mlseal_stage = self.stage  # for mlseal.kfp.wire
         if not self.caching:
             task.set_caching_options(False)
         return task
+
+
+def _is_constant(value: Any) -> bool:
+    """A literal argument (not a pipeline channel or task output resolved at run time)."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_constant(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_constant(v) for v in value.values())
+    return False
 
 
 def _task_module_names() -> dict[str, Any]:
@@ -103,6 +118,8 @@ def _artifact_roles(func: Callable[..., Any]) -> tuple[list[str], list[str]]:
             f"sealed_component: {func.__qualname__}: an annotation does not resolve: {exc}"
         ) from None
     for name, p in params.items():
+        if p.default is not p.empty and _is_constant(p.default):  # defaults are compiled into the spec
+            check_parameter(name, p.default, where=f"sealed_component {func.__qualname__}({name}=…)")
         if name in RUN_CONTEXT:
             raise ConfigurationError(f"sealed_component: {func.__qualname__} may not define parameter {name!r}")
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

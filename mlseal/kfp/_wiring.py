@@ -51,7 +51,7 @@ _DEFAULT_LEDGER_URL = (
     "postgresql://mlseal-ledger.mlseal-system.svc:5432/mlseal"
     f"?sslmode=verify-full&sslrootcert={LEDGER_CA_DIR}/ca.crt"
 )
-_SEALED_STAGE = re.compile(r"_task\.run\(_mlseal_step, \{'stage': '([a-z][a-z0-9_-]*)'")
+_STAGE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,12 +70,22 @@ class Services:
 
     def __post_init__(self) -> None:
         from mlseal.ledger._dsn import secrets_of
+        from mlseal.secrets.refs import secret_literal_kind
 
         if "@" in self.ledger_url.split("//", 1)[-1].split("/", 1)[0] or secrets_of(self.ledger_url):
             raise ConfigurationError(
                 "Services.ledger_url must not carry credentials (they would be in the compiled pipeline for "
                 f"everyone to read); they come from the Secret {self.ledger_secret} as PGUSER/PGPASSWORD"
             )
+        # every other field lands in the compiled pipeline as a plain value too
+        for name in ("vault_addr", "image"):
+            value = getattr(self, name)
+            userinfo = "://" in value and "@" in value.split("//", 1)[1].split("/", 1)[0] if value else False
+            if value and (userinfo or secret_literal_kind(value)):
+                raise ConfigurationError(
+                    f"Services.{name} must not carry credentials: it is written into the compiled pipeline "
+                    "for everyone to read"
+                )
 
     def env_for(self, stage: str) -> dict[str, str]:
         """The plain environment variables of a task of stage kind `stage` (no secrets)."""
@@ -156,13 +166,55 @@ def _docs(text: str) -> list[dict[str, Any]]:
     return docs
 
 
+def _sealed_stage(container: Mapping[str, Any]) -> str | None:
+    """The stage of the sealed component a compiled executor runs, or None.
+
+    Read from the program KFP ships in the command: the function named by
+    ``--function_to_execute`` must end exactly as `sealed_component` generates it,
+    ``from mlseal.kfp import _task`` then ``return _task.run(_mlseal_step, {... 'stage': S ...}, ...)``.
+    Text elsewhere (a docstring, a string in another component) never counts.
+    """
+    import ast
+
+    args = [str(a) for a in container.get("args") or ()]
+    try:
+        name = args[args.index("--function_to_execute") + 1]
+    except (ValueError, IndexError):
+        return None
+    for text in (str(c) for c in container.get("command") or ()):
+        if f"def {name}(" not in text:
+            continue
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+        if fn is None or len(fn.body) < 2:
+            return None
+        imp, ret = fn.body[-2], fn.body[-1]
+        if not (isinstance(imp, ast.ImportFrom) and imp.module == "mlseal.kfp"
+                and [a.name for a in imp.names] == ["_task"]):
+            return None
+        call = ret.value if isinstance(ret, ast.Return) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "run"
+                and isinstance(call.func.value, ast.Name) and call.func.value.id == "_task"
+                and len(call.args) >= 2 and isinstance(call.args[0], ast.Name) and call.args[0].id == "_mlseal_step"):
+            return None
+        try:
+            spec = ast.literal_eval(call.args[1])
+        except ValueError:
+            return None
+        stage = spec.get("stage") if isinstance(spec, dict) else None
+        return stage if isinstance(stage, str) and _STAGE.fullmatch(stage) else None
+    return None
+
+
 def sealed_executors(spec: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(executor label, stage kind) of every sealed component in compiled IR."""
     for label, ex in (spec.get("deploymentSpec", {}).get("executors") or {}).items():
-        command = " ".join(str(c) for c in (ex.get("container") or {}).get("command") or ())
-        m = _SEALED_STAGE.search(command)
-        if m:
-            yield label, m.group(1)
+        stage = _sealed_stage(ex.get("container") or {})
+        if stage is not None:
+            yield label, stage
 
 
 def wire_compiled(

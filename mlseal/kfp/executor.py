@@ -471,6 +471,11 @@ def record_command(
     for option, value in options:
         if value is not None:
             argv += [option, _text(value, option)]
+    from mlseal.secrets.refs import check_parameter
+
+    for k, v in (params or {}).items():  # the argv is in the compiled pipeline: refuse secrets now
+        if not hasattr(v, "_to_string"):  # a pipeline channel is resolved at run time, and checked then
+            check_parameter(k, v, where=f"record_command: param {k}")
     for option, pairs in (("--param", params), ("--metric", metrics)):
         for k, v in (pairs or {}).items():
             value = v if isinstance(v, str) or hasattr(v, "_to_string") else json.dumps(v)
