@@ -38,6 +38,8 @@ import yaml
 from mlseal.errors import ConfigurationError
 from mlseal.signing.keys import KeyId, PublicKeyVerifier
 
+#: PyYAML's safe loader, the C one when PyYAML was built with libyaml (same documents, ~6x faster)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -159,7 +161,7 @@ def load_yaml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (the safe loader, in C when available)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
