@@ -237,3 +237,35 @@ def test_signing_key_file_in_the_environment_is_the_stage_signer(tmp_path: Path)
     sealing.preflight("train")
     with pytest.raises(ConfigurationError, match="not 'evaluate'"):
         sealing.preflight("evaluate")
+
+
+def test_parse_entry_enforces_pinned_components_and_images(tmp_path: Path) -> None:
+    key = LocalKeySigner.generate()
+    (tmp_path / "k.pub.pem").write_bytes(public_pem(key.public_key()))
+    image = "registry.example/mlseal@sha256:" + "cd" * 32
+    (tmp_path / "trust.yaml").write_text(yaml.safe_dump({"signers": [{
+        "name": "evaluate", "public_key": "k.pub.pem", "stages": ["evaluate"],
+        "components": ["ab" * 32], "images": [image]}]}))
+    trust = load_trust(tmp_path / "trust.yaml")
+    led = open_ledger("sqlite:///" + str(tmp_path / "l.db"))
+    from mlseal.ledger.record import Component, Sha256Hex
+
+    for component, img, ok in [("ab" * 32, image, True), ("ef" * 32, image, False), ("ab" * 32, "other", False)]:
+        led.append(RecordDraft(stage="evaluate", component=Component(name="e", source_sha256=Sha256Hex(component),
+                                                                      image=img)), key, signer_name="evaluate")
+        entry = led.entry(led.size() - 1)
+        if ok:
+            parse_entry(entry, trust)
+        else:
+            with pytest.raises(VerificationError, match="may record only its listed"):
+                parse_entry(entry, trust)
+
+
+def test_transit_key_named_in_the_environment_is_used(tmp_path: Path) -> None:
+    src = open_secret_source(tmp_path / "s", env={})
+    custom = src.transit_signer("team-a-train")
+    env = {"MLSEAL_DEV_SECRETS": str(tmp_path / "s"), "MLSEAL_VAULT_TRANSIT_KEY": "team-a-train"}
+    from mlseal.stage import stage_signer
+
+    assert stage_signer(env, "train")[1].key_id == custom.key_id
+    assert stage_signer({"MLSEAL_DEV_SECRETS": str(tmp_path / "s")}, "train")[1].key_id != custom.key_id
