@@ -39,7 +39,7 @@ from mlseal.ledger.view import LedgerReader
 REVIEW_API = "admission.k8s.io/v1"
 #: bodies above this are denied unread (the API server's own request limit is 3 MiB,
 #: and an AdmissionReview carries the object twice on UPDATE)
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = 1024 * 1024
 #: Kubernetes shows at most a few KiB of warnings; keep each readable
 _MAX_WARNING = 400
 
