@@ -105,10 +105,12 @@ def dropped_while_trickling(s: ssl.SSLSocket, data: bytes, pause: float, rounds:
     return False
 
 
-@pytest.fixture
-def small(admission_world: AdmissionWorld, tmp_path: Path) -> Iterator[Served]:
+@pytest.fixture(params=["httptools", "h11"])
+def small(admission_world: AdmissionWorld, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """Both of uvicorn's HTTP parsers carry the read deadline."""
     limits = ServeLimits(max_body=4096, max_buffered=8192, read_timeout=0.5, keep_alive=1)
-    with serving(admission_world, tmp_path, limits=limits, reload_interval=0.1) as s:
+    with serving(admission_world, tmp_path, limits=limits, reload_interval=0.1, http=request.param) as s:
+        assert request.param.lower() in s.server.config.http.__mro__[2].__name__.lower()
         yield s
 
 
@@ -255,3 +257,47 @@ def test_sigterm_stops_with_idle_and_half_sent_clients(admission_world: Admissio
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# configuration ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--max-body=0", "--max-buffered=0", "--read-timeout=0", "--max-connections=0"])
+def test_serve_refuses_nonsense_limits(flag: str, admission_world: AdmissionWorld,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from mlseal.cli import main
+
+    rc = main(["webhook", "serve", "--policy", str(admission_world.policy_path), "--tls-cert", "x", "--tls-key", "y",
+               flag])
+    assert rc == 2
+    assert flag.split("=")[0].lstrip("-").replace("-", "_") in capsys.readouterr().err
+
+
+def test_buffer_budget_below_body_cap_is_refused() -> None:
+    from mlseal.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="max_buffered"):
+        ServeLimits(max_body=2048, max_buffered=1024)
+
+
+# 5. NetworkPolicy ---------------------------------------------------------------------
+
+def test_network_policy_admits_only_the_webhook_port_and_reaches_only_dns_ledger_vault() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "infra/k8s/base/networkpolicy.yaml").read_text()))
+    (netpol,) = [d for d in docs if d and d["metadata"]["name"] == "mlseal-webhook"]
+    deploy = yaml.safe_load((ROOT / "infra/k8s/base/deployment.yaml").read_text())
+    ports = {p["containerPort"] for c in deploy["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    spec = netpol["spec"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    ingress_ports = {(p["port"], p["protocol"]) for rule in spec["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {(port, "TCP") for port in ports} == {(8443, "TCP")}
+    egress_ports = set()
+    for rule in spec["egress"]:
+        assert rule.get("to"), "an egress rule without peers would allow every destination"
+        assert rule.get("ports"), "an egress rule without ports would allow every port"
+        egress_ports |= {(p["port"], p["protocol"]) for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (8200, "TCP")}
+    vault = next(rule for rule in spec["egress"] if rule["ports"][0]["port"] == 8200)
+    for peer in vault["to"]:  # Vault's server pods, not every pod of its namespace
+        assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vault"}

@@ -159,8 +159,8 @@ class _Budget:
         self.used -= n
 
 
-class _BoundedH11(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on reading each request.
+class _ReadDeadline:
+    """A deadline on reading each request, mixed into uvicorn's HTTP protocols.
 
     uvicorn bounds idle keep-alive time but not how long a request may take to
     arrive: a client sending a byte every few seconds holds a connection (and its
@@ -170,21 +170,25 @@ class _BoundedH11(H11Protocol):
 
     read_timeout = 10.0
     _read_deadline: asyncio.TimerHandle | None = None
+    # provided by the uvicorn protocol this is mixed into
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         if self._read_deadline is None and (self.cycle is None or self.cycle.response_complete):
             self._arm()
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.cycle is not None and not self.cycle.more_body:
             self._disarm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
@@ -202,8 +206,17 @@ class _BoundedH11(H11Protocol):
             self.transport.close()
 
 
-def _bounded_protocol(read_timeout: float) -> type[_BoundedH11]:
-    return type("BoundedH11", (_BoundedH11,), {"read_timeout": read_timeout})
+def _bounded_protocol(read_timeout: float, http: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol (h11 when httptools is missing or asked for) with a read deadline."""
+    base: type[asyncio.Protocol] = H11Protocol
+    if http != "h11":
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:
+            pass
+        else:
+            base = HttpToolsProtocol
+    return type(f"ReadDeadline{base.__name__}", (_ReadDeadline, base), {"read_timeout": read_timeout})
 
 
 class CertReloader:
@@ -399,6 +412,7 @@ def build_server(
     decision_timeout: float = DECISION_TIMEOUT,
     log_level: str = "warning",
     limits: ServeLimits | None = None,
+    http: str = "auto",
 ) -> tuple[uvicorn.Server, AdmissionController]:
     """A ready-to-run uvicorn server (call ``.run()`` or ``await .serve(sockets)``)."""
     metrics = WebhookMetrics()
@@ -422,7 +436,7 @@ def build_server(
 
     config = uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), ssl_context_factory=ssl_factory,
-        http=_bounded_protocol(limits.read_timeout), loop="auto", lifespan="on", access_log=False,
+        http=_bounded_protocol(limits.read_timeout, http), loop="auto", lifespan="on", access_log=False,
         log_level=log_level, server_header=False, timeout_keep_alive=max(1, round(limits.keep_alive)),
         limit_concurrency=limits.max_connections, timeout_graceful_shutdown=max(1, round(limits.graceful_shutdown)),
         h11_max_incomplete_event_size=16 * 1024,
