@@ -199,7 +199,9 @@ def test_stalled_ledger_denies_at_once_and_grows_nothing(admission_world: Admiss
 
     threads_before = threading.active_count()
     try:
-        with serving(admission_world, tmp_path, threads=2, decision_timeout=0.3, ledger_factory=stalled_ledger) as srv:
+        limits = ServeLimits(decision_backlog=2)
+        with serving(admission_world, tmp_path, threads=2, decision_timeout=0.3, ledger_factory=stalled_ledger,
+                     limits=limits) as srv:
             body = json.dumps(review(isvc(Model(sha("never-seen"), "s3://x")))).encode()
             messages = []
             for _ in range(8):
@@ -209,7 +211,8 @@ def test_stalled_ledger_denies_at_once_and_grows_nothing(admission_world: Admiss
                 assert status == 200 and out["response"]["allowed"] is False
                 messages.append(out["response"]["status"]["message"])
             assert any("decision threads are busy" in m for m in messages), messages
-            assert srv.app.state.pool.busy == 2
+            # two stalled threads and two abandoned waiters fill the pool; nothing more is taken
+            assert srv.app.state.pool.busy == 4
             assert len(opened) <= 2 and len(set(opened)) == len(opened)
             # the server's own threads (uvicorn's, the pool's) are all that was added
             assert threading.active_count() <= threads_before + 1 + 2
@@ -261,7 +264,8 @@ def test_sigterm_stops_with_idle_and_half_sent_clients(admission_world: Admissio
 
 # configuration ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flag", ["--max-body=0", "--max-buffered=0", "--read-timeout=0", "--max-connections=0"])
+@pytest.mark.parametrize("flag", ["--max-body=0", "--max-buffered=0", "--read-timeout=0", "--max-connections=0",
+                                  "--decision-backlog=-1"])
 def test_serve_refuses_nonsense_limits(flag: str, admission_world: AdmissionWorld,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     from mlseal.cli import main
@@ -301,3 +305,28 @@ def test_network_policy_admits_only_the_webhook_port_and_reaches_only_dns_ledger
     vault = next(rule for rule in spec["egress"] if rule["ports"][0]["port"] == 8200)
     for peer in vault["to"]:  # Vault's server pods, not every pod of its namespace
         assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vault"}
+
+
+def test_decision_pool_queues_a_bounded_burst_on_fixed_threads() -> None:
+    from mlseal.admission._server import DecisionPool
+
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def job(name: str) -> str:
+        gate.wait(30)
+        ran.append(threading.current_thread().name)
+        return name
+
+    pool = DecisionPool(1, backlog=1)
+    first, second = pool.try_submit(job, "a"), pool.try_submit(job, "b")
+    assert first is not None and second is not None  # one running, one waiting: a burst is served
+    assert pool.try_submit(job, "c") is None  # beyond the backlog: refused at once
+    gate.set()
+    assert (first.result(30), second.result(30)) == ("a", "b")
+    assert len(set(ran)) == 1  # both on the pool's one thread
+    for _ in range(500):
+        if pool.busy == 0:
+            break
+        time.sleep(0.01)
+    assert pool.busy == 0 and pool.try_submit(job, "d") is not None

@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default: 10)")
     s.add_argument("--max-connections", type=int, default=256,
                    help="connections and requests in progress beyond which the server answers 503 (default: 256)")
+    s.add_argument("--decision-backlog", type=int, default=16, metavar="N",
+                   help="reviews that may wait for a busy decision thread; more are denied at once (default: 16)")
     s.set_defaults(func=run)
 
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.reload_interval > 0:
         raise ConfigurationError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}")
     limits = ServeLimits(max_body=args.max_body, max_buffered=args.max_buffered, read_timeout=args.read_timeout,
-                         max_connections=args.max_connections)
+                         max_connections=args.max_connections, decision_backlog=args.decision_backlog)
     policy = load_policy(args.policy)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,

@@ -19,9 +19,11 @@ ledger cannot exhaust the pod:
 - a body is capped at ``max_body`` bytes (refused by Content-Length before it is read,
   and while streaming), and all bodies being read at once share ``max_buffered`` bytes:
   beyond it a review is denied with 503 rather than buffered;
-- decisions run on exactly ``threads`` daemon threads; when all are busy (a stalled
-  ledger keeps them busy past the decision deadline) a new review is denied at once,
-  never queued, so threads and ledger connections never exceed ``threads``;
+- decisions run on exactly ``threads`` daemon threads; at most ``decision_backlog``
+  more reviews wait for one (each within the decision deadline), and beyond that a
+  review is denied at once. A stalled ledger therefore fills the pool and the backlog
+  and makes the server deny, never grow: threads and ledger connections never exceed
+  ``threads``;
 - uvicorn's ``limit_concurrency`` answers 503 beyond ``max_connections``, idle
   keep-alive connections close after ``keep_alive`` seconds, and SIGTERM stops the
   server within ``graceful_shutdown`` seconds whatever the clients are doing.
@@ -84,11 +86,15 @@ class ServeLimits:
     max_connections: int = 256
     #: seconds SIGTERM waits for requests in progress before closing them
     graceful_shutdown: float = 3.0
+    #: reviews that may wait for a busy decision thread (a burst); more are denied at once
+    decision_backlog: int = 16
 
     def __post_init__(self) -> None:
         for name in ("max_body", "max_buffered", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.decision_backlog < 0:
+            raise ConfigurationError(f"decision_backlog must be at least 0, got {self.decision_backlog}")
         for name in ("read_timeout", "keep_alive", "graceful_shutdown"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
@@ -98,17 +104,19 @@ class ServeLimits:
 
 
 class DecisionPool:
-    """Exactly `size` daemon threads; a job is taken only when a thread is free.
+    """Exactly `size` daemon threads and at most `backlog` jobs waiting for one.
 
-    A job that outlives its caller's deadline keeps its thread busy until it returns,
-    so a stalled ledger makes the pool refuse work rather than grow. The threads are
-    daemons: a job stuck in the ledger never holds the process at exit.
+    A job counts from submission until a thread has finished it (or dropped it, if its
+    caller gave up while it waited); beyond ``size + backlog`` jobs, submission is
+    refused. A job that outlives its caller's deadline keeps its thread busy until it
+    returns, so a stalled ledger makes the pool refuse work rather than grow. The
+    threads are daemons: a job stuck in the ledger never holds the process at exit.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, backlog: int = 0) -> None:
         if size < 1:
             raise ConfigurationError(f"threads must be at least 1, got {size}")
-        self.size = size
+        self.size, self.backlog = size, backlog
         self.busy = 0
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]]
@@ -118,10 +126,10 @@ class DecisionPool:
     def try_submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any] | None:
         """A future for ``fn(*args)``, or None when every thread is busy."""
         with self._lock:
-            if self.busy >= self.size:
+            if self.busy >= self.size + self.backlog:
                 return None
             self.busy += 1
-            if len(self._threads) < self.busy:
+            if len(self._threads) < min(self.busy, self.size):
                 t = threading.Thread(target=self._work, name=f"mlseal-decide-{len(self._threads)}", daemon=True)
                 self._threads.append(t)
                 t.start()
@@ -301,7 +309,7 @@ def create_app(
 ) -> Starlette:
     limits = limits or ServeLimits()
     max_body = limits.max_body
-    pool = DecisionPool(threads)
+    pool = DecisionPool(threads, limits.decision_backlog)
     budget = _Budget(limits.max_buffered)
 
     async def run(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
@@ -353,7 +361,8 @@ def create_app(
             return _json(*result)
         started, result = await run(controller.review, data)
         if not started:
-            result = controller.deny_body(data, f"all {threads} decision threads are busy (ledger slow or "
+            result = controller.deny_body(data, f"all {threads} decision threads are busy and "
+                                                f"{limits.decision_backlog} reviews wait (ledger slow or "
                                                 "unreachable); denied because the model could not be verified",
                                           status=200, internal=True)
         elif result is None:
