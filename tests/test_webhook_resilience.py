@@ -134,6 +134,15 @@ def test_connection_that_sends_nothing_is_dropped(small: Served) -> None:
         assert s.recv(1) == b""
 
 
+def test_half_sent_pipelined_request_is_dropped(small: Served, admission_world: AdmissionWorld) -> None:
+    body = json.dumps(review(isvc(admission_world.models["good"]))).encode()
+    with small.tls() as s:
+        s.sendall(head(len(body)) + body + head(len(body)) + body[:10])  # then silence
+        assert read_response(s)[0] == 200
+        s.settimeout(10)
+        assert s.recv(1) == b""
+
+
 def test_prompt_keep_alive_requests_are_not_dropped(small: Served, admission_world: AdmissionWorld) -> None:
     body = json.dumps(review(isvc(admission_world.models["good"]))).encode()
     with small.tls() as s:

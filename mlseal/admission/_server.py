@@ -188,11 +188,19 @@ class _ReadDeadline:
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._read_deadline is None and (self.cycle is None or self.cycle.response_complete):
+        if self._read_deadline is None and (self.cycle is None or self.cycle.response_complete
+                                            or self.cycle.more_body):
             self._arm()
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not None and not self.cycle.more_body:
             self._disarm()
+
+    def on_response_complete(self) -> None:
+        # a pipelined request already buffered starts here, not in data_received
+        super().on_response_complete()  # type: ignore[misc]
+        if self._read_deadline is None and self.cycle is not None and self.cycle.more_body \
+                and not self.cycle.response_complete and not self.transport.is_closing():
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
