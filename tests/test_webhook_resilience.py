@@ -143,6 +143,11 @@ def test_half_sent_pipelined_request_is_dropped(small: Served, admission_world: 
         assert s.recv(1) == b""
 
 
+def test_tcp_client_that_never_starts_tls_is_dropped(small: Served) -> None:
+    with socket.create_connection(("127.0.0.1", small.port), timeout=10) as raw:
+        assert raw.recv(1) == b""
+
+
 def test_prompt_keep_alive_requests_are_not_dropped(small: Served, admission_world: AdmissionWorld) -> None:
     body = json.dumps(review(isvc(admission_world.models["good"]))).encode()
     with small.tls() as s:

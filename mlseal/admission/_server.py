@@ -14,8 +14,9 @@ certificate and counts a failed reload.
 Resource bounds (`ServeLimits`), so that slow, large or many clients and a stalled
 ledger cannot exhaust the pod:
 
-- a request's headers and body must arrive within ``read_timeout`` of its first byte
-  (or of the connection opening); a slower client's connection is closed;
+- the TLS handshake must finish within ``read_timeout``, and a request's headers and
+  body within ``read_timeout`` of its first byte (or of the connection opening); a
+  slower client's connection is closed;
 - a body is capped at ``max_body`` bytes (refused by Content-Length before it is read,
   and while streaming), and all bodies being read at once share ``max_buffered`` bytes:
   beyond it a review is denied with 503 rather than buffered;
@@ -35,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -220,6 +222,24 @@ class _ReadDeadline:
         if not self.transport.is_closing():
             log.warning("closing a connection whose request did not arrive within %gs", self.read_timeout)
             self.transport.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with a TLS handshake deadline (uvicorn does not set one, and
+    asyncio's default lets a client that never completes the handshake hold its
+    connection for 60 s, uncounted by ``limit_concurrency``)."""
+
+    handshake_timeout = 10.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        # uvicorn calls loop.create_server with no handshake deadline and no hook to add one
+        loop.create_server = functools.partial(  # type: ignore[method-assign]
+            loop.create_server, ssl_handshake_timeout=self.handshake_timeout)
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server
 
 
 def _bounded_protocol(read_timeout: float, http: str = "auto") -> type[asyncio.Protocol]:
@@ -458,7 +478,9 @@ def build_server(
         limit_concurrency=limits.max_connections, timeout_graceful_shutdown=max(1, round(limits.graceful_shutdown)),
         h11_max_incomplete_event_size=16 * 1024,
     )
-    return uvicorn.Server(config), controller
+    server = _Server(config)
+    server.handshake_timeout = limits.read_timeout
+    return server, controller
 
 
 def configure_audit_log(stream: Any = None) -> None:
