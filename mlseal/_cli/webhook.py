@@ -27,12 +27,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="ledger records kept verified by entry hash (0: verify every time)")
     s.add_argument("--reload-interval", type=float, default=10.0, help="seconds between certificate checks")
     s.add_argument("--threads", type=int, default=4, help="decision worker threads")
+    s.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+                   help="largest AdmissionReview body; larger ones are denied with 413 (default: 1 MiB)")
+    s.add_argument("--max-buffered", type=int, default=16 * 1024 * 1024, metavar="BYTES",
+                   help="request bytes read at once over all connections; beyond it reviews are denied with 503 "
+                   "(default: 16 MiB)")
+    s.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a request's headers and body must arrive within this time, or the connection is closed "
+                   "(default: 10)")
+    s.add_argument("--max-connections", type=int, default=256,
+                   help="connections and requests in progress beyond which the server answers 503 (default: 256)")
+    s.add_argument("--decision-backlog", type=int, default=16, metavar="N",
+                   help="reviews that may wait for a busy decision thread; more are denied at once (default: 16)")
     s.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlseal.admission import load_policy
-    from mlseal.admission._server import serve
+    from mlseal.admission._server import ServeLimits, serve
     from mlseal.errors import ConfigurationError
 
     if not 0 < args.port < 65536:
@@ -43,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"{flag} must be at least {least}, got {value}")
     if not args.reload_interval > 0:
         raise ConfigurationError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}")
+    limits = ServeLimits(max_body=args.max_body, max_buffered=args.max_buffered, read_timeout=args.read_timeout,
+                         max_connections=args.max_connections, decision_backlog=args.decision_backlog)
     policy = load_policy(args.policy)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,
         cache_ttl=args.cache_ttl, verified_records=args.verified_records, reload_interval=args.reload_interval,
-        threads=args.threads,
+        threads=args.threads, limits=limits,
     )
     return 0

@@ -10,29 +10,52 @@ place): a poller hashes the two files, builds a fresh `ssl.SSLContext` when they
 change, and the listening context's SNI callback hands each new handshake the newest
 context. A rotation that leaves the pair unreadable or mismatched keeps the old
 certificate and counts a failed reload.
+
+Resource bounds (`ServeLimits`), so that slow, large or many clients and a stalled
+ledger cannot exhaust the pod:
+
+- the TLS handshake must finish within ``read_timeout``, and a request's headers and
+  body within ``read_timeout`` of its first byte (or of the connection opening); a
+  slower client's connection is closed;
+- a body is capped at ``max_body`` bytes (refused by Content-Length before it is read,
+  and while streaming), and all bodies being read at once share ``max_buffered`` bytes:
+  beyond it a review is denied with 503 rather than buffered;
+- decisions run on exactly ``threads`` daemon threads; at most ``decision_backlog``
+  more reviews wait for one (each within the decision deadline), and beyond that a
+  review is denied at once. A stalled ledger therefore fills the pool and the backlog
+  and makes the server deny, never grow: threads and ledger connections never exceed
+  ``threads``;
+- uvicorn's ``limit_concurrency`` answers 503 beyond ``max_connections``, idle
+  keep-alive connections close after ``keep_alive`` seconds, and SIGTERM stops the
+  server within ``graceful_shutdown`` seconds whatever the clients are doing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import queue
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mlseal.admission._metrics import CONTENT_TYPE, WebhookMetrics
 from mlseal.admission.engine import VerifiedRecords
@@ -47,6 +70,189 @@ log = logging.getLogger(__name__)
 DECISION_TIMEOUT = 4.0
 #: bodies up to this size may be answered on the event loop from the decision cache
 INLINE_MAX = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeLimits:
+    """Bounds on what clients may make the server hold (see the module docstring)."""
+
+    #: largest request body; an AdmissionReview for one workload is a few KiB
+    max_body: int = MAX_BODY
+    #: bytes of request bodies being read at once, over all connections
+    max_buffered: int = 16 * 1024 * 1024
+    #: seconds from a request's first byte until its headers and body are complete
+    read_timeout: float = 10.0
+    #: seconds an idle keep-alive connection stays open
+    keep_alive: float = 5.0
+    #: connections (and requests in progress) beyond which uvicorn answers 503
+    max_connections: int = 256
+    #: seconds SIGTERM waits for requests in progress before closing them
+    graceful_shutdown: float = 3.0
+    #: reviews that may wait for a busy decision thread (a burst); more are denied at once
+    decision_backlog: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_body", "max_buffered", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.decision_backlog < 0:
+            raise ConfigurationError(f"decision_backlog must be at least 0, got {self.decision_backlog}")
+        for name in ("read_timeout", "keep_alive", "graceful_shutdown"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
+        if self.max_buffered < self.max_body:
+            raise ConfigurationError(f"max_buffered ({self.max_buffered}) must be at least max_body "
+                                     f"({self.max_body})")
+
+
+class DecisionPool:
+    """Exactly `size` daemon threads and at most `backlog` jobs waiting for one.
+
+    A job counts from submission until a thread has finished it (or dropped it, if its
+    caller gave up while it waited); beyond ``size + backlog`` jobs, submission is
+    refused. A job that outlives its caller's deadline keeps its thread busy until it
+    returns, so a stalled ledger makes the pool refuse work rather than grow. The
+    threads are daemons: a job stuck in the ledger never holds the process at exit.
+    """
+
+    def __init__(self, size: int, backlog: int = 0) -> None:
+        if size < 1:
+            raise ConfigurationError(f"threads must be at least 1, got {size}")
+        self.size, self.backlog = size, backlog
+        self.busy = 0
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._jobs = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def try_submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any] | None:
+        """A future for ``fn(*args)``, or None when every thread is busy."""
+        with self._lock:
+            if self.busy >= self.size + self.backlog:
+                return None
+            self.busy += 1
+            if len(self._threads) < min(self.busy, self.size):
+                t = threading.Thread(target=self._work, name=f"mlseal-decide-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((fut, fn, args))
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            fut, fn, args = self._jobs.get()
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(*args))
+                    except BaseException as exc:  # handed to the awaiting request
+                        fut.set_exception(exc)
+            finally:
+                with self._lock:
+                    self.busy -= 1
+
+
+class _Budget:
+    """Bytes of request bodies the server is holding at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+class _ReadDeadline:
+    """A deadline on reading each request, mixed into uvicorn's HTTP protocols.
+
+    uvicorn bounds idle keep-alive time but not how long a request may take to
+    arrive: a client sending a byte every few seconds holds a connection (and its
+    buffered body) forever. The deadline starts when the connection opens or the
+    first byte of the next request arrives, and ends when the body is complete.
+    """
+
+    read_timeout = 10.0
+    _read_deadline: asyncio.TimerHandle | None = None
+    # provided by the uvicorn protocol this is mixed into
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._read_deadline is None and (self.cycle is None or self.cycle.response_complete
+                                            or self.cycle.more_body):
+            self._arm()
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not None and not self.cycle.more_body:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        # a pipelined request already buffered starts here, not in data_received
+        super().on_response_complete()  # type: ignore[misc]
+        if self._read_deadline is None and self.cycle is not None and self.cycle.more_body \
+                and not self.cycle.response_complete and not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(self.read_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _expired(self) -> None:
+        self._read_deadline = None
+        if not self.transport.is_closing():
+            log.warning("closing a connection whose request did not arrive within %gs", self.read_timeout)
+            self.transport.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with a TLS handshake deadline (uvicorn does not set one, and
+    asyncio's default lets a client that never completes the handshake hold its
+    connection for 60 s, uncounted by ``limit_concurrency``)."""
+
+    handshake_timeout = 10.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        # uvicorn calls loop.create_server with no handshake deadline and no hook to add one
+        loop.create_server = functools.partial(  # type: ignore[method-assign]
+            loop.create_server, ssl_handshake_timeout=self.handshake_timeout)
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server
+
+
+def _bounded_protocol(read_timeout: float, http: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol (h11 when httptools is missing or asked for) with a read deadline."""
+    base: type[asyncio.Protocol] = H11Protocol
+    if http != "h11":
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:
+            pass
+        else:
+            base = HttpToolsProtocol
+    return type(f"ReadDeadline{base.__name__}", (_ReadDeadline, base), {"read_timeout": read_timeout})
 
 
 class CertReloader:
@@ -127,29 +333,67 @@ def create_app(
     decision_timeout: float = DECISION_TIMEOUT,
     threads: int = 4,
     head_interval: float = 0.1,
+    limits: ServeLimits | None = None,
 ) -> Starlette:
-    limiter = anyio.CapacityLimiter(threads)
+    limits = limits or ServeLimits()
+    max_body = limits.max_body
+    pool = DecisionPool(threads, limits.decision_backlog)
+    budget = _Budget(limits.max_buffered)
+
+    async def run(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """(True, result); (False, None) when the pool is full or the deadline passed."""
+        fut = pool.try_submit(fn, *args)
+        if fut is None:
+            return False, None
+        with anyio.move_on_after(decision_timeout):
+            return True, await asyncio.wrap_future(fut)
+        return True, None
+
+    async def read_body(request: Request) -> bytes | tuple[int, dict[str, Any]]:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body:
+            return controller.deny_body(b"", f"request body of {length} bytes exceeds the limit of {max_body}",
+                                        status=413)
+        body = bytearray()
+        held = int(length) if length.isdigit() else 0
+        if not budget.take(held):
+            return controller.deny_body(b"", "too many request bodies being read at once; denied, retry later",
+                                        status=503, internal=True)
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_body:
+                    return controller.deny_body(b"", f"request body exceeds the limit of {max_body} bytes",
+                                                status=413)
+                if len(body) > held:
+                    if not budget.take(len(body) - held):
+                        return controller.deny_body(b"", "too many request bodies being read at once; denied, "
+                                                    "retry later", status=503, internal=True)
+                    held = len(body)
+            return bytes(body)
+        finally:
+            budget.give(held)
 
     async def validate(request: Request) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY:
-            return _json(*controller.deny_body(b"", f"request body of {length} bytes exceeds {MAX_BODY}",
-                                               status=413))
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return _json(*controller.deny_body(b"", f"request body exceeds {MAX_BODY} bytes", status=413))
-        data = bytes(body)
+        try:
+            read = await read_body(request)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening
+        if not isinstance(read, bytes):
+            return _json(*read)
+        data = read
         # Cache hits and requests that need no ledger are answered here, without a
         # thread hop: pure CPU, no I/O (the ledger head comes from the refresher below).
         result = controller.review(data, cached_only=True) if len(data) <= INLINE_MAX else None
         if result is not None:
             return _json(*result)
-        with anyio.move_on_after(decision_timeout):
-            result = await anyio.to_thread.run_sync(controller.review, data, limiter=limiter,
-                                                    abandon_on_cancel=True)
-        if result is None:
+        started, result = await run(controller.review, data)
+        if not started:
+            result = controller.deny_body(data, f"all {threads} decision threads are busy and "
+                                                f"{limits.decision_backlog} reviews wait (ledger slow or "
+                                                "unreachable); denied because the model could not be verified",
+                                          status=200, internal=True)
+        elif result is None:
             result = controller.deny_body(data, f"no decision within {decision_timeout:g}s (ledger slow or "
                                                 "unreachable); denied because the model could not be verified",
                                           status=200, internal=True)
@@ -163,8 +407,7 @@ def create_app(
 
     async def refresh_head() -> None:
         while True:
-            with anyio.move_on_after(decision_timeout):
-                await anyio.to_thread.run_sync(controller.refresh_head, limiter=limiter, abandon_on_cancel=True)
+            await run(controller.refresh_head)
             await asyncio.sleep(head_interval)
 
     @contextlib.asynccontextmanager
@@ -178,7 +421,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/validate", validate, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -186,6 +429,8 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.state.pool, app.state.budget = pool, budget
+    return app
 
 
 def build_server(
@@ -203,6 +448,8 @@ def build_server(
     ledger_factory: Callable[[], Any] | None = None,
     decision_timeout: float = DECISION_TIMEOUT,
     log_level: str = "warning",
+    limits: ServeLimits | None = None,
+    http: str = "auto",
 ) -> tuple[uvicorn.Server, AdmissionController]:
     """A ready-to-run uvicorn server (call ``.run()`` or ``await .serve(sockets)``)."""
     metrics = WebhookMetrics()
@@ -218,17 +465,22 @@ def build_server(
         verified=VerifiedRecords(verified_records), metrics=metrics,
     )
     app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads,
-                     decision_timeout=decision_timeout)
+                     decision_timeout=decision_timeout, limits=limits)
+    limits = limits or ServeLimits()
 
     def ssl_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return reloader.base
 
     config = uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key), ssl_context_factory=ssl_factory,
-        http="auto", loop="auto", lifespan="on", access_log=False, log_level=log_level, server_header=False,
-        timeout_keep_alive=30,
+        http=_bounded_protocol(limits.read_timeout, http), loop="auto", lifespan="on", access_log=False,
+        log_level=log_level, server_header=False, timeout_keep_alive=max(1, round(limits.keep_alive)),
+        limit_concurrency=limits.max_connections, timeout_graceful_shutdown=max(1, round(limits.graceful_shutdown)),
+        h11_max_incomplete_event_size=16 * 1024,
     )
-    return uvicorn.Server(config), controller
+    server = _Server(config)
+    server.handshake_timeout = limits.read_timeout
+    return server, controller
 
 
 def configure_audit_log(stream: Any = None) -> None:

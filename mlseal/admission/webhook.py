@@ -37,9 +37,11 @@ from mlseal.ledger._dsn import redact_text
 from mlseal.ledger.view import LedgerReader
 
 REVIEW_API = "admission.k8s.io/v1"
-#: bodies above this are denied unread (the API server's own request limit is 3 MiB,
-#: and an AdmissionReview carries the object twice on UPDATE)
-MAX_BODY = 8 * 1024 * 1024
+#: default cap on a request body (configurable: `mlseal webhook serve --max-body`); bodies
+#: above it are denied unread. The reviewed kinds (InferenceService, Deployment,
+#: StatefulSet) are a few KiB; an UPDATE carries the object twice, and etcd allows
+#: objects up to 1.5 MiB, so a cluster with huge workload objects must raise it.
+MAX_BODY = 1024 * 1024
 #: Kubernetes shows at most a few KiB of warnings; keep each readable
 _MAX_WARNING = 400
 
