@@ -441,7 +441,8 @@ class Stage:
             )
         # (1) a recorded output, (2) its producer by the TrustedReader rule: the newest OK
         # record that outputs it, verified against the trust file and hash-linked to its successor
-        answer = TrustedReader(s.ledger, s.trust, parse=s.parse_entry).producer_of(sha)
+        reader = TrustedReader(s.ledger, s.trust, parse=s.parse_entry)
+        answer = reader.producer_of(sha)
         if not answer.candidates:
             raise VerificationError(f"digest {sha[:16]}… of {path} was never recorded as an output")
         record = answer.record
@@ -455,8 +456,10 @@ class Stage:
             if not bundle_path.exists():
                 raise VerificationError(f"no signature bundle for {path} (looked for {bundle_path})")
             bundle_sha = _sha256_file(bundle_path)
-            # (3) the bundle is the one that was recorded
-            if out.bundle_sha256 is not None and out.bundle_sha256 != bundle_sha:
+            # (3) the bundle is the one that was recorded: by the deciding record, or (the same
+            # bytes recorded again, elsewhere) by another verified, hash-linked OK producer of them
+            if (out.bundle_sha256 is not None and out.bundle_sha256 != bundle_sha
+                    and not _bound_elsewhere(reader, answer.candidates, sha, bundle_sha)):
                 raise VerificationError(
                     f"record {record.seq} bound bundle {out.bundle_sha256[:16]}…, found {bundle_sha[:16]}…"
                 )
@@ -789,6 +792,18 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _bound_elsewhere(reader: TrustedReader, seqs: tuple[int, ...], sha: str, bundle_sha: str) -> bool:
+    """Another candidate producer, passing the TrustedReader checks, bound this bundle to `sha`."""
+    for seq in seqs:
+        try:
+            rec = reader.record(seq)
+        except VerificationError:
+            continue
+        if rec.status is Status.OK and any(o.sha256 == sha and o.bundle_sha256 == bundle_sha for o in rec.outputs):
+            return True
+    return False
 
 
 def _bundle_file(path: Path, bundle: str | os.PathLike[str] | bytes | None) -> tuple[Path, Path | None]:

@@ -130,7 +130,7 @@ def test_too_many_candidate_records_are_refused(sealed_env: SealedEnv, monkeypat
         _produce(env, raw, "a\n1\n")
     monkeypatch.setattr(trusted, "MAX_CANDIDATES", 3)
     sha = digest_path(raw)
-    with pytest.raises(TooManyRecords, match="4 ledger records name sha256 .* more than the 3"):
+    with pytest.raises(TooManyRecords, match=r"4 ledger records name sha256 .* more than the 3"):
         TrustedReader(env.ledger, env.trust).producer_of(sha)
     with pytest.raises(InputRefused, match="more than the 3"):
         _stage_producer(env, raw)
@@ -167,3 +167,18 @@ def test_shared_cache_still_fills_and_is_reused(tmp_path: Path) -> None:
         assert TrustedReader(led, policy.trust, cache).producer_of(model.sha256).record is not None
         assert len(cache) == 1
 
+
+
+def test_the_same_bytes_recorded_twice_keep_both_bundles_valid(sealed_env: SealedEnv) -> None:
+    """The newest producer decides; a bundle an older verified producer bound to the same bytes
+    still verifies them (deterministic outputs recorded at two places)."""
+    env = sealed_env
+    a, b = env.root / "a.csv", env.root / "b.csv"
+    _produce(env, a, "same\n")
+    newest = _produce(env, b, "same\n")
+    assert a.with_name("a.csv.sig").read_bytes() != b.with_name("b.csv.sig").read_bytes()
+    assert _stage_producer(env, a) == newest
+    forged = env.root / "forged.sig"
+    forged.write_bytes(b"{}")
+    with pytest.raises(InputRefused, match="bound bundle"):
+        _stage_producer(env, a, forged.read_bytes())
