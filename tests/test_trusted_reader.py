@@ -182,3 +182,15 @@ def test_the_same_bytes_recorded_twice_keep_both_bundles_valid(sealed_env: Seale
     forged.write_bytes(b"{}")
     with pytest.raises(InputRefused, match="bound bundle"):
         _stage_producer(env, a, forged.read_bytes())
+
+
+def test_three_callers_agree_when_an_older_producers_successor_link_is_broken(sealed_env: SealedEnv) -> None:
+    env = sealed_env
+    raw = env.root / "raw.csv"
+    first = _produce(env, raw, "a\n1\n")
+    second = _produce(env, raw, "a\n1\n")
+    _produce(env, env.root / "tail.csv", "t\n")
+    resign_entry(env.ledger_url, first, env.signer, params={"edited": True})
+    assert _answers(env, raw) == (second, second, second)
+    lin = trace(env.ledger, digest_path(raw), env.trust)
+    assert lin.producer is not None and lin.producer.seq == second
