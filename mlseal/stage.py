@@ -63,6 +63,7 @@ from mlseal.ledger.record import (
     StageKind,
     Status,
 )
+from mlseal.ledger.trusted import TrustedReader
 from mlseal.ledger.view import LedgerWriter
 from mlseal.secrets.refs import check_parameter
 from mlseal.signing.keys import Signer
@@ -438,40 +439,33 @@ class Stage:
                 f"digest {sha[:16]}… of {path} is not the {expect[:16]}… its producer recorded for it "
                 "(changed or swapped for another artifact)"
             )
-        # (1) a recorded output
-        seqs = s.ledger.producers_of(sha)
-        if not seqs:
+        # (1) a recorded output, (2) its producer by the TrustedReader rule: the newest OK
+        # record that outputs it, verified against the trust file and hash-linked to its successor
+        reader = TrustedReader(s.ledger, s.trust, parse=s.parse_entry)
+        answer = reader.producer_of(sha)
+        if not answer.candidates:
             raise VerificationError(f"digest {sha[:16]}… of {path} was never recorded as an output")
+        record = answer.record
+        if record is None:
+            problems = [f"record {p.seq}: {p}" for p in answer.problems] or [
+                f"no record with status ok lists digest {sha[:16]}… as an output"]
+            raise VerificationError("no trusted producer: " + "; ".join(problems))
+        out = next(o for o in record.outputs if o.sha256 == sha)
         bundle_path, cleanup = _bundle_file(path, bundle)
         try:
             if not bundle_path.exists():
                 raise VerificationError(f"no signature bundle for {path} (looked for {bundle_path})")
             bundle_sha = _sha256_file(bundle_path)
-            problems: list[str] = []
-            # (2) newest trusted producer first
-            for seq in sorted(seqs, reverse=True):
-                try:
-                    record = s.parse_entry(s.ledger.entry(seq), s.trust)
-                except VerificationError as exc:
-                    problems.append(f"record {seq}: {exc}")
-                    continue
-                if record.status is not Status.OK:
-                    problems.append(f"record {seq} is marked {record.status.value}")
-                    continue
-                out = next((o for o in record.outputs if o.sha256 == sha), None)
-                if out is None:
-                    problems.append(f"record {seq} does not list digest {sha[:16]}… as an output")
-                    continue
-                # (3) the bundle is the one that was recorded
-                if out.bundle_sha256 is not None and out.bundle_sha256 != bundle_sha:
-                    problems.append(
-                        f"record {seq} bound bundle {out.bundle_sha256[:16]}…, found {bundle_sha[:16]}…"
-                    )
-                    continue
-                # (4) the bundle verifies over these bytes with a trusted key
-                s.verify_artifact(path, bundle_path, s.trust)
-                return VerifiedInput(name=name, path=path, sha256=sha, producer_seq=seq, producer=record)
-            raise VerificationError("no trusted producer: " + "; ".join(problems))
+            # (3) the bundle is the one that was recorded: by the deciding record, or (the same
+            # bytes recorded again, elsewhere) by another verified, hash-linked OK producer of them
+            if (out.bundle_sha256 is not None and out.bundle_sha256 != bundle_sha
+                    and not _bound_elsewhere(reader, answer.candidates, sha, bundle_sha)):
+                raise VerificationError(
+                    f"record {record.seq} bound bundle {out.bundle_sha256[:16]}…, found {bundle_sha[:16]}…"
+                )
+            # (4) the bundle verifies over these bytes with a trusted key
+            s.verify_artifact(path, bundle_path, s.trust)
+            return VerifiedInput(name=name, path=path, sha256=sha, producer_seq=record.seq, producer=record)
         finally:
             if cleanup:
                 shutil.rmtree(cleanup, ignore_errors=True)
@@ -798,6 +792,18 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _bound_elsewhere(reader: TrustedReader, seqs: tuple[int, ...], sha: str, bundle_sha: str) -> bool:
+    """Another candidate producer, passing the TrustedReader checks, bound this bundle to `sha`."""
+    for seq in seqs:
+        try:
+            rec = reader.record(seq)
+        except VerificationError:
+            continue
+        if rec.status is Status.OK and any(o.sha256 == sha and o.bundle_sha256 == bundle_sha for o in rec.outputs):
+            return True
+    return False
 
 
 def _bundle_file(path: Path, bundle: str | os.PathLike[str] | bytes | None) -> tuple[Path, Path | None]:

@@ -23,10 +23,6 @@ for the model a manifest deploys:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +31,9 @@ from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact
 from mlseal.admission.policy import Mode, Policy, Rules, Unannotated
 from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.ledger._dsn import redact_text
-from mlseal.ledger.entry import parse_entry, split_entry
-from mlseal.ledger.record import Record, Status, is_sha256_hex
+from mlseal.ledger.record import Record, Status
+from mlseal.ledger.trusted import TooManyRecords, TrustedReader, UntrustedSigner
+from mlseal.ledger.trusted import VerifiedRecords as VerifiedRecords  # re-exported: webhook, server
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
@@ -54,112 +51,9 @@ def _label(r: Record) -> str:
     return f"record {r.seq} ({r.stage}{' ' + name if name and name != r.stage else ''})"
 
 
-class _Untrusted(VerificationError):
-    """The entry is signed, but by nobody the trust file names."""
-
-
-class VerifiedRecords:
-    """Records already verified, keyed by the SHA-256 of their exact entry bytes.
-
-    The same bytes under the same trusted keys verify the same way, so a lineage shared
-    by many models (one dataset, many trainings) is verified once. A record is kept only
-    once its hash link to a successor was checked; changed bytes are a miss. Bounded
-    (least recently used goes first) and thread-safe.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[tuple[frozenset[Any], int, bytes], Record] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[frozenset[Any], int, bytes]) -> Record | None:
-        with self._lock:
-            rec = self._items.get(key)
-            if rec is not None:
-                self._items.move_to_end(key)
-            return rec
-
-    def put(self, key: tuple[frozenset[Any], int, bytes], rec: Record) -> None:
-        if self._max <= 0:
-            return
-        with self._lock:
-            self._items[key] = rec
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class _Reader:
-    """Loads and verifies records for one decision; remembers what it loaded."""
-
-    def __init__(self, view: LedgerReader, trust: TrustRoot, verified: VerifiedRecords | None = None) -> None:
-        self._view = view
-        self._trust = trust
-        # the keys and what each may sign: a narrower grant is another trust
-        self._trust_key = frozenset((k, trust.grants.get(k)) for k in trust.signers)
-        self._verified = verified
-        self._records: dict[int, Record] = {}
-        self._size: int | None = None
-
-    def size(self) -> int:
-        if self._size is None:
-            self._size = self._view.size()
-        return self._size
-
-    def record(self, seq: int) -> Record:
-        """The verified record at `seq`; raises _Untrusted or VerificationError."""
-        if seq in self._records:
-            return self._records[seq]
-        data = self._view.entry(seq)
-        key = (self._trust_key, seq, hashlib.sha256(data).digest())
-        if self._verified is not None:
-            known = self._verified.get(key)
-            if known is not None:
-                self._records[seq] = known
-                return known
-        part = split_entry(data)
-        if part.keyid not in self._trust.signers:
-            raise _Untrusted(f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list")
-        try:
-            rec = parse_entry(data, self._trust)
-        except VerificationError as exc:
-            raise VerificationError(f"entry {seq}: {exc}") from None
-        if rec.seq != seq:
-            raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
-        if self._check_link(seq, data) and self._verified is not None:
-            self._verified.put(key, rec)
-        self._records[seq] = rec
-        return rec
-
-    def _check_link(self, seq: int, data: bytes) -> bool:
-        """Check the successor's prev; False when there is no successor yet."""
-        # The next record's prev must be this entry's hash (DESIGN.md: hash-chained); a
-        # trusted key re-signing an edited record cannot also fix its successor.
-        if seq + 1 >= self.size():
-            return False
-        prev = _prev_of(self._view.entry(seq + 1))
-        h = hashlib.sha256(data).hexdigest()
-        if prev != h:
-            raise VerificationError(
-                f"record {seq + 1}'s prev {_short(prev)} does not match the hash of entry {seq} "
-                f"({_short(h)}): entry {seq} was altered after it was appended"
-            )
-        return True
-
-
-def _prev_of(entry: bytes) -> str:
-    """The `prev` field of an entry's record, read without building the whole record."""
-    try:
-        obj = json.loads(split_entry(entry).payload)
-    except ValueError:
-        raise VerificationError("its successor's payload is not JSON") from None
-    prev = obj.get("prev") if isinstance(obj, dict) else None
-    if not is_sha256_hex(prev):
-        raise VerificationError("its successor's record has no valid prev hash")
-    assert isinstance(prev, str)
-    return prev
+#: the record loader admission shares with stage input checks and ``trace``
+_Reader = TrustedReader
+_Untrusted = UntrustedSigner
 
 
 def _tamper(msg: str) -> Finding:
@@ -176,20 +70,19 @@ def _load(reader: _Reader, seq: int) -> tuple[Record | None, Finding | None]:
         return None, _tamper(str(exc))
 
 
-def _trusted_producer(reader: _Reader, view: LedgerReader, sha: str, what: str) -> tuple[Record | None, list[Finding]]:
-    """The newest trusted, successful record that outputs `sha`, or the findings why none."""
-    seqs = sorted(set(view.producers_of(sha)), reverse=True)
-    problems: list[Finding] = []
-    for seq in seqs:
-        rec, problem = _load(reader, seq)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        assert rec is not None
-        if rec.status is Status.OK and any(o.sha256 == sha for o in rec.outputs):
-            return rec, []
-    if not seqs:
-        return None, []
+def _trusted_producer(reader: _Reader, view: LedgerReader, sha: str, what: str, *,
+                      before: int | None = None) -> tuple[Record | None, list[Finding]]:
+    """The record that produced `sha` by the TrustedReader rule (the newest trusted, hash-linked
+    OK record that outputs it), or the findings why none."""
+    del view  # the reader holds the view
+    try:
+        answer = reader.producer_of(sha, before=before)
+    except TooManyRecords as exc:
+        return None, [Finding(Reason.BROKEN_LINEAGE, f"{what}: {exc}")]
+    if answer.record is not None:
+        return answer.record, []
+    problems = [Finding(Reason.UNTRUSTED_SIGNER, str(p)) if p.untrusted else _tamper(str(p))
+                for p in answer.problems]
     if problems and all(p.code is Reason.UNTRUSTED_SIGNER for p in problems):
         problems = [Finding(Reason.UNTRUSTED_SIGNER,
                             f"{what} sha256 {_short(sha)} is recorded only by untrusted signers ({p.message}); "
@@ -251,7 +144,8 @@ def _walk_lineage(reader: _Reader, view: LedgerReader, producer: Record) -> tupl
                     )))
                     continue
             else:
-                parent, found = _trusted_producer(reader, view, inp.sha256, f"input {inp.name!r}")
+                parent, found = _trusted_producer(reader, view, inp.sha256, f"input {inp.name!r}",
+                                                  before=rec.seq)
                 if parent is None:
                     problems.extend(found or [Finding(Reason.BROKEN_LINEAGE, (
                         f"lineage is broken: input {inp.name!r} (sha256 {_short(inp.sha256)}) of {_label(rec)} "
@@ -277,18 +171,16 @@ def _walk_lineage(reader: _Reader, view: LedgerReader, producer: Record) -> tupl
 
 
 def _evaluation(reader: _Reader, view: LedgerReader, sha: str) -> tuple[Record | None, list[Finding]]:
-    """The newest trusted evaluate record that consumed `sha` (a newer evaluation supersedes)."""
-    problems: list[Finding] = []
-    for seq in sorted(set(view.consumers_of(sha)), reverse=True):
-        rec, problem = _load(reader, seq)
-        if problem is not None:
-            if problem.code is Reason.TAMPERED:
-                problems.append(problem)
-            continue  # an untrusted evaluation is ignored, as if absent
-        assert rec is not None
-        if rec.stage == "evaluate" and rec.status is Status.OK and any(i.sha256 == sha for i in rec.inputs):
-            return rec, problems
-    return None, problems
+    """The newest trusted, hash-linked evaluate record that consumed `sha`, whatever its status
+    (the TrustedReader rule: a newer evaluation supersedes, a failed one included)."""
+    del view  # the reader holds the view
+    try:
+        answer = reader.latest_evaluation(sha)
+    except TooManyRecords as exc:
+        return None, [Finding(Reason.NO_EVALUATION, f"model evaluations: {exc}")]
+    # an untrusted evaluation is ignored, as if absent; a tampered one denies
+    problems = [_tamper(str(p)) for p in answer.problems if not p.untrusted]
+    return answer.record, problems
 
 
 def _check_gates(rules: Rules, evaluation: Record) -> list[Finding]:
@@ -360,6 +252,11 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoo
             )))
         else:
             findings.extend(_check_gates(rules, evaluation))
+    if evaluation is not None and evaluation.status is not Status.OK:
+        findings.append(Finding(Reason.GATE_FAILED, (
+            f"the newest trusted evaluation of model sha256 {_short(ref.sha256)}, {_label(evaluation)}, is "
+            f"marked {evaluation.status.value}; it supersedes any older pass. Fix the model and re-evaluate it"
+        )))
     if evaluation is not None:
         findings.extend(_check_evaluation(rules, reader, view, trust, evaluation, lineage, ref.sha256))
     elif rules.evaluation.signers is not None or rules.evaluation.held_out:

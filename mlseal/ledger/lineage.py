@@ -3,11 +3,14 @@
 `trace` starts at the record that produced an artifact (by SHA-256) and walks:
 
 - back through each input: to the record ``producer_seq`` names (which must have
-  output that digest) or, without one, to the earliest record that output it, until
-  every path reaches an ``ingest`` record;
+  output that digest) or, without one, to the record that produced it before it was
+  consumed, until every path reaches an ``ingest`` record;
 - forward through every record that consumed one of the outputs, transitively.
 
-Every record on the way is signature-checked against the trust file. What is wrong is
+The producer of a digest is chosen by `mlseal.ledger.trusted.TrustedReader`'s rule, the
+one stage input checks and admission use: the newest record with status ok that outputs
+it, verified against the trust file and hash-linked to its successor. Every record on
+the way is checked the same way. What is wrong is
 reported as a problem instead of raising: a broken lineage (an input nobody recorded,
 a producer_seq that points to the wrong record, a path that ends before ingest) or a
 bad signature. Callers decide; admission denies on any problem.
@@ -33,8 +36,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
-from mlseal.ledger.entry import parse_entry, record_of
-from mlseal.ledger.record import Record, StageKind
+from mlseal.ledger.entry import record_of
+from mlseal.ledger.record import Record, StageKind, Status
+from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.signing.trust import TrustRoot
 
 if TYPE_CHECKING:
@@ -97,36 +101,56 @@ class Lineage:
 
 
 class _Reader:
-    """Fetches and signature-checks records once each, noting problems."""
+    """Fetches and checks records once each (TrustedReader), noting problems."""
 
     def __init__(self, led: Ledger, trust: TrustRoot | None) -> None:
         self.led, self.trust = led, trust
+        self.trusted = TrustedReader(led, trust) if trust is not None else None
         self.cache: dict[int, Record | None] = {}
         self.problems: list[LineageProblem] = []
 
     def get(self, seq: int) -> Record | None:
         if seq not in self.cache:
             try:
-                data = self.led.entry(seq)
-                record = record_of(data) if self.trust is None else parse_entry(data, self.trust)
-                if record.seq != seq:
-                    raise VerificationError(f"record stored at {seq} says seq {record.seq}")
+                if self.trusted is not None:
+                    record = self.trusted.record(seq)
+                else:
+                    record = record_of(self.led.entry(seq))
+                    if record.seq != seq:
+                        raise VerificationError(f"record stored at {seq} says seq {record.seq}")
                 self.cache[seq] = record
             except VerificationError as exc:
                 self.cache[seq] = None
                 self.problems.append(LineageProblem(seq, "signature", f"record {seq}: {exc}"))
         return self.cache[seq]
 
+    def producer_of(self, sha: str, before: int | None = None) -> Record | None:
+        """The producer by the TrustedReader rule (unchecked, the same rule, with ``trust=None``)."""
+        if self.trusted is None:
+            for seq in sorted(self.led.producers_of(sha), reverse=True):
+                rec = self.get(seq) if before is None or seq < before else None
+                if rec is not None and rec.status is Status.OK and any(o.sha256 == sha for o in rec.outputs):
+                    return rec
+            return None
+        try:
+            answer = self.trusted.producer_of(sha, before=before)
+        except TooManyRecords as exc:
+            self.problems.append(LineageProblem(before, "limit", str(exc)))
+            return None
+        for p in answer.problems:
+            if p.seq not in self.cache:
+                self.cache[p.seq] = None
+                self.problems.append(LineageProblem(p.seq, "signature", f"record {p.seq}: {p}"))
+        if answer.record is not None:
+            self.cache[answer.record.seq] = answer.record
+        return answer.record
+
 
 def trace(led: Ledger, sha256: str, trust: TrustRoot | None) -> Lineage:
     """Lineage of the artifact with this digest. ``trust=None`` skips signature checks."""
     rd = _Reader(led, trust)
     producers = led.producers_of(sha256)
-    producer: Record | None = None
-    for seq in producers:  # the earliest trusted record that output it
-        producer = rd.get(seq)
-        if producer is not None:
-            break
+    producer = rd.producer_of(sha256)
     if producer is None:
         if not producers:
             rd.problems.append(LineageProblem(None, "missing", f"no record in the ledger output sha256 {sha256}"))
@@ -185,12 +209,9 @@ def _producer_of_input(rec: Record, name: str, sha: str, producer_seq: int | Non
             ))
             return None
         return parent
-    for seq in rd.led.producers_of(sha):
-        if seq >= rec.seq:
-            break
-        parent = rd.get(seq)
-        if parent is not None:
-            return parent
+    parent = rd.producer_of(sha, before=rec.seq)
+    if parent is not None:
+        return parent
     rd.problems.append(LineageProblem(
         rec.seq, "break",
         f"record {rec.seq} ({rec.stage}): input {name} (sha256 {sha[:12]}…) was not output by any earlier "

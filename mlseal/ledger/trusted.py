@@ -1,0 +1,267 @@
+"""One answer to "which trusted record speaks about this digest?".
+
+Stage input checks, admission and ``trace`` all ask it; they ask `TrustedReader`, so
+the same ledger gives them the same answer.
+
+The selection rule
+------------------
+
+Among the records the ledger's index names for a digest (``producers_of`` for
+`producer_of`, ``consumers_of`` for `newest_about`), newest first, the first that
+
+1. verifies against the trust file: its signature, by a listed key, under that key's
+   grant (`mlseal.ledger.entry.parse_entry`), and sits at the seq it claims;
+2. is hash-linked to its successor: when a next entry exists, that entry's ``prev`` is
+   the SHA-256 of this entry's exact bytes (a trusted key re-signing an edited record
+   cannot also fix the record after it);
+3. matches the question (lists the digest as an output / input, of the asked stage kind)
+
+decides. A record failing 1 or 2 is skipped and reported as a `Problem` (callers decide
+whether a tampered candidate denies); older records are then considered.
+
+Status:
+
+- `newest_about` returns the newest matching record whatever its status: a newer
+  FAILED evaluation supersedes an older pass, so a model that failed re-evaluation is
+  denied.
+- `producer_of` considers only records with status ``ok``. A FAILED record that lists
+  the digest as an output describes a run that did not finish, not the bytes: it does
+  not un-produce an artifact that an older OK record produced and signed, and it cannot
+  produce one either.
+
+At most `MAX_CANDIDATES` records are examined per question; a digest with more
+candidates is refused with `TooManyRecords` rather than tying up the caller.
+
+    >>> import tempfile
+    >>> from mlseal.ledger import open_ledger
+    >>> from mlseal.ledger.record import RecordDraft, OutputRef, Sha256Hex
+    >>> from mlseal.signing.keys import LocalKeySigner
+    >>> from mlseal.signing.trust import TrustRoot
+    >>> key = LocalKeySigner.generate()
+    >>> led = open_ledger("sqlite:///" + tempfile.mkdtemp() + "/l.db")
+    >>> raw = OutputRef(name="raw", uri="file:///raw.csv", sha256=Sha256Hex("ab" * 32))
+    >>> _ = led.append(RecordDraft(stage="ingest", outputs=(raw,)), key, signer_name="p")
+    >>> TrustedReader(led, TrustRoot.of(key.verifier("p"))).producer_of("ab" * 32).record.seq
+    0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlseal.errors import VerificationError
+from mlseal.ledger.entry import parse_entry, split_entry
+from mlseal.ledger.record import Record, Status, is_sha256_hex
+from mlseal.ledger.view import LedgerReader
+from mlseal.signing.trust import TrustRoot
+
+#: candidate records examined per question (per digest); more is refused
+MAX_CANDIDATES = 1_000
+
+
+def _short(h: str) -> str:
+    return h[:16] + "…"
+
+
+class UntrustedSigner(VerificationError):
+    """The entry is signed, but by nobody the trust file names."""
+
+
+class TooManyRecords(VerificationError):
+    """More candidate records name a digest than `MAX_CANDIDATES`."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A candidate record that was skipped, and why."""
+
+    seq: int
+    error: VerificationError
+
+    @property
+    def untrusted(self) -> bool:
+        """Signed by a key the trust file does not list (as if absent, not tampering)."""
+        return isinstance(self.error, UntrustedSigner)
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The deciding record (None: no candidate qualified) and the skipped candidates."""
+
+    record: Record | None
+    problems: tuple[Problem, ...]
+    candidates: tuple[int, ...]
+
+
+class VerifiedRecords:
+    """Records already verified, keyed by the SHA-256 of their exact entry bytes.
+
+    The same bytes under the same trusted keys verify the same way, so a lineage shared
+    by many models (one dataset, many trainings) is verified once. A record is kept only
+    once its hash link to a successor was checked; changed bytes are a miss. Bounded
+    (least recently used goes first) and thread-safe.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[tuple[frozenset[Any], int, bytes], Record] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[frozenset[Any], int, bytes]) -> Record | None:
+        with self._lock:
+            rec = self._items.get(key)
+            if rec is not None:
+                self._items.move_to_end(key)
+            return rec
+
+    def put(self, key: tuple[frozenset[Any], int, bytes], rec: Record) -> None:
+        if self._max <= 0:
+            return
+        with self._lock:
+            self._items[key] = rec
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class TrustedReader:
+    """Loads and verifies records of one ledger view against one trust file.
+
+    `record` raises; `producer_of` and `newest_about` apply the module's selection rule.
+    One reader serves one decision (it remembers the records and the ledger size it saw);
+    `verified` may be shared across readers.
+    """
+
+    def __init__(
+        self,
+        view: LedgerReader,
+        trust: TrustRoot,
+        verified: VerifiedRecords | None = None,
+        *,
+        parse: Callable[[bytes, TrustRoot], Record] = parse_entry,
+        max_candidates: int | None = None,
+    ) -> None:
+        self.view = view
+        self._trust = trust
+        # the keys and what each may sign: a narrower grant is another trust
+        self._trust_key = frozenset((k, trust.grants.get(k)) for k in trust.signers)
+        self._verified = verified
+        self._parse = parse
+        self._max = MAX_CANDIDATES if max_candidates is None else max_candidates
+        self._records: dict[int, Record] = {}
+        self._size: int | None = None
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = self.view.size()
+        return self._size
+
+    def record(self, seq: int) -> Record:
+        """The verified record at `seq` (steps 1-2); raises UntrustedSigner or VerificationError."""
+        if seq in self._records:
+            return self._records[seq]
+        data = self.view.entry(seq)
+        key = (self._trust_key, seq, hashlib.sha256(data).digest())
+        if self._verified is not None:
+            known = self._verified.get(key)
+            if known is not None:
+                self._records[seq] = known
+                return known
+        # 1. signature by a listed key, under its grant, at the seq it claims
+        part = split_entry(data)
+        if part.keyid not in self._trust.signers:
+            raise UntrustedSigner(
+                f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list"
+            )
+        try:
+            rec = self._parse(data, self._trust)
+        except VerificationError as exc:
+            raise VerificationError(f"entry {seq}: {exc}") from None
+        if rec.seq != seq:
+            raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
+        # 2. the successor's prev
+        if self._check_link(seq, data) and self._verified is not None:
+            self._verified.put(key, rec)
+        self._records[seq] = rec
+        return rec
+
+    def _check_link(self, seq: int, data: bytes) -> bool:
+        """Check the successor's prev; False when there is no successor yet."""
+        if seq + 1 >= self.size():
+            return False
+        prev = _prev_of(self.view.entry(seq + 1))
+        h = hashlib.sha256(data).hexdigest()
+        if prev != h:
+            raise VerificationError(
+                f"record {seq + 1}'s prev {_short(prev)} does not match the hash of entry {seq} "
+                f"({_short(h)}): entry {seq} was altered after it was appended"
+            )
+        return True
+
+    def _candidates(self, seqs: list[int], sha: str, before: int | None) -> list[int]:
+        out = sorted({s for s in seqs if before is None or s < before}, reverse=True)
+        if len(out) > self._max:
+            raise TooManyRecords(
+                f"{len(out)} ledger records name sha256 {_short(sha)}, more than the {self._max} a trusted "
+                "lookup examines; refused rather than scanning them all. Record a new artifact instead of "
+                "re-recording this one"
+            )
+        return out
+
+    def _select(self, seqs: list[int], match: Callable[[Record], bool]) -> Answer:
+        problems: list[Problem] = []
+        for seq in seqs:
+            try:
+                rec = self.record(seq)
+            except VerificationError as exc:
+                problems.append(Problem(seq, exc))
+                continue
+            if match(rec):
+                return Answer(rec, tuple(problems), tuple(seqs))
+        return Answer(None, tuple(problems), tuple(seqs))
+
+    def producer_of(self, sha: str, *, before: int | None = None) -> Answer:
+        """The newest trusted, hash-linked OK record that output `sha` (earlier than `before`).
+
+        Raises TooManyRecords beyond the cap.
+        """
+        seqs = self._candidates(self.view.producers_of(sha), sha, before)
+        return self._select(
+            seqs, lambda r: r.status is Status.OK and any(o.sha256 == sha for o in r.outputs)
+        )
+
+    def newest_about(self, sha: str, *, stage: str, before: int | None = None) -> Answer:
+        """The newest trusted, hash-linked record of kind `stage` that consumed `sha`, any status.
+
+        Raises TooManyRecords beyond the cap.
+        """
+        seqs = self._candidates(self.view.consumers_of(sha), sha, before)
+        return self._select(seqs, lambda r: r.stage == stage and any(i.sha256 == sha for i in r.inputs))
+
+    def latest_evaluation(self, sha: str) -> Answer:
+        """`newest_about(sha, stage="evaluate")`: a newer failed evaluation supersedes a pass."""
+        return self.newest_about(sha, stage="evaluate")
+
+
+def _prev_of(entry: bytes) -> str:
+    """The `prev` field of an entry's record, read without building the whole record."""
+    try:
+        obj = json.loads(split_entry(entry).payload)
+    except ValueError:
+        raise VerificationError("its successor's payload is not JSON") from None
+    prev = obj.get("prev") if isinstance(obj, dict) else None
+    if not is_sha256_hex(prev):
+        raise VerificationError("its successor's record has no valid prev hash")
+    assert isinstance(prev, str)
+    return prev
