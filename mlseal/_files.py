@@ -17,6 +17,7 @@ On any failure the temporary file is removed.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -55,3 +56,11 @@ def write_atomic(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a directory tree (a symlink itself, never what it points to); absent is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

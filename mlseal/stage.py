@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mlseal._files import remove_path
 from mlseal.errors import ConfigurationError, Error, InfrastructureError, VerificationError
 from mlseal.ledger.record import (
     DEV_SECRET_STORE,
@@ -623,12 +624,12 @@ class Stage:
         for o in self._outputs:
             if o.in_place:
                 if self.result is None:
-                    _remove(_sig_of(o.final))
+                    remove_path(_sig_of(o.final))
                     if o.owned:
-                        _remove(o.final)
+                        remove_path(o.final)
                 continue
             for p in (o.temp, *(() if self.result is not None else (o.final, _sig_of(o.final)))):
-                _remove(p)
+                remove_path(p)
 
     def _commit(self) -> StageResult:
         s = self.sealing
@@ -639,7 +640,7 @@ class Stage:
         for o in self._outputs:
             # Move into place first: an OMS manifest names the file, so sign the final name.
             if not o.in_place:
-                _remove(o.final)
+                remove_path(o.final)
                 os.replace(o.temp, o.final)
             sha = Sha256Hex(s.digest(o.final))
             bundle = s.sign_artifact(o.final, s.signer)
@@ -785,13 +786,6 @@ def _sha256_file(path: Path) -> Sha256Hex:
     from mlseal.signing.digest import file_sha256
 
     return Sha256Hex(file_sha256(path))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _bound_elsewhere(reader: TrustedReader, seqs: tuple[int, ...], sha: str, bundle_sha: str) -> bool:

@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlseal.kfp.metadata import META_BUNDLE, META_SHA256
-
 __all__ = ["step"]
 
 
@@ -26,7 +24,7 @@ def _is_artifact(value: Any) -> bool:
 def step(name: str, **arguments: Any) -> None:
     """Run built-in step `name` inside the running sealed component's stage."""
     from mlseal.components._steps import STEPS, ArtifactIn, ArtifactOut
-    from mlseal.kfp._task import artifact_uri, current_stage
+    from mlseal.kfp._task import artifact_uri, current_stage, input_ref
 
     st = current_stage()
     inputs = {i.name for i in st.inputs}
@@ -35,13 +33,8 @@ def step(name: str, **arguments: Any) -> None:
         if not _is_artifact(value):
             converted[key] = value
         elif key in inputs:
-            meta = value.metadata or {}
-            converted[key] = ArtifactIn(
-                Path(value.path),
-                bundle=(meta.get(META_BUNDLE) or "").encode() or None,
-                uri=artifact_uri(value.uri, value.path),
-                sha256=meta.get(META_SHA256) or None,
-            )
+            bundle, sha, uri = input_ref(value)
+            converted[key] = ArtifactIn(Path(value.path), bundle=bundle, uri=uri, sha256=sha)
         else:
             converted[key] = ArtifactOut(Path(value.path), uri=artifact_uri(value.uri, value.path))
     STEPS[name](st, **converted)

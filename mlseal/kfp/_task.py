@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlseal._files import remove_path
 from mlseal.errors import ConfigurationError
 from mlseal.kfp.metadata import META_BUNDLE, META_SEQ, META_SHA256
 
@@ -57,13 +58,15 @@ def artifact_uri(raw: str | None, path: str) -> str:
     return Path(raw or path).resolve().as_uri()
 
 
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def input_ref(artifact: Any) -> tuple[bytes | None, str | None, str]:
+    """(OMS bundle bytes, recorded digest, URI) of an input artifact, from its KFP metadata."""
+    meta = artifact.metadata or {}
+    bundle = meta.get(META_BUNDLE)
+    return (
+        bundle.encode() if isinstance(bundle, str) and bundle else None,
+        meta.get(META_SHA256) or None,
+        artifact_uri(artifact.uri, artifact.path),
+    )
 
 
 def _artifacts(value: Any) -> list[Any]:
@@ -99,14 +102,13 @@ def run(
             for name in inputs:
                 arts = _artifacts(arguments.get(name))
                 for i, a in enumerate(arts):
-                    meta = a.metadata or {}
-                    bundle = meta.get(META_BUNDLE)
+                    bundle, sha, uri = input_ref(a)
                     st.input(
                         name if not isinstance(arguments.get(name), list | tuple) else f"{name}[{i}]",
                         a.path,
-                        bundle=bundle.encode() if isinstance(bundle, str) and bundle else None,
-                        uri=artifact_uri(a.uri, a.path),
-                        expect_sha256=meta.get(META_SHA256) or None,
+                        bundle=bundle,
+                        uri=uri,
+                        expect_sha256=sha,
                     )
             token = _CURRENT.set(st)
             try:
@@ -115,7 +117,7 @@ def run(
                 # what the body wrote at its artifact paths must not be uploaded as output
                 for name in outputs:
                     if name not in st.declared_outputs():
-                        _remove(Path(arguments[name].path))
+                        remove_path(Path(arguments[name].path))
                 raise
             finally:
                 _CURRENT.reset(token)
