@@ -18,9 +18,25 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
       signers: [evaluate]                  # trust-file signer names allowed to sign the evaluate record
       held_out: true                       # measured on the held-out split of the data the model was
                                            # trained on, which a validate record checked
+    loader:                                # the verifying loader (`mlseal fetch`) a pod must run
+      image: ghcr.io/mlseal/mlseal-python@sha256:<64 hex>   # digest-pinned; no loader: no model pod
+      policy: /etc/mlseal/policy.yaml      # MLSEAL_POLICY / --policy must be this (the default)
+    images:                                # what containers may run (always repo@sha256:<digest>)
+      - registry.example/serving/*         # a repository glob: any digest
+      - "registry.example/x@sha256:<64 hex>"   # or one exact digest
+    init_images: []                        # extra init containers (never writing the model volume)
+    runtimes: [kserve-tritonserver]        # allowed ServingRuntime names (unset: any name)
+    transformers: deny                     # or allow: their containers follow `images`
+    explainers: deny                       # or allow
+    trained_models: deny                   # or check: digest and storageUri against the ledger
+    unannotated_workloads: deny            # a workload naming no model (or allow: images still checked)
     namespaces:
       staging: {mode: warn}
       prod: {gates: {accuracy: {min: 0.95}, robust_accuracy: {min: 0.70}}}
+
+`serving_uris`, `loader`, `images`, `init_images` and `runtimes` describe the cluster and are
+set once, at the top; the other rules may be overridden per namespace. What the workload
+keys mean for each kind is in `mlseal.admission.workload` and docs/admission.md.
 
 ``ledger: {url_file: PATH}`` names a file holding the URL instead, for a PostgreSQL DSN
 with credentials that Vault Agent renders and renews: the file is read each time a
