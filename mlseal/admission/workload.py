@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from mlseal.admission.decision import Finding, Reason
 from mlseal.admission.manifest import (
+    _PREDICTOR_NON_MODEL,
     KSERVE_LOADER_NAME,
     KSERVE_MODEL_DIR,
     KSERVE_SOURCE_ANNOTATION,
@@ -465,7 +466,7 @@ def _check_component_spec(spec: Mapping[str, Any], where: str, rules: Rules, *,
         for c in containers_of(worker, f"{where}.workerSpec"):
             out.extend(_kserve_container(c, rules, storage_uri_ok=False))
     for key, sub in spec.items():
-        if key in _POD_KEYS or not isinstance(sub, dict) or not isinstance(key, str):
+        if key in _POD_KEYS or key in _PREDICTOR_NON_MODEL or not isinstance(sub, dict):
             continue
         if not any(k in sub for k in ("storageUri", "image", "args", "command", "env", "runtime", "modelFormat",
                                       "runtimeVersion", "volumeMounts", "envFrom", "storage")):
