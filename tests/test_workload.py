@@ -233,6 +233,10 @@ def test_the_digest_can_be_a_literal_or_the_annotation(admission_world: Admissio
     assert check(admission_world, wrap("Pod", flag, m, annotate=False)).allowed
     none = pod_template(m)  # fieldRef to an annotation the pod does not have
     denied(admission_world, wrap("Pod", none, m, annotate=False), Reason.NO_MODEL, SHA_FIELD)
+    # on the Deployment object only: its pods would not have it
+    dep = wrap("Deployment", pod_template(m), m, annotate=False)
+    dep["metadata"]["annotations"] = {"mlseal.dev/model-sha256": m.sha256}
+    denied(admission_world, dep, Reason.NO_MODEL, "spec.template.metadata.annotations does not have")
 
 
 def test_the_server_cannot_be_pointed_elsewhere(admission_world: AdmissionWorld) -> None:

@@ -356,11 +356,10 @@ def _check_loader(w: Workload, pod: PodSpec, ld: Container, rules: Rules, sha_an
             if e.value is not None:
                 digests.append((e.value, e.where))
             elif e.source in (_SHA_FIELD, _SHA_FIELD_ALT):
-                ann = pod.annotations.get(SHA_ANNOTATION)
-                if ann is None and w.kind == "Pod":
+                if pod.annotations.get(SHA_ANNOTATION) is None:
                     out.append(Finding(Reason.NO_MODEL, (
-                        f"{e.where} reads the digest from {_SHA_FIELD}, which the pod does not have; annotate the "
-                        "pod (KServe copies the InferenceService's annotations)"
+                        f"{e.where} reads the digest from {_SHA_FIELD}, which {pod.annotations_where} does not "
+                        "have; annotate the pod (its template), not only the object"
                     )))
             else:
                 out.append(Finding(Reason.BAD_LOADER, (
