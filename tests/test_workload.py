@@ -195,7 +195,6 @@ def test_the_model_volume_is_the_loaders_and_read_only(admission_world: Admissio
     (lambda c: c["args"].extend(["--policy", "/tmp/lenient.yaml"]), Reason.BAD_LOADER, "/tmp/lenient.yaml"),
     (lambda c: c["env"].append({"name": "MLSEAL_POLICY", "value": "/tmp/lenient.yaml"}), Reason.BAD_LOADER,
      "/tmp/lenient.yaml"),
-    (lambda c: c["env"].append({"name": "MLSEAL_SKIP", "value": "1"}), Reason.BAD_LOADER, "MLSEAL_SKIP"),
     (lambda c: c.__setitem__("envFrom", [{"configMapRef": {"name": "x"}}]), Reason.BAD_LOADER, "envFrom"),
     (lambda c: c["env"].__setitem__(0, {"name": "MLSEAL_MODEL_SHA256", "value": "ab" * 32}), Reason.MALFORMED,
      "more than one model digest"),
@@ -210,6 +209,22 @@ def test_the_loader_is_exactly_the_verifying_loader(admission_world: AdmissionWo
     pod = wrap("Pod", pod_template(good(admission_world)), good(admission_world))
     mutate(pod["spec"]["initContainers"][0])
     denied(admission_world, pod, code, words)
+
+
+def test_the_loaders_own_settings_are_admitted(admission_world: AdmissionWorld) -> None:
+    """Flags and variables that only change how the loader records or finds the bundle: the bytes
+    are still checked against the digest admission checked."""
+    pod = wrap("Pod", pod_template(good(admission_world)), good(admission_world))
+    ld = pod["spec"]["initContainers"][0]
+    ld["args"] += ["--bundle", "s3://models/good/model.joblib.sig", "--record", "--ledger=postgresql://l/db", "--json",
+                   "--policy", "/etc/mlseal/policy.yaml"]
+    ld["env"] += [{"name": "MLSEAL_WORKLOAD", "value": "s"},
+                  {"name": "MLSEAL_POLICY", "value": "/etc/mlseal/policy.yaml"},
+                  {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                  {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}},
+                  {"name": "S3_ENDPOINT", "value": "minio.minio.svc:9000"}]
+    d = check(admission_world, pod)
+    assert d.allowed, d.reasons
 
 
 def test_the_loader_must_be_an_init_container_and_only_one(admission_world: AdmissionWorld) -> None:

@@ -76,7 +76,8 @@ _KSERVE_OWNERS = frozenset({
     ("serving.kserve.io/v1beta1", "InferenceService"), ("serving.knative.dev/v1", "Revision"),
 })
 #: loader flags (contract with `mlseal fetch`): flag -> takes a value
-_LOADER_FLAGS = {"--sha256": True, "--policy": True, "--record": False, "--json": False}
+_LOADER_FLAGS = {"--sha256": True, "--policy": True, "--bundle": True, "--ledger": True, "--record": False,
+                 "--json": False}
 _SHA_FIELD = f"metadata.annotations['{SHA_ANNOTATION}']"
 _SHA_FIELD_ALT = f'metadata.annotations["{SHA_ANNOTATION}"]'
 #: predictor/transformer/explainer keys that are pod-spec fields, not a framework spec
@@ -345,7 +346,7 @@ def _check_loader(w: Workload, pod: PodSpec, ld: Container, rules: Rules, sha_an
                 val = flags[i] if i < len(flags) else ""
             if flag == "--sha256":
                 digests.append((val, where))
-            elif want is not None and val != want.policy:
+            elif flag == "--policy" and want is not None and val != want.policy:
                 out.append(Finding(Reason.BAD_LOADER, (
                     f"{where} points the loader at policy {val[:200]!r}, not the admission policy "
                     f"{want.policy}; remove --policy"
@@ -366,14 +367,11 @@ def _check_loader(w: Workload, pod: PodSpec, ld: Container, rules: Rules, sha_an
                     f"{e.where} takes the model digest from {e.source}, which admission cannot see; set it as a "
                     f"literal value or from {_SHA_FIELD}"
                 )))
-        elif e.name == LOADER_POLICY_ENV:
-            if want is not None and e.value != want.policy:
-                out.append(Finding(Reason.BAD_LOADER, (
-                    f"{e.where} points the loader at policy {str(e.value or e.source)[:200]!r}, not the admission "
-                    f"policy {want.policy}; remove it or set it to {want.policy}"
-                )))
-        elif e.name.startswith("MLSEAL_"):
-            out.append(Finding(Reason.BAD_LOADER, f"{e.where} sets {e.name} on the loader; remove it"))
+        elif e.name == LOADER_POLICY_ENV and want is not None and e.value != want.policy:
+            out.append(Finding(Reason.BAD_LOADER, (
+                f"{e.where} points the loader at policy {str(e.value or e.source)[:200]!r}, not the admission "
+                f"policy {want.policy}; remove it or set it to {want.policy}"
+            )))
     if not digests:
         out.append(Finding(Reason.NO_MODEL, (
             f"{ld.where} is given no model digest; set env {LOADER_SHA_ENV} (or the pod annotation "
