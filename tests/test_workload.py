@@ -231,7 +231,10 @@ def test_the_loader_must_be_an_init_container_and_only_one(admission_world: Admi
     spec = pod_template(good(admission_world))
     as_app = copy.deepcopy(spec)
     as_app["containers"].append(as_app.pop("initContainers")[0])
-    denied(admission_world, wrap("Pod", as_app, good(admission_world)), Reason.BAD_LOADER, "make it an init")
+    denied(admission_world, wrap("Pod", as_app, good(admission_world)), Reason.BAD_LOADER, "plain init container")
+    sidecar = copy.deepcopy(spec)
+    sidecar["initContainers"][0]["restartPolicy"] = "Always"
+    denied(admission_world, wrap("Pod", sidecar, good(admission_world)), Reason.BAD_LOADER, "restartPolicy: Always")
     two = copy.deepcopy(spec)
     two["initContainers"].append(loader("s3://models/lowacc/model.joblib", admission_world.models["lowacc"].sha256))
     denied(admission_world, wrap("Pod", two, good(admission_world)), Reason.BAD_LOADER, "more than one model loader")

@@ -317,6 +317,8 @@ class Container:
     env: tuple[Env, ...]
     env_from: bool
     mounts: tuple[Mount, ...]
+    #: an init container's ``restartPolicy`` (``Always``: a native sidecar, running beside the app)
+    restart_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -411,7 +413,8 @@ def container(raw: object, where: str, role: str) -> Container:
         image = _typed(image, str, f"{where}.image", "a string")
     return Container(where, role, _typed(name, str, f"{where}.name", "a string"), image,
                      _str_list(c, "command", where), _str_list(c, "args", where), _env(c, where),
-                     bool(c.get("envFrom")), _mounts(c, where))
+                     bool(c.get("envFrom")), _mounts(c, where),
+                     str(c["restartPolicy"]) if c.get("restartPolicy") is not None else None)
 
 
 def containers_of(spec: Mapping[str, Any], where: str) -> tuple[Container, ...]:

@@ -307,10 +307,11 @@ def _check_loader(w: Workload, pod: PodSpec, ld: Container, rules: Rules, sha_an
             f"{ld.where}.image {str(ld.image)[:200]!r} is not the verifying loader the policy names "
             f"({want.image}); use that image"
         )))
-    if ld.role != "init":
+    if ld.role != "init" or ld.restart_policy == "Always":
         out.append(Finding(Reason.BAD_LOADER, (
-            f"{ld.where} runs the loader as a regular container, beside the server, so the server may read the "
-            "model before it is verified; make it an init container"
+            f"{ld.where} runs the loader beside the server (a regular container or an init container with "
+            "restartPolicy: Always), so the server may start before the model is verified; make it a plain init "
+            "container"
         )))
     if ld.command != LOADER_COMMAND:
         out.append(Finding(Reason.BAD_LOADER, (
