@@ -186,6 +186,34 @@ def test_the_model_volume_is_the_loaders_and_read_only(admission_world: Admissio
     denied(admission_world, pod, code, words)
 
 
+@pytest.mark.parametrize(("source", "ok"), [
+    ({"hostPath": {"path": "/var/lib/models"}}, False),
+    ({"persistentVolumeClaim": {"claimName": "models"}}, False),
+    ({"image": {"reference": EVIL_PINNED}}, False),
+    ({"nfs": {"server": "nfs.example", "path": "/models"}}, False),
+    ({"ephemeral": {"volumeClaimTemplate": {"spec": {"dataSource": {"kind": "PersistentVolumeClaim",
+                                                                    "name": "models"}}}}}, False),
+    ({"configMap": {"name": "server-config"}}, True),
+    ({"projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}, True),
+])
+def test_a_second_model_source_beside_the_loaders_volume_is_denied(admission_world: AdmissionWorld,
+                                                                  source: dict[str, Any], ok: bool) -> None:
+    """The server reads another volume, at another path than the verified model's."""
+    spec = pod_template(good(admission_world))
+    spec["volumes"].append({"name": "other", **source})
+    spec["containers"][0]["volumeMounts"].append({"name": "other", "mountPath": "/srv/other", "readOnly": True})
+    spec["containers"][0]["args"] = ["--model-dir=/srv/other"]
+    pod = wrap("Pod", spec, good(admission_world))
+    if ok:
+        assert check(admission_world, pod).allowed
+    else:
+        denied(admission_world, pod, Reason.MODEL_VOLUME, "spec.volumes[other] is a", "can hold a model")
+    m = isvc(good(admission_world))
+    m["spec"]["predictor"]["volumes"] = [{"name": "other", **source}]
+    if not ok:
+        denied(admission_world, m, Reason.MODEL_VOLUME, "spec.predictor.volumes[other]")
+
+
 @pytest.mark.parametrize(("mutate", "code", "words"), [
     (lambda c: c.__setitem__("image", EVIL_PINNED), Reason.BAD_LOADER, "is not the verifying loader"),
     (lambda c: c.__setitem__("image", "ghcr.io/mlseal/mlseal-python:0.1.0"), Reason.BAD_LOADER, "not the verifying"),

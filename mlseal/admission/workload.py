@@ -64,6 +64,7 @@ from mlseal.admission.manifest import (
     containers_of,
     model_ref,
     redact_uri,
+    volumes_of,
     workload,
 )
 from mlseal.admission.policy import Allow, ImageRule, Rules, TrainedModels, Unannotated, split_image
@@ -80,6 +81,9 @@ _LOADER_FLAGS = {"--sha256": True, "--policy": True, "--bundle": True, "--ledger
                  "--json": False}
 _SHA_FIELD = f"metadata.annotations['{SHA_ANNOTATION}']"
 _SHA_FIELD_ALT = f'metadata.annotations["{SHA_ANNOTATION}"]'
+#: volume sources a model-serving pod may have: none of them can be filled with a model from
+#: outside the pod before it starts (configMap/secret objects are capped at 1 MiB)
+VOLUME_KINDS = frozenset({"emptyDir", "configMap", "secret", "projected", "downwardAPI"})
 #: predictor/transformer/explainer keys that are pod-spec fields, not a framework spec
 _POD_KEYS = frozenset({"containers", "initContainers", "ephemeralContainers", "volumes", "workerSpec"})
 
@@ -185,6 +189,14 @@ def override_findings(c: Container, *, storage_uri_ok: bool = False) -> list[Fin
     return out
 
 
+def volume_findings(volumes: Mapping[str, str], where: str) -> list[Finding]:
+    """Volumes that could hand a server bytes the loader never verified (a node path, a claim, an image)."""
+    return [Finding(Reason.MODEL_VOLUME, (
+        f"{where}.volumes[{name}] is a {kind} volume, which can hold a model the loader never verified; "
+        f"serve the model from the loader's emptyDir and use only {', '.join(sorted(VOLUME_KINDS))} volumes"
+    )) for name, kind in volumes.items() if kind not in VOLUME_KINDS]
+
+
 def _overlaps(a: str, b: str) -> bool:
     a, b = posixpath.normpath(a), posixpath.normpath(b)
     return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
@@ -270,6 +282,7 @@ def _no_loader(w: Workload, pod: PodSpec, rules: Rules, sha_ann: tuple[str, str]
                         f"{m.where} mounts volume {m.volume!r} at {m.path}, over the model KServe's loader writes "
                         f"to {KSERVE_MODEL_DIR}; remove the mount"
                     )))
+        out.extend(volume_findings(pod.volumes, pod.where))
         sha = _digest(*sha_ann)
         return out, ModelRef(w.kind, w.name, w.namespace, sha, source,
                              f"{pod.annotations_where}[{KSERVE_SOURCE_ANNOTATION}]")
@@ -393,6 +406,7 @@ def _check_loader(w: Workload, pod: PodSpec, ld: Container, rules: Rules, sha_an
             f"({ld.where}.args[0] {redact_uri(src)!r}); make them name the same model"
         )))
     _check_model_volume(pod, ld, dest, out)
+    out.extend(volume_findings(pod.volumes, pod.where))
     return ModelRef(w.kind, w.name, w.namespace, shas[0][0], src, f"{ld.where}.args[0]")
 
 
@@ -449,7 +463,7 @@ def _check_model_volume(pod: PodSpec, ld: Container, dest: str, out: list[Findin
 def _check_component_spec(spec: Mapping[str, Any], where: str, rules: Rules, *,
                           storage_uri_ok: bool) -> list[Finding]:
     """A predictor/transformer/explainer: its pod-spec containers and inlined framework containers."""
-    out: list[Finding] = []
+    out: list[Finding] = volume_findings(volumes_of(spec, where), where)
     for c in containers_of(spec, where):
         if c.role != "app":
             out.append(Finding(Reason.EXTRA_CONTAINER, (
