@@ -41,6 +41,10 @@ from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, Sh
 from mlseal.signing.keys import LocalKeySigner
 
 GATES = {"accuracy": {"min": 0.90}, "robust_accuracy": {"min": 0.70}}
+#: the verifying loader (`mlseal fetch`) and a serving image the test policies allow
+LOADER_IMAGE = "ghcr.io/mlseal/mlseal-python@sha256:" + "1" * 64
+SERVER_IMAGE = "registry.example/serving/server@sha256:" + "2" * 64
+IMAGES = ["registry.example/serving/*"]
 GOOD_METRICS = {"accuracy": 0.95, "robust_accuracy": 0.81}
 
 
@@ -146,6 +150,8 @@ def write_policy(d: Path, name: str = "policy.yaml", ledger: str = "sqlite:///le
         "gates": GATES,
         "mode": "enforce",
         "namespaces": {"staging": {"mode": "warn"}, "lab": {"gates": {"accuracy": {"min": 0.4}}, "require_stages": []}},
+        "loader": {"image": LOADER_IMAGE},
+        "images": IMAGES,
     }
     doc.update(extra)
     (d / name).write_text(yaml.safe_dump(doc))
@@ -187,7 +193,7 @@ def isvc(model: Model, *, namespace: str = "prod", name: str = "m", uri: str | N
     if form == "model":
         predictor: dict[str, Any] = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage}}
     elif form == "container":
-        predictor = {"containers": [{"name": "kserve-container", "image": "example/server:1",
+        predictor = {"containers": [{"name": "kserve-container", "image": SERVER_IMAGE,
                                      "env": [{"name": "STORAGE_URI", "value": storage}]}]}
     else:
         predictor = {form: {"storageUri": storage}}
@@ -200,12 +206,32 @@ def isvc(model: Model, *, namespace: str = "prod", name: str = "m", uri: str | N
     }
 
 
+def loader(uri: str, sha256: str | None = None, *, dest: str = "/mnt/models") -> dict[str, Any]:
+    """The verifying loader as an init container (docs/fetch.md): mlseal fetch SRC DEST."""
+    env = [{"name": "MLSEAL_MODEL_SHA256", "value": sha256}] if sha256 else [
+        {"name": "MLSEAL_MODEL_SHA256",
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['mlseal.dev/model-sha256']"}}}]
+    return {"name": "mlseal-fetch", "image": LOADER_IMAGE, "command": ["mlseal", "fetch"], "args": [uri, dest],
+            "env": env, "volumeMounts": [{"name": "model", "mountPath": dest}]}
+
+
+def pod_template(model: Model, *, uri: str | None = None) -> dict[str, Any]:
+    """A pod spec serving `model` through the loader: what a plain Deployment should run."""
+    return {
+        "initContainers": [loader(uri or model.uri)],
+        "containers": [{"name": "server", "image": SERVER_IMAGE, "args": ["--model-dir=/mnt/models"],
+                        "volumeMounts": [{"name": "model", "mountPath": "/mnt/models", "readOnly": True}]}],
+        "volumes": [{"name": "model", "emptyDir": {}}],
+    }
+
+
 def deployment(model: Model, *, kind: str = "Deployment", namespace: str = "prod", on_template: bool = False,
                uri: str | None = None) -> dict[str, Any]:
     ann = {"mlseal.dev/model-sha256": model.sha256, "mlseal.dev/model-uri": uri or model.uri}
     meta: dict[str, Any] = {"name": "server", "namespace": namespace}
-    template: dict[str, Any] = {"metadata": {"labels": {"app": "server"}},
-                                "spec": {"containers": [{"name": "s", "image": "example/server:1"}]}}
+    template: dict[str, Any] = {"metadata": {"labels": {"app": "server"},
+                                             "annotations": {"mlseal.dev/model-sha256": model.sha256}},
+                                "spec": pod_template(model, uri=uri)}
     if on_template:
         template["metadata"]["annotations"] = ann
     else:

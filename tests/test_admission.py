@@ -19,7 +19,7 @@ from mlseal.admission import Decision, Reason, decide, load_policy, model_ref
 from mlseal.admission.manifest import ManifestError
 from mlseal.errors import ConfigurationError
 from mlseal.ledger import open_ledger
-from tests.fixtures_admission import AdmissionWorld, Model, deployment, isvc, sha, write_policy
+from tests.fixtures_admission import SERVER_IMAGE, AdmissionWorld, Model, deployment, isvc, sha, write_policy
 
 
 def check(world: AdmissionWorld, manifest: dict[str, Any], **kw: Any) -> Decision:
@@ -94,14 +94,23 @@ def test_annotated_workloads(admission_world: AdmissionWorld, kind: str, on_temp
     assert not d.allowed and Reason.GATE_FAILED in d.codes
 
 
-def test_unannotated_deployment_is_not_a_model(admission_world: AdmissionWorld, tmp_path: Path) -> None:
+def test_unannotated_deployment_is_denied_unless_the_namespace_serves_no_models(
+        admission_world: AdmissionWorld, tmp_path: Path) -> None:
     plain = deployment(admission_world.models["good"])
     del plain["metadata"]["annotations"]
-    assert check(admission_world, plain).allowed
-    p = write_policy(admission_world.dir, "strict.yaml", unannotated_workloads="deny")
-    strict = load_policy(p)
-    d = decide(plain, strict)
-    assert not d.allowed and d.codes == (Reason.NO_MODEL,)
+    tpl = plain["spec"]["template"]
+    del tpl["metadata"]["annotations"]
+    tpl["spec"] = {"containers": [{"name": "app", "image": SERVER_IMAGE}]}
+    d = check(admission_world, plain)
+    assert not d.allowed and d.codes == (Reason.NO_MODEL,), d.reasons
+    assert "unannotated_workloads: allow" in d.reasons[0]
+    p = write_policy(admission_world.dir, "lenient.yaml", unannotated_workloads="allow")
+    lenient = load_policy(p)
+    assert decide(plain, lenient).allowed
+    # allowed as "no model", but still only allowed, pinned images
+    tpl["spec"]["containers"][0]["image"] = "evil/server:latest"
+    d = decide(plain, lenient)
+    assert not d.allowed and d.codes == (Reason.IMAGE_UNPINNED,)
 
 
 def test_warn_mode_allows_and_reports(admission_world: AdmissionWorld) -> None:

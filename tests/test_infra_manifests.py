@@ -426,7 +426,19 @@ def test_webhook_never_judges_what_it_needs_to_start(path: str) -> None:
     assert excluded["operator"] == "NotIn"
     assert {"mlseal-system", "kube-system", "cert-manager", "vault"} <= set(excluded["values"])
     resources = {(g, r) for rule in wh["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    assert resources == {("serving.kserve.io", "inferenceservices"), ("apps", "deployments"), ("apps", "statefulsets")}
+    # Pods are the final gate; every pod-creating kind and KServe's kinds are judged too
+    assert resources == {
+        ("", "pods"), ("", "pods/ephemeralcontainers"), ("", "replicationcontrollers"),
+        ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"),
+        ("batch", "jobs"), ("batch", "cronjobs"),
+        ("serving.kserve.io", "inferenceservices"), ("serving.kserve.io", "trainedmodels"),
+        ("serving.kserve.io", "servingruntimes"), ("serving.kserve.io", "clusterservingruntimes"),
+    }
+    assert all(set(rule["operations"]) == {"CREATE", "UPDATE"} for rule in wh["rules"])
+    # opt-in by namespace label
+    optin = next(e for e in wh["namespaceSelector"]["matchExpressions"] if e["key"] == "mlseal.dev/admission")
+    assert optin == {"key": "mlseal.dev/admission", "operator": "In", "values": ["enforce"]}
+    assert [c["name"] for c in wh.get("matchConditions", [])] == ["changes-what-runs"]
     labels = one(path, "Deployment", "mlseal-webhook")["spec"]["template"]["metadata"]["labels"]
     netpol = one(path, "NetworkPolicy", "mlseal-webhook")
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()

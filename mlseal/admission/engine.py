@@ -4,7 +4,10 @@
 an open ledger; with none, it opens the policy's ledger for the one call). It checks,
 for the model a manifest deploys:
 
-1. the manifest names a model (digest, URI) in a form mlseal understands;
+1. the workload runs what the policy allows and loads its model through the verifying
+   loader (`mlseal.admission.workload`: images, loader, location overrides, init and
+   ephemeral containers, runtimes, transformers, explainers), and names that model
+   (digest, URI) in a form mlseal understands;
 2. a ledger record lists that digest as an output, and its entry verifies against a
    signer in the trust file (an untrusted key denies; a trusted key whose signature no
    longer verifies, or a record whose successor's ``prev`` does not hash-link to it, is
@@ -27,8 +30,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlseal.admission.decision import Decision, Finding, Reason
-from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
-from mlseal.admission.policy import Mode, Policy, Rules, Unannotated
+from mlseal.admission.manifest import ModelRef, redact_uri
+from mlseal.admission.policy import Mode, Policy, Rules
+from mlseal.admission.workload import check_workload
 from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.ledger._dsn import redact_text
 from mlseal.ledger.record import Record, Status
@@ -347,18 +351,19 @@ def decide(
     if namespace is None and isinstance(meta, Mapping) and isinstance(meta.get("namespace"), str):
         namespace = meta["namespace"]
     rules = policy.rules_for(namespace)
-    # 1. which model
-    try:
-        ref = model_ref(manifest)
-    except ManifestError as exc:
-        return apply_mode([Finding(Reason.MALFORMED, str(exc))], rules)
+    # 1. what the workload runs, and which model (mlseal.admission.workload)
+    findings, ref = check_workload(manifest, rules)
     if ref is None:
-        if rules.unannotated_workloads is Unannotated.DENY:
-            return apply_mode([Finding(Reason.NO_MODEL, (
-                "the workload names no model (no mlseal.dev/model-sha256 annotation) and this namespace "
-                "admits model workloads only; add the annotations")) ], rules)
-        return Decision.allow()
-    return decide_model(ref, policy, ledger=ledger, trust=trust, rules=rules)
+        return apply_mode(findings, rules)
+    model = decide_model(ref, policy, ledger=ledger, trust=trust, rules=rules)
+    if not findings:
+        return model
+    if Reason.LEDGER_UNAVAILABLE in model.codes:
+        # fail closed even in warn mode, as decide_model does
+        return Decision.deny(*findings, *(Finding(c, m) for c, m in zip(model.codes, model.reasons, strict=True)))
+    merged = apply_mode(findings, rules)
+    return Decision(merged.allowed and model.allowed, [*merged.reasons, *model.reasons],
+                    [*merged.warnings, *model.warnings], (*merged.codes, *model.codes))
 
 
 def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerReader | None = None,

@@ -251,3 +251,256 @@ def model_ref(manifest_obj: object) -> ModelRef | None:
         f"kind {kind[:80]!r} is not handled by mlseal admission (InferenceService, Deployment, StatefulSet); "
         "remove it from the webhook's rules"
     )
+
+
+# --- whole workloads: every container a pod will run ---------------------------------------
+
+#: the pod spec's path in each pod-creating kind (Kyverno's autogen: one template path per kind)
+POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("v1", "Pod"): ("spec",),
+    ("v1", "ReplicationController"): ("spec", "template", "spec"),
+    ("apps/v1", "Deployment"): ("spec", "template", "spec"),
+    ("apps/v1", "ReplicaSet"): ("spec", "template", "spec"),
+    ("apps/v1", "StatefulSet"): ("spec", "template", "spec"),
+    ("apps/v1", "DaemonSet"): ("spec", "template", "spec"),
+    ("batch/v1", "Job"): ("spec", "template", "spec"),
+    ("batch/v1", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+KSERVE_ALPHA_API = "serving.kserve.io/v1alpha1"
+#: KServe's kinds that are not pod-creating but decide what runs
+KSERVE_KINDS: dict[str, str] = {
+    "InferenceService": KSERVE_API,
+    "TrainedModel": KSERVE_ALPHA_API,
+    "ServingRuntime": KSERVE_ALPHA_API,
+    "ClusterServingRuntime": KSERVE_ALPHA_API,
+}
+#: the annotation KServe puts on a predictor's pod template; its pod mutator then injects
+#: the storage initializer (the ClusterStorageContainer's container) with args [uri, /mnt/models]
+KSERVE_SOURCE_ANNOTATION = "serving.kserve.io/storage-initializer-sourceuri"
+KSERVE_MODEL_DIR = "/mnt/models"
+#: the env variable the loader takes the model digest from (contract with `mlseal fetch`)
+LOADER_SHA_ENV = "MLSEAL_MODEL_SHA256"
+LOADER_POLICY_ENV = "MLSEAL_POLICY"
+LOADER_COMMAND = ("mlseal", "fetch")
+#: KServe names the container its pod mutator injects so
+KSERVE_LOADER_NAME = "storage-initializer"
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    value: str | None
+    #: ``metadata.annotations['x']`` for a fieldRef, ``secret``/``configMap``/... for other valueFrom
+    source: str | None
+    where: str
+
+
+@dataclass(frozen=True)
+class Mount:
+    volume: str
+    path: str
+    read_only: bool
+    where: str
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a pod spec (or KServe's container-shaped specs), as admission sees it."""
+
+    where: str
+    #: "app", "init" or "ephemeral"
+    role: str
+    name: str
+    image: str | None
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: tuple[Env, ...]
+    env_from: bool
+    mounts: tuple[Mount, ...]
+    #: an init container's ``restartPolicy`` (``Always``: a native sidecar, running beside the app)
+    restart_policy: str | None = None
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """The parts of a pod spec that decide what runs and what it reads."""
+
+    where: str
+    containers: tuple[Container, ...]
+    #: volume name -> its source kind (emptyDir, hostPath, persistentVolumeClaim, ...)
+    volumes: Mapping[str, str]
+    #: the pod's annotations (the template's, for a template)
+    annotations: Mapping[str, str]
+    #: the annotations paths are relative to (for reasons)
+    annotations_where: str
+
+
+@dataclass(frozen=True)
+class Owner:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A covered object, parsed: its kind, name, controller, the pod specs it makes."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None
+    #: the controlling ownerReference (who created it), if any
+    owner: Owner | None
+    annotations: Mapping[str, str]
+    pod: PodSpec | None
+    obj: Mapping[str, Any]
+
+
+def _str_list(o: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    v = o.get(key)
+    if v is None:
+        return ()
+    items = _typed(v, list, f"{where}.{key}", "a list of strings")
+    for i, s in enumerate(items):
+        _typed(s, str, f"{where}.{key}[{i}]", "a string")
+    return tuple(items)
+
+
+def _env(c: Mapping[str, Any], where: str) -> tuple[Env, ...]:
+    out = []
+    raw = c.get("env")
+    for j, e in enumerate(_typed(raw, list, f"{where}.env", "a list") if raw is not None else []):
+        w = f"{where}.env[{j}]"
+        e = _typed(e, dict, w, "an object")
+        name = _typed(e.get("name"), str, f"{w}.name", "a string")
+        value = e.get("value")
+        if value is not None:
+            value = _typed(value, str, f"{w}.value", "a string")
+        source: str | None = None
+        vf = e.get("valueFrom")
+        if vf is not None:
+            vf = _typed(vf, dict, f"{w}.valueFrom", "an object")
+            fr = vf.get("fieldRef")
+            if isinstance(fr, dict) and isinstance(fr.get("fieldPath"), str):
+                source = fr["fieldPath"]
+            else:
+                source = next(iter(vf), "valueFrom")
+        out.append(Env(name, value, source, w))
+    return tuple(out)
+
+
+def _mounts(c: Mapping[str, Any], where: str) -> tuple[Mount, ...]:
+    out = []
+    raw = c.get("volumeMounts")
+    for j, m in enumerate(_typed(raw, list, f"{where}.volumeMounts", "a list") if raw is not None else []):
+        w = f"{where}.volumeMounts[{j}]"
+        m = _typed(m, dict, w, "an object")
+        name = _typed(m.get("name"), str, f"{w}.name", "a string")
+        path = _typed(m.get("mountPath"), str, f"{w}.mountPath", "a string")
+        sub = m.get("subPath") or m.get("subPathExpr")
+        ro = m.get("readOnly") is True
+        out.append(Mount(name + (f"/{sub}" if isinstance(sub, str) and sub else ""), path, ro, w))
+    return tuple(out)
+
+
+def container(raw: object, where: str, role: str) -> Container:
+    """Parse one container (or a KServe spec that inlines a container) at `where`."""
+    c: dict[str, Any] = _typed(raw, dict, where, "an object")
+    name = c.get("name") or ""
+    image = c.get("image")
+    if image is not None:
+        image = _typed(image, str, f"{where}.image", "a string")
+    return Container(where, role, _typed(name, str, f"{where}.name", "a string"), image,
+                     _str_list(c, "command", where), _str_list(c, "args", where), _env(c, where),
+                     bool(c.get("envFrom")), _mounts(c, where),
+                     str(c["restartPolicy"]) if c.get("restartPolicy") is not None else None)
+
+
+def containers_of(spec: Mapping[str, Any], where: str) -> tuple[Container, ...]:
+    out: list[Container] = []
+    for key, role in (("initContainers", "init"), ("containers", "app"), ("ephemeralContainers", "ephemeral")):
+        raw = spec.get(key)
+        if raw is None:
+            continue
+        for i, c in enumerate(_typed(raw, list, f"{where}.{key}", "a list")):
+            out.append(container(c, f"{where}.{key}[{i}]", role))
+    return tuple(out)
+
+
+def volumes_of(spec: Mapping[str, Any], where: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    raw = spec.get("volumes")
+    for i, v in enumerate(_typed(raw, list, f"{where}.volumes", "a list") if raw is not None else []):
+        v = _typed(v, dict, f"{where}.volumes[{i}]", "an object")
+        name = _typed(v.get("name"), str, f"{where}.volumes[{i}].name", "a string")
+        kinds = [k for k in v if k != "name"]
+        out[name] = kinds[0] if len(kinds) == 1 else "unknown"
+    return out
+
+
+def _string_map(meta: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    raw = _opt_obj(meta, key, where)
+    for k, v in raw.items():
+        _typed(v, str, f"{where}.{key}[{k}]", "a string")
+    return raw
+
+
+def pod_spec(obj: Mapping[str, Any], api_version: str, kind: str) -> PodSpec:
+    """The pod spec a pod-creating kind runs, found at its kind's template path."""
+    path = POD_SPEC_PATHS[(api_version, kind)]
+    node: Mapping[str, Any] = obj
+    walked: list[str] = []
+    for key in path:
+        walked.append(key)
+        node = _typed(node.get(key), dict, ".".join(walked), "an object")
+    where = ".".join(path)
+    meta_where = "metadata" if kind == "Pod" else ".".join([*path[:-1], "metadata"])
+    if kind == "Pod":
+        meta: Mapping[str, Any] = obj.get("metadata") or {}
+    else:
+        parent: Mapping[str, Any] = obj
+        for key in path[:-1]:
+            parent = parent[key]
+        meta = _opt_obj(parent, "metadata", ".".join(path[:-1]))
+    return PodSpec(where, containers_of(node, where), volumes_of(node, where),
+                   _string_map(meta, "annotations", meta_where), f"{meta_where}.annotations")
+
+
+def _owner(meta: Mapping[str, Any]) -> Owner | None:
+    raw = meta.get("ownerReferences")
+    if raw is None:
+        return None
+    for i, ref in enumerate(_typed(raw, list, "metadata.ownerReferences", "a list")):
+        ref = _typed(ref, dict, f"metadata.ownerReferences[{i}]", "an object")
+        if ref.get("controller") is True:
+            return Owner(str(ref.get("apiVersion", "")), str(ref.get("kind", "")), str(ref.get("name", "")))
+    return None
+
+
+def workload(manifest_obj: object) -> Workload:
+    """Parse any covered object; raises ManifestError for a kind admission does not cover."""
+    obj: dict[str, Any] = _typed(manifest_obj, dict, "the manifest", "a JSON/YAML object")
+    kind = obj.get("kind")
+    api = obj.get("apiVersion")
+    if not isinstance(kind, str) or not isinstance(api, str):
+        raise ManifestError("the manifest's apiVersion and kind must be strings")
+    meta = _typed(obj.get("metadata"), dict, "metadata", "an object")
+    name = meta.get("name") or meta.get("generateName") or "<unnamed>"
+    name = _typed(name, str, "metadata.name", "a string")[:253]
+    ns = meta.get("namespace")
+    if ns is not None:
+        ns = _typed(ns, str, "metadata.namespace", "a string")[:63]
+    annotations = _string_map(meta, "annotations", "metadata")
+    owner = _owner(meta)
+    if (api, kind) in POD_SPEC_PATHS:
+        return Workload(api, kind, name, ns, owner, annotations, pod_spec(obj, api, kind), obj)
+    if kind in KSERVE_KINDS:
+        if api != KSERVE_KINDS[kind]:
+            raise ManifestError(f"{kind} apiVersion {api[:80]!r} is not supported; use {KSERVE_KINDS[kind]}")
+        return Workload(api, kind, name, ns, owner, annotations, None, obj)
+    covered = sorted({k for _, k in POD_SPEC_PATHS} | set(KSERVE_KINDS))
+    raise ManifestError(
+        f"kind {kind[:80]!r} ({api[:80]}) is not handled by mlseal admission (covered: {', '.join(covered)}); "
+        "remove it from the webhook's rules"
+    )

@@ -18,9 +18,25 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
       signers: [evaluate]                  # trust-file signer names allowed to sign the evaluate record
       held_out: true                       # measured on the held-out split of the data the model was
                                            # trained on, which a validate record checked
+    loader:                                # the verifying loader (`mlseal fetch`) a pod must run
+      image: ghcr.io/mlseal/mlseal-python@sha256:<64 hex>   # digest-pinned; no loader: no model pod
+      policy: /etc/mlseal/policy.yaml      # MLSEAL_POLICY / --policy must be this (the default)
+    images:                                # what containers may run (always repo@sha256:<digest>)
+      - registry.example/serving/*         # a repository glob: any digest
+      - "registry.example/x@sha256:<64 hex>"   # or one exact digest
+    init_images: []                        # extra init containers (never writing the model volume)
+    runtimes: [kserve-tritonserver]        # allowed ServingRuntime names (unset: any name)
+    transformers: deny                     # or allow: their containers follow `images`
+    explainers: deny                       # or allow
+    trained_models: deny                   # or check: digest and storageUri against the ledger
+    unannotated_workloads: deny            # a workload naming no model (or allow: images still checked)
     namespaces:
       staging: {mode: warn}
       prod: {gates: {accuracy: {min: 0.95}, robust_accuracy: {min: 0.70}}}
+
+`serving_uris`, `loader`, `images`, `init_images` and `runtimes` describe the cluster and are
+set once, at the top; the other rules may be overridden per namespace. What the workload
+keys mean for each kind is in `mlseal.admission.workload` and docs/admission.md.
 
 ``ledger: {url_file: PATH}`` names a file holding the URL instead, for a PostgreSQL DSN
 with credentials that Vault Agent renders and renews: the file is read each time a
@@ -49,6 +65,7 @@ could write any name.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import logging
 import os
@@ -73,9 +90,19 @@ _NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOP_KEYS = frozenset({
     "trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads", "evaluation",
-    "serving_uris",
+    "serving_uris", "loader", "images", "init_images", "runtimes", "transformers", "explainers", "trained_models",
 })
-_RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads", "evaluation"})
+_RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads", "evaluation", "transformers",
+                        "explainers", "trained_models"})
+#: set once, at the top of the policy (they describe the cluster, not one namespace)
+_GLOBAL_KEYS = ("serving_uris", "loader", "images", "init_images", "runtimes")
+_LOADER_KEYS = frozenset({"image", "policy"})
+#: the loader's policy file when the pod does not say (MLSEAL_POLICY)
+DEFAULT_LOADER_POLICY = "/etc/mlseal/policy.yaml"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: a repository reference: registry/path segments, lowercase (globs * ? allowed in a pattern)
+_REPO = re.compile(r"[a-z0-9][a-z0-9._\-/:]*")
+_REPO_PATTERN = re.compile(r"[a-z0-9*?][a-z0-9._\-/:*?]*")
 _EVALUATION_KEYS = frozenset({"signers", "held_out"})
 
 
@@ -85,10 +112,65 @@ class Mode(StrEnum):
 
 
 class Unannotated(StrEnum):
-    """What to do with a Deployment/StatefulSet that names no model at all."""
+    """What to do with a workload that names no model at all (no loader, no annotation)."""
 
     ALLOW = "allow"
     DENY = "deny"
+
+
+class Allow(StrEnum):
+    """Whether a KServe component kind (transformer, explainer) may be deployed."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class TrainedModels(StrEnum):
+    """TrainedModels are loaded by KServe's model agent, not by the verifying loader."""
+
+    DENY = "deny"
+    #: check the TrainedModel's digest and storageUri against the ledger only
+    CHECK = "check"
+
+
+def split_image(ref: str) -> tuple[str, str | None]:
+    """(repository, digest or None) of an image reference; a tag is dropped.
+
+        >>> split_image("ghcr.io/x/y:1.2@sha256:" + "a" * 64)[0]
+        'ghcr.io/x/y'
+        >>> split_image("localhost:5000/y:1")
+        ('localhost:5000/y', None)
+    """
+    name, at, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    return name, (digest if at else None)
+
+
+@dataclass(frozen=True)
+class ImageRule:
+    """One ``images:`` entry: a repository glob and an exact digest, or any digest of it."""
+
+    repository: str
+    digest: str | None = None
+
+    def allows(self, repository: str, digest: str) -> bool:
+        return fnmatch.fnmatchcase(repository, self.repository) and self.digest in (None, digest)
+
+    def describe(self) -> str:
+        return self.repository + (f"@{self.digest}" if self.digest else " (any digest)")
+
+
+@dataclass(frozen=True)
+class LoaderRules:
+    """The verifying loader (`mlseal fetch`) as a pod must run it."""
+
+    #: ``repo@sha256:<64 hex>``
+    image: str
+    #: the loader's policy file (MLSEAL_POLICY must be unset or this)
+    policy: str = DEFAULT_LOADER_POLICY
 
 
 @dataclass(frozen=True)
@@ -113,10 +195,21 @@ class Rules:
     require_stages: tuple[str, ...] = DEFAULT_STAGES
     gates: tuple[Gate, ...] = ()
     mode: Mode = Mode.ENFORCE
-    unannotated_workloads: Unannotated = Unannotated.ALLOW
+    unannotated_workloads: Unannotated = Unannotated.DENY
     evaluation: EvaluationRules = field(default_factory=EvaluationRules)
     #: recorded URI prefix -> the prefix a serving runtime fetches the same objects from
     serving_uris: tuple[tuple[str, str], ...] = ()
+    #: the verifying loader; None: no model workload can be admitted (it cannot show its loader)
+    loader: LoaderRules | None = None
+    #: images any container may run (always digest-pinned)
+    images: tuple[ImageRule, ...] = ()
+    #: images an extra init container may run (never writing the model volume)
+    init_images: tuple[ImageRule, ...] = ()
+    #: ServingRuntime/ClusterServingRuntime names; None: any name (their images are still checked)
+    runtimes: frozenset[str] | None = None
+    transformers: Allow = Allow.DENY
+    explainers: Allow = Allow.DENY
+    trained_models: TrainedModels = TrainedModels.DENY
 
     def serving_uri(self, recorded: str) -> str:
         """Where a server fetches the recorded artifact: the longest mapped prefix replaced."""
@@ -185,7 +278,7 @@ def _parse_stages(raw: object, source: str, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(raw))
 
 
-def _parse_enum(raw: object, enum: type[Mode] | type[Unannotated], source: str, where: str) -> Any:
+def _parse_enum(raw: object, enum: type[StrEnum], source: str, where: str) -> Any:
     values = {m.value: m for m in enum}
     if not isinstance(raw, str) or raw not in values:
         raise _err(source, f"{where} must be one of {', '.join(values)}, got {raw!r}")
@@ -218,12 +311,60 @@ def _parse_serving_uris(raw: object, source: str) -> tuple[tuple[str, str], ...]
     return tuple(sorted(raw.items()))
 
 
+def _parse_loader(raw: object, source: str) -> LoaderRules:
+    example = "{image: ghcr.io/mlseal/mlseal-python@sha256:<64 hex>}"
+    if not isinstance(raw, dict) or set(raw) - _LOADER_KEYS or "image" not in raw:
+        raise _err(source, f"loader must be a mapping with keys image (and optionally policy), e.g. {example}")
+    image = raw["image"]
+    repo, digest = split_image(image) if isinstance(image, str) else ("", None)
+    if not isinstance(image, str) or digest is None or not _DIGEST.fullmatch(digest) or not _REPO.fullmatch(repo):
+        raise _err(source, f"loader.image must be pinned by digest (repo@sha256:<64 hex>), got {image!r}; "
+                           f"e.g. {example}")
+    policy = raw.get("policy", DEFAULT_LOADER_POLICY)
+    if not isinstance(policy, str) or not policy.startswith("/"):
+        raise _err(source, f"loader.policy must be the absolute path of the loader's policy file, got {policy!r}")
+    return LoaderRules(image=image, policy=policy)
+
+
+def _parse_images(raw: object, source: str, where: str) -> tuple[ImageRule, ...]:
+    example = '["ghcr.io/org/server", "ghcr.io/org/*@sha256:<64 hex>"]'
+    if not isinstance(raw, list):
+        raise _err(source, f"{where} must be a list of image patterns, e.g. {example}")
+    out = []
+    for entry in raw:
+        repo, _, digest = entry.partition("@") if isinstance(entry, str) else ("", "", "")
+        if (not _REPO_PATTERN.fullmatch(repo) or split_image(repo)[0] != repo
+                or (digest and not _DIGEST.fullmatch(digest))):
+            raise _err(source, f"{where}: {entry!r} is not an image pattern: write a repository (globs * ? "
+                               f"allowed, no tag) optionally followed by @sha256:<64 hex>, e.g. {example}")
+        out.append(ImageRule(repo, digest or None))
+    return tuple(out)
+
+
+def _parse_runtimes(raw: object, source: str) -> frozenset[str]:
+    if not isinstance(raw, list) or not all(isinstance(r, str) and _NAMESPACE.fullmatch(r) for r in raw):
+        raise _err(source, "runtimes must be a list of ServingRuntime names, e.g. [kserve-tritonserver]")
+    return frozenset(raw)
+
+
 def _parse_rules(data: Mapping[str, Any], base: Rules, source: str, where: str) -> Rules:
     rules = base
+    for key in _GLOBAL_KEYS:
+        if key in data and where:
+            raise _err(source, f"{where}{key}: set {key} once, at the top of the policy")
     if "serving_uris" in data:
-        if where:
-            raise _err(source, f"{where}serving_uris: set serving_uris once, at the top of the policy")
         rules = replace(rules, serving_uris=_parse_serving_uris(data["serving_uris"], source))
+    if "loader" in data:
+        rules = replace(rules, loader=_parse_loader(data["loader"], source))
+    if "images" in data:
+        rules = replace(rules, images=_parse_images(data["images"], source, "images"))
+    if "init_images" in data:
+        rules = replace(rules, init_images=_parse_images(data["init_images"], source, "init_images"))
+    if "runtimes" in data:
+        rules = replace(rules, runtimes=_parse_runtimes(data["runtimes"], source))
+    for key, enum in (("transformers", Allow), ("explainers", Allow), ("trained_models", TrainedModels)):
+        if key in data:
+            rules = replace(rules, **{key: _parse_enum(data[key], enum, source, f"{where}{key}")})
     if "evaluation" in data:
         rules = replace(rules, evaluation=_parse_evaluation(data["evaluation"], source, f"{where}evaluation"))
     if "require_stages" in data:
