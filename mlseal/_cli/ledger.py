@@ -1,4 +1,4 @@
-"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency` (DESIGN.md, "CLI").
+"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency|witness` (DESIGN.md, "CLI").
 
 Thin: parse, call `mlseal.ledger`, print. Machine output (``--json``) on stdout, human
 text on stderr, the verdict in the exit code (0 ok, 1 verification failed, 2 usage or
@@ -89,6 +89,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cs.add_argument("--origin", help="expected checkpoint origin")
     add_json(cs)
     cs.set_defaults(func=run, handler=_consistency)
+
+
+    w = lsub.add_parser(
+        "witness", help="verify what was appended since the last checkpoint, then sign and store a new one",
+        description="Starts from the newest stored checkpoint signed by a trusted checkpoint key and from "
+        "--state (the last checkpoint this witness accepted), requires the current log to extend both, "
+        "verifies the records appended since (as `ledger verify --from-checkpoint`), then signs a checkpoint "
+        "of the current tree and stores it in the ledger (and in --state). A rolled-back or forked log is "
+        "refused (exit 1) and nothing is signed.",
+    )
+    add_ledger(w)
+    w.add_argument("--trust", required=True, metavar="FILE", help="trust file (signers, checkpoint_keys)")
+    w.add_argument("--state", metavar="FILE",
+                   help="the last checkpoint this witness accepted; read if present, replaced on success")
+    w.add_argument("--origin", help="log origin line (default: trust file's checkpoint_origin, or mlseal.local/ledger)")
+    add_signing_key(w)
+    add_json(w)
+    w.set_defaults(func=run, handler=_witness)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -363,9 +381,14 @@ def _resolve_signer(key: str | None, vault_transit: str | None) -> Any:
 
 
 def _consistency(args: argparse.Namespace) -> int:
-    from mlseal.errors import VerificationError
-    from mlseal.ledger import merkle
-    from mlseal.ledger.checkpoint import CheckpointError, expected_origin, parse_checkpoint, verify_checkpoint
+    from mlseal.ledger.checkpoint import (
+        CheckpointError,
+        RollbackError,
+        expected_origin,
+        parse_checkpoint,
+        prove_consistency,
+        verify_checkpoint,
+    )
 
     data = _read(args.old_checkpoint, "checkpoint")
     trust = _trust(args.trust)
@@ -381,16 +404,10 @@ def _consistency(args: argparse.Namespace) -> int:
         head = led.head()
         proof: list[bytes] = []
         error = None
-        if old.size > head.size:
-            error = (f"the log has {head.size} records but the checkpoint pinned {old.size}: "
-                     "the log was truncated")
-        elif 0 < old.size < head.size:
-            proof = led.consistency_proof(old.size, head.size)
-    if error is None:
         try:
-            merkle.verify_consistency(old.size, head.size, proof, old.root, head.root)
-        except VerificationError as exc:
-            error = f"the current log does not extend the checkpoint: {exc}"
+            proof = list(prove_consistency(led, old, head).proof)
+        except RollbackError as exc:
+            error = str(exc)
     ok = error is None
     if args.json:
         emit_json({
@@ -406,3 +423,43 @@ def _consistency(args: argparse.Namespace) -> int:
         return 0
     say(f"NOT consistent: {error}")
     return 1
+
+
+def _witness(args: argparse.Namespace) -> int:
+    from mlseal.errors import ConfigurationError, VerificationError
+    from mlseal.ledger.checkpoint import RollbackError
+    from mlseal.ledger.witness import read_state, witness, write_state
+
+    if not args.key and not args.vault_transit:
+        raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY")
+    trust = _trust(args.trust)
+    assert trust is not None
+    signer = _resolve_signer(args.key, args.vault_transit)
+    state_path = Path(args.state) if args.state else None
+    if state_path is not None and not state_path.parent.is_dir():
+        raise ConfigurationError(f"--state {state_path}: directory {state_path.parent} does not exist")
+    state = read_state(state_path) if state_path else None
+    with _open(args) as led:
+        try:
+            done = witness(led, trust, signer, state=state, origin=args.origin)
+        except RollbackError as exc:
+            if args.json:
+                emit_json({"ok": False, "kind": "rollback", "detail": str(exc)})
+            say(f"witness REFUSED: {exc}")
+            return 1
+        except VerificationError as exc:
+            if args.json:
+                emit_json({"ok": False, "kind": "verification", "detail": str(exc)})
+            say(f"witness REFUSED: {exc}")
+            return 1
+    for why in done.skipped:
+        say(f"warning: {why}")
+    if state_path is not None:
+        write_state(state_path, done.note)
+    if args.json:
+        emit_json(done.to_json())
+    start = f"checkpoint of {done.old.size} records" if done.old else "the first record (no checkpoint yet)"
+    say(f"witnessed: {done.checked} records verified from {start}; "
+        f"checkpoint of {done.new.size} records, root {done.new.root.hex()} "
+        + ("signed and stored" if done.stored else "already stored"))
+    return 0
