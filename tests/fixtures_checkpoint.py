@@ -46,3 +46,34 @@ class Sqlite:
     def clear_checkpoints(self) -> None:
         with sqlite3.connect(self.path) as c:
             c.execute("DELETE FROM mlseal_checkpoints")
+
+
+def rewrite(path: Path, seq: int, entry: bytes) -> None:
+    """Replace entry ``seq`` by ``entry`` and rebuild every Merkle node from the entries, as an
+    attacker with write access would (the chain is not re-linked: stages do not read it)."""
+    import hashlib
+
+    from mlseal.ledger import merkle
+
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE mlseal_entries SET entry = ?, entry_hash = ? WHERE seq = ?",
+                  (entry, hashlib.sha256(entry).digest(), seq))
+        entries = [bytes(r[0]) for r in c.execute("SELECT entry FROM mlseal_entries ORDER BY seq")]
+        c.execute("DELETE FROM mlseal_nodes")
+        nodes: dict[tuple[int, int], bytes] = {}
+        for i, e in enumerate(entries):
+            siblings = {k: nodes[k] for k in merkle.append_coords(i)}
+            for level, idx, h in merkle.append_nodes(i, merkle.leaf_hash(e), siblings):
+                nodes[(level, idx)] = h
+        c.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                      [(lv, ix, h) for (lv, ix), h in nodes.items()])
+
+
+def signed_entry(seq: int, prev: str, stage: str = "ingest", signer: LocalKeySigner = RECORD_KEY) -> bytes:
+    """A validly signed entry for position ``seq`` (what a holder of a record key can make)."""
+    from mlseal.ledger.entry import build_entry
+    from mlseal.ledger.record import SignerRef
+
+    rec = RecordDraft(stage=stage).complete(seq=seq, prev=prev, time="2026-01-01T00:00:00.000000Z",
+                                            signer=SignerRef("pipeline", signer.key_id))
+    return build_entry(rec, signer)
