@@ -46,7 +46,7 @@ def _consume(db: Sqlite, path: Path, produced: StageResult | None = None, trust:
     meta = sealed_metadata("0" * 64, produced.seq, "", entry_sha256=produced.entry_hash,
                            checkpoint=produced.checkpoint) if produced else {}
     with Stage("process", name="process", sealing=_sealing(db, trust)) as st:
-        st.input("raw", path, **{**upstream(meta), **kwargs})  # type: ignore[arg-type]
+        st.input("raw", path, **{**upstream(meta), **kwargs})
         st.output("clean", path.with_name("clean.csv")).write_text("x\n")
     assert st.result is not None
     return st.result

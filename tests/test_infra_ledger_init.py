@@ -309,3 +309,22 @@ def test_writers_store_checkpoints_readers_only_read_them(schema: str, roles: li
         assert led.latest_checkpoint() == note
         with pytest.raises(InfrastructureError, match="permission denied"):
             led.add_checkpoint(_note(0))
+
+
+def test_the_witness_role_reads_and_adds_checkpoints_only(schema: str, roles: list[str]) -> None:
+    group = _name("x", roles)
+    report = init_schema(_url(schema), display="test", witnesses=[group])
+    assert (group, "mlseal_checkpoints", "INSERT") in report.granted
+    _append(_url(schema), LocalKeySigner.generate())
+    login = _vault_login(group, "mlseal-ledger-witness", roles)
+    with open_ledger(_url(schema, login), create=False) as led:
+        assert led.size() == 1
+        led.add_checkpoint(_note(1))
+    with pytest.raises(InfrastructureError, match="permission denied"):
+        _append(_url(schema, login), LocalKeySigner.generate())
+    with psycopg.connect(_url(schema, login), autocommit=True) as c:
+        for stmt in ("DELETE FROM mlseal_checkpoints", "UPDATE mlseal_head SET size = 0", "DELETE FROM mlseal_entries"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(stmt)
+    with pytest.raises(ConfigurationError, match="both writer and witness"):
+        init_schema(_url(schema), display="test", writers=[group], witnesses=[group])

@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="PostgreSQL role that may append (repeatable; created NOLOGIN if missing)")
     i.add_argument("--grant-reader", action="append", default=[], metavar="ROLE",
                    help="PostgreSQL role that may only read and verify (repeatable; created NOLOGIN if missing)")
+    i.add_argument("--grant-witness", action="append", default=[], metavar="ROLE",
+                   help="PostgreSQL role that may read and add checkpoints only, for `ledger witness` "
+                   "(repeatable; created NOLOGIN if missing)")
     add_json(i)
     i.set_defaults(func=run, handler=_init)
 
@@ -100,6 +103,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "refused (exit 1) and nothing is signed.",
     )
     add_ledger(w)
+    w.add_argument("--ledger-file", metavar="FILE",
+                   help="read the ledger URL from this file (e.g. rendered by Vault Agent): no credential in argv")
     w.add_argument("--trust", required=True, metavar="FILE", help="trust file (signers, checkpoint_keys)")
     w.add_argument("--state", metavar="FILE",
                    help="the last checkpoint this witness accepted; read if present, replaced on success")
@@ -151,12 +156,13 @@ def _init(args: argparse.Namespace) -> int:
     if scheme == "postgresql":
         from mlseal.ledger._postgres import init_schema
 
-        report = init_schema(url, display=display, writers=args.grant_writer, readers=args.grant_reader)
+        report = init_schema(url, display=display, writers=args.grant_writer, readers=args.grant_reader,
+                             witnesses=args.grant_witness)
         out = report.to_json()
     else:
-        if args.grant_writer or args.grant_reader:
+        if args.grant_writer or args.grant_reader or args.grant_witness:
             raise ConfigurationError(
-                f"ledger {display}: --grant-writer/--grant-reader apply to PostgreSQL ledgers only "
+                f"ledger {display}: --grant-writer/--grant-reader/--grant-witness apply to PostgreSQL ledgers only "
                 "(a SQLite ledger's access is its file permissions)"
             )
         existed = scheme == "sqlite" and Path(sqlite_path(url)).exists()
@@ -432,6 +438,13 @@ def _witness(args: argparse.Namespace) -> int:
 
     if not args.key and not args.vault_transit:
         raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY")
+    if args.ledger_file:
+        if args.ledger:
+            raise ConfigurationError("pass either --ledger or --ledger-file, not both")
+        text = _read(args.ledger_file, "ledger URL file").decode("utf-8", "replace").strip()
+        if not text:
+            raise ConfigurationError(f"the ledger URL file {args.ledger_file} is empty (not rendered yet?)")
+        args.ledger = text
     trust = _trust(args.trust)
     assert trust is not None
     signer = _resolve_signer(args.key, args.vault_transit)

@@ -117,6 +117,11 @@ READER_PRIVILEGES: Mapping[str, frozenset[str]] = {
     "mlseal_flush": frozenset(),
     "mlseal_checkpoints": frozenset({"SELECT"}),
 }
+#: The witness (``mlseal ledger witness``) reads everything and may add checkpoints, nothing else.
+WITNESS_PRIVILEGES: Mapping[str, frozenset[str]] = {
+    **READER_PRIVILEGES,
+    "mlseal_checkpoints": frozenset({"SELECT", "INSERT"}),
+}
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 #: Round trip 1 of an append: open the transaction and lock the head row. The head row
@@ -322,7 +327,8 @@ class InitReport:
 
 
 def init_schema(
-    url: str, *, display: str, writers: Sequence[str] = (), readers: Sequence[str] = ()
+    url: str, *, display: str, writers: Sequence[str] = (), readers: Sequence[str] = (),
+    witnesses: Sequence[str] = (),
 ) -> InitReport:
     """Create (or check) the ledger schema and set the privileges of its client roles.
 
@@ -336,12 +342,13 @@ def init_schema(
     3. each role in ``writers``/``readers`` is created as a NOLOGIN group role if it
        does not exist (Vault's database engine makes its short-lived logins members of
        it), gets USAGE on the schema and exactly `WRITER_PRIVILEGES` /
-       `READER_PRIVILEGES` on the tables; every other table privilege it holds directly
+       `READER_PRIVILEGES` on the tables (``witnesses``: `WITNESS_PRIVILEGES`, read
+       everything and add checkpoints); every other table privilege it holds directly
        (DELETE, TRUNCATE, a reader's INSERT, ...) is revoked.
 
     Run as the owner of the schema (the database administrator).
     """
-    _check_roles(writers, readers, display)
+    _check_roles(writers, readers, display, witnesses)
     db = _connect(url, display, autocommit=True)
     try:
         with db.transaction():
@@ -365,7 +372,8 @@ def init_schema(
             new_roles: list[str] = []
             granted: list[tuple[str, str, str]] = []
             revoked: list[tuple[str, str, str]] = []
-            for roles, wanted in ((writers, WRITER_PRIVILEGES), (readers, READER_PRIVILEGES)):
+            for roles, wanted in ((writers, WRITER_PRIVILEGES), (readers, READER_PRIVILEGES),
+                                  (witnesses, WITNESS_PRIVILEGES)):
                 for role in roles:
                     if _ensure_role(db, role, display):
                         new_roles.append(role)
@@ -394,13 +402,17 @@ def _migrate(db: psycopg.Connection[Any], version: int) -> None:
         db.execute("UPDATE mlseal_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
-def _check_roles(writers: Sequence[str], readers: Sequence[str], display: str) -> None:
-    both = set(writers) & set(readers)
-    if both:
-        raise ConfigurationError(
-            f"ledger {display}: role(s) {sorted(both)} given as both writer and reader; a role is one or the other"
-        )
-    for role in (*writers, *readers):
+def _check_roles(
+    writers: Sequence[str], readers: Sequence[str], display: str, witnesses: Sequence[str] = ()
+) -> None:
+    for (a, an), (b, bn) in (((writers, "writer"), (readers, "reader")), ((writers, "writer"), (witnesses, "witness")),
+                             ((readers, "reader"), (witnesses, "witness"))):
+        both = set(a) & set(b)
+        if both:
+            raise ConfigurationError(
+                f"ledger {display}: role(s) {sorted(both)} given as both {an} and {bn}; a role is one kind only"
+            )
+    for role in (*writers, *readers, *witnesses):
         if not role or len(role) > 63 or "\x00" in role:
             raise ConfigurationError(f"ledger {display}: {role!r} is not a PostgreSQL role name (1-63 characters)")
 
