@@ -80,7 +80,9 @@ def _vault_login(group: str, vault_role: str, roles: list[str]) -> str:
         for stmt in spec["creation_statements"]:
             stmt = (stmt.replace("{{name}}", login).replace("{{password}}", "unused-with-trust-auth")
                     .replace("{{expiration}}", "2999-01-01 00:00:00+00"))
-            c.execute(stmt.replace("mlseal_ledger_writer", group).replace("mlseal_ledger_reader", group))
+            for shipped in ("mlseal_ledger_writer", "mlseal_ledger_reader", "mlseal_ledger_witness"):
+                stmt = stmt.replace(shipped, group)
+            c.execute(stmt)
     return login
 
 
