@@ -281,7 +281,8 @@ def test_init_migrates_a_version_1_ledger_and_keeps_its_records(schema: str, rol
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["migrated_from"] == 1 and out["changed"] is True and out["schema_version"] == SCHEMA_VERSION
-    assert [writer_group, "mlseal_checkpoints", "INSERT"] in out["granted"]
+    assert [writer_group, "mlseal_checkpoints", "SELECT"] in out["granted"]
+    assert [writer_group, "mlseal_checkpoints", "INSERT"] not in out["granted"]
     assert [reader_group, "mlseal_checkpoints", "SELECT"] in out["granted"]
     assert dict(_snapshot(schema)["meta"])["schema_version"] == str(SCHEMA_VERSION)  # type: ignore[call-overload]
     assert main(argv) == 0  # idempotent
@@ -294,23 +295,27 @@ def test_init_migrates_a_version_1_ledger_and_keeps_its_records(schema: str, rol
         assert led.latest_checkpoint() == note
 
 
-def test_writers_store_checkpoints_readers_only_read_them(schema: str, roles: list[str]) -> None:
-    writer_group, reader_group = _name("w", roles), _name("r", roles)
-    init_schema(_url(schema), display="test", writers=[writer_group], readers=[reader_group])
+def test_only_the_witness_stores_checkpoints_writers_and_readers_read_them(schema: str, roles: list[str]) -> None:
+    writer_group, reader_group, witness_group = _name("w", roles), _name("r", roles), _name("x", roles)
+    init_schema(_url(schema), display="test", writers=[writer_group], readers=[reader_group],
+                witnesses=[witness_group])
     writer = _vault_login(writer_group, "mlseal-ledger-writer", roles)
     reader = _vault_login(reader_group, "mlseal-ledger-reader", roles)
+    witness = _vault_login(witness_group, "mlseal-ledger-witness", roles)
     note = _note(0)
-    with open_ledger(_url(schema, writer), create=False) as led:
+    with open_ledger(_url(schema, witness), create=False) as led:
         led.add_checkpoint(note)  # identity column: no sequence grant needed
-    with psycopg.connect(_url(schema, writer), autocommit=True) as c:
-        for stmt in ("DELETE FROM mlseal_checkpoints", "UPDATE mlseal_checkpoints SET size = 99",
-                     "TRUNCATE mlseal_checkpoints"):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                c.execute(stmt)
-    with open_ledger(_url(schema, reader), create=False) as led:
-        assert led.latest_checkpoint() == note
-        with pytest.raises(InfrastructureError, match="permission denied"):
-            led.add_checkpoint(_note(0))
+    for login in (writer, reader):
+        with open_ledger(_url(schema, login), create=False) as led:
+            assert led.latest_checkpoint() == note
+            with pytest.raises(InfrastructureError, match="permission denied"):
+                led.add_checkpoint(_note(5))
+    for login in (writer, reader, witness):
+        with psycopg.connect(_url(schema, login), autocommit=True) as c:
+            for stmt in ("DELETE FROM mlseal_checkpoints", "UPDATE mlseal_checkpoints SET size = 99",
+                         "TRUNCATE mlseal_checkpoints"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(stmt)
 
 
 def test_the_witness_role_reads_and_adds_checkpoints_only(schema: str, roles: list[str]) -> None:

@@ -106,7 +106,10 @@ WRITER_PRIVILEGES: Mapping[str, frozenset[str]] = {
     "mlseal_nodes": frozenset({"SELECT", "INSERT"}),
     "mlseal_digests": frozenset({"SELECT", "INSERT"}),
     "mlseal_flush": frozenset({"SELECT", "INSERT", "UPDATE"}),
-    "mlseal_checkpoints": frozenset({"SELECT", "INSERT"}),
+    # writers read checkpoints (stages check the ledger against them) but do not add
+    # any: only the witness role does, so a stage's login cannot bury the witness's
+    # checkpoints under unverifiable ones
+    "mlseal_checkpoints": frozenset({"SELECT"}),
 }
 READER_PRIVILEGES: Mapping[str, frozenset[str]] = {
     "mlseal_meta": frozenset({"SELECT"}),
