@@ -169,3 +169,45 @@ def test_witness_command_state_and_exit_codes(db: Sqlite, tmp_path: Path,
     assert r.returncode == 1 and "size 2" in r.stderr and "truncated" in r.stderr
     r = _cli("ledger", "witness", "--ledger", db.url, "--trust", str(trust))
     assert r.returncode == 2 and "--key PEM or --vault-transit" in r.stderr
+
+
+# --- PostgreSQL: the same refusals ---------------------------------------------------------------
+
+def _pg_truncate(url: str, size: int) -> None:
+    """What the schema owner can do: cut the log to ``size`` records, head row included."""
+    import psycopg
+
+    from mlseal.ledger import merkle
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("DELETE FROM mlseal_entries WHERE seq >= %s", (size,))
+        c.execute("DELETE FROM mlseal_nodes WHERE ((idx + 1) << level) > %s", (size,))
+        row = c.execute("SELECT entry_hash FROM mlseal_entries WHERE seq = %s", (size - 1,)).fetchone()
+        assert row is not None
+        frontier = b""
+        for level, idx in merkle.perfect_cover(0, size):
+            node = c.execute("SELECT hash FROM mlseal_nodes WHERE level = %s AND idx = %s", (level, idx)).fetchone()
+            assert node is not None
+            frontier += bytes(node[0])
+        c.execute("UPDATE mlseal_head SET size = %s, last_hash = %s, frontier = %s", (size, bytes(row[0]), frontier))
+
+
+@pytest.mark.postgres
+def test_postgres_truncation_is_refused_by_the_witness_and_a_stage(pg_url: str, tmp_path: Path) -> None:
+    from mlseal.ledger.record import RecordDraft
+    from mlseal.stage import Sealing, Stage
+
+    with open_ledger(pg_url) as led:
+        for _ in range(3):
+            led.append(RecordDraft(stage="ingest"), RECORD_KEY, signer_name="pipeline")
+        witness(led, TRUST, CHECKPOINT_KEY)
+    _pg_truncate(pg_url, 2)
+    with open_ledger(pg_url, create=False) as led:
+        assert led.size() == 2
+        with pytest.raises(RollbackError, match=r"size 2.*size 3"):
+            witness(led, TRUST, CHECKPOINT_KEY)
+        sealing = Sealing(ledger=led, signer=RECORD_KEY, trust=TRUST, signer_name="pipeline")
+        with pytest.raises(RollbackError, match="nothing appended"), \
+                Stage("ingest", name="ingest", sealing=sealing) as st:
+            st.output("raw", tmp_path / "raw.csv").write_text("x\n")
+        assert led.size() == 2
