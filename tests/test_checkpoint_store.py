@@ -61,3 +61,22 @@ def test_sqlite_version_1_ledger_is_migrated_on_open(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "l.db") as c:
         assert c.execute("SELECT value FROM mlseal_meta WHERE key = 'schema_version'").fetchone() == (
             str(SCHEMA_VERSION),)
+
+
+def test_ledger_init_migrates_a_version_1_sqlite_ledger_and_says_so(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from mlseal.cli import main
+
+    url = f"sqlite:///{tmp_path}/l.db"
+    open_ledger(url).close()
+    with sqlite3.connect(tmp_path / "l.db") as c:
+        c.execute("DROP TABLE mlseal_checkpoints")
+        c.execute("UPDATE mlseal_meta SET value = '1' WHERE key = 'schema_version'")
+    assert main(["ledger", "init", "--ledger", url, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["migrated_from"] == 1 and out["changed"] is True and out["schema_version"] == SCHEMA_VERSION
+    assert main(["ledger", "init", "--ledger", url, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["migrated_from"] is None and again["changed"] is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -135,6 +136,18 @@ def _trust(path: str | None) -> TrustRoot | None:
     return load_trust(path)
 
 
+def _sqlite_version(path: str) -> int | None:
+    """The schema version an existing SQLite ledger records (None: unreadable; opening says why)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM mlseal_meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
+
+
 def _read(path: str, what: str) -> bytes:
     from mlseal.errors import ConfigurationError
 
@@ -166,16 +179,21 @@ def _init(args: argparse.Namespace) -> int:
                 "(a SQLite ledger's access is its file permissions)"
             )
         existed = scheme == "sqlite" and Path(sqlite_path(url)).exists()
-        with open_ledger(url, create=True):
+        before = _sqlite_version(sqlite_path(url)) if existed else None
+        with open_ledger(url, create=True):  # creates, or migrates an older schema
             pass
         from mlseal.ledger._store import SCHEMA_VERSION
 
-        out = {"schema": None, "schema_version": SCHEMA_VERSION, "created": not existed, "changed": not existed,
+        migrated = before if before is not None and before < SCHEMA_VERSION else None
+        out = {"schema": None, "schema_version": SCHEMA_VERSION, "created": not existed,
+               "changed": not existed or migrated is not None, "migrated_from": migrated,
                "created_roles": [], "granted": [], "revoked": []}
     out = {"ledger": display, **out}
     if args.json:
         emit_json(out)
     state = "created" if out["created"] else "already there"
+    if out.get("migrated_from") is not None:
+        state = f"(migrated from version {out['migrated_from']})"
     say(f"ledger {display}: schema version {out['schema_version']} {state}")
     for role in out["created_roles"]:
         say(f"  created role {role} (NOLOGIN)")
