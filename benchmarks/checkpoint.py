@@ -55,6 +55,7 @@ def main() -> int:
     n = args.entries or (20_000 if args.quick else 100_000)
     signer, cp_key = LocalKeySigner.generate(), LocalKeySigner.generate()
     trust = TrustRoot.of(signer.verifier("bench"), checkpoint_keys=(cp_key.verifier("witness"),))
+    print("command: python " + " ".join(sys.argv), file=sys.stderr)
     print(f"mlseal checkpoint benchmark on {CORES} cores (load avg {os.getloadavg()[0]:.1f}); "
           f"signing {n:,} records …", file=sys.stderr, flush=True)
     entries = make_log(n + 100, signer)
