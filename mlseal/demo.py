@@ -10,12 +10,19 @@ DESIGN.md:
     DIR/artifacts/       every artifact and its .sig bundle (KFP's pipeline root)
     DIR/keys/            public keys only, one per stage kind (each stage signs with its own)
     DIR/secrets/         the dev secret store (0600 files), unless Vault is configured
-    DIR/trust.yaml       who may sign which stage's records, and artifacts
+    DIR/trust.yaml       who may sign which stage's records and artifacts, and checkpoints
+    DIR/checkpoint       the last checkpoint the demo's witness signed (`mlseal ledger witness --state`)
     DIR/mlseal.env       `source` it to seal your own steps into this ledger (kfp.local, mlseal record)
     DIR/policy.yaml      the admission policy the deploy stage applies; it admits the model
     DIR/pipeline.yaml    the compiled pipeline (KFP IR)
     DIR/report.html      the lineage report
     DIR/logs/            the KFP task logs of each run
+
+Rollback and fork protection is on: the demo makes a checkpoint key (Transit key
+``mlseal-checkpoint``, listed in the trust file's ``checkpoint_keys``), runs the witness
+before and after the pipeline (every stage requires the ledger to extend the newest
+signed checkpoint, and passes the one it accepted to the next task), and verifies the
+ledger against the checkpoint it signed.
 
 Re-running it in the same workdir appends a new run to the same ledger.
 
@@ -47,6 +54,8 @@ from mlseal.report import Verification, render_report
 STAGES = ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy")
 #: the stage kinds, each with its own signing key and signer name in the trust file
 STAGE_KINDS = tuple(k.value for k in StageKind)
+#: the Transit key the demo's witness signs checkpoints with
+CHECKPOINT_KEY = "mlseal-checkpoint"
 
 Progress = Callable[[str], None]
 
@@ -82,6 +91,11 @@ class Workdir:
     @property
     def trust(self) -> Path:
         return self.root / "trust.yaml"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The witness state: the last checkpoint the demo signed and accepted."""
+        return self.root / "checkpoint"
 
     @property
     def env_file(self) -> Path:
@@ -163,8 +177,12 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
     signers = {kind: src.transit_signer(signing_key_name(kind)) for kind in STAGE_KINDS}
     for kind, s in signers.items():
         (wd.keys / f"{kind}.pub.pem").write_bytes(public_pem(s.public_key()))
+    (wd.keys / "checkpoint.pub.pem").write_bytes(public_pem(src.transit_signer(CHECKPOINT_KEY).public_key()))
     wd.trust.write_text(yaml.safe_dump({
         "signers": [{"name": kind, "public_key": f"keys/{kind}.pub.pem", "stages": [kind]} for kind in STAGE_KINDS],
+        # checkpoints of the ledger, signed by the witness only; stages refuse a ledger that
+        # does not extend the newest one
+        "checkpoint_keys": ["keys/checkpoint.pub.pem"],
     }, sort_keys=False))
     wd.policy.write_text(yaml.safe_dump({
         "trust": "trust.yaml",
@@ -182,7 +200,24 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
         data.write_csv(data.make_demo_dataset(seed=0), wd.source)
     _write_env_file(wd, src, env)
     _seal_reference(wd, src, signers["ingest"], progress)
+    witness_workdir(wd, src, progress)
     return src, signers["ingest"]
+
+
+def witness_workdir(wd: Workdir, src: Any, progress: Progress) -> bytes:
+    """`mlseal ledger witness` over the demo's ledger: from the last checkpoint it accepted
+    (``DIR/checkpoint``) and the newest stored one, verify what was appended since, sign and
+    store a checkpoint of the current tree. A rolled-back or forked ledger is refused."""
+    from mlseal.ledger import open_ledger
+    from mlseal.ledger.witness import read_state, witness, write_state
+    from mlseal.signing.trust import load_trust
+
+    with open_ledger(wd.ledger_url) as led:
+        done = witness(led, load_trust(wd.trust), src.transit_signer(CHECKPOINT_KEY),
+                       state=read_state(wd.checkpoint))
+    write_state(wd.checkpoint, done.note)
+    progress(f"  witness: checkpoint of {done.new.size} entries signed (root {done.new.root.hex()[:16]}…)")
+    return done.note
 
 
 def _seal_reference(wd: Workdir, src: Any, signer: Any, progress: Progress) -> None:
@@ -242,15 +277,21 @@ def _write_env_file(wd: Workdir, src: Any, environ: Mapping[str, str]) -> None:
     env = {"MLSEAL_LEDGER": wd.ledger_url, "MLSEAL_TRUST": str(wd.trust)}
     if src.kind == "dev":
         env["MLSEAL_DEV_SECRETS"] = str(wd.secrets)
+        key = f"--key {shlex.quote(str(wd.secrets / 'transit' / (CHECKPOINT_KEY + '.pem')))}"
     else:
         env["VAULT_ADDR"] = str(environ.get("VAULT_ADDR", ""))
+        key = f"--vault-transit {CHECKPOINT_KEY}"
     lines = [
         "# mlseal demo workdir: `source` this file, then run your own sealed steps (kfp.local or",
         "# `mlseal record`); they append to this ledger, checked against this trust file.",
         "# The secret store is the local dev store: records made with it say secret_store: dev."
         if src.kind == "dev"
         else "# Vault: log in as usual (VAULT_TOKEN, AppRole or Kubernetes auth); no token is kept here.",
-        *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+        "# The trust file lists the checkpoint key: each step requires the ledger to extend the newest",
+        "# signed checkpoint (a rolled-back or forked ledger is refused). Sign a new one after your steps:",
+        f"#   mlseal ledger witness --ledger \"$MLSEAL_LEDGER\" --trust \"$MLSEAL_TRUST\" {key} "
+        f"--state \"$MLSEAL_CHECKPOINT\"",
+        *(f"export {k}={shlex.quote(v)}" for k, v in {**env, "MLSEAL_CHECKPOINT": str(wd.checkpoint)}.items()),
         "",
     ]
     wd.env_file.write_text("\n".join(lines))
@@ -355,6 +396,10 @@ def run_demo(
     with open_ledger(wd.ledger_url) as led:
         run_records = [_record(led, seq) for seq in range(first, led.size())]
         chain = _chain(led, wd, run_records)
+    try:
+        witness_workdir(wd, src, progress)
+    except Error as exc:  # reported, and verify_workdir below says what is wrong
+        failed = failed or f"the witness refused to sign a checkpoint: {exc}"
     verification = verify_workdir(wd)
     progress(f"ledger: {'verified' if verification.ok else 'VERIFICATION FAILED'} "
              f"({verification.size} entries, root {verification.root[:16]}…) with every artifact's bytes")
@@ -423,7 +468,28 @@ def verify_workdir(wd: Workdir) -> Verification:
 
     if not wd.trust.exists():
         raise ConfigurationError(f"{wd.trust} is missing: not a demo workdir")
+    trust = load_trust(wd.trust)
+    checkpoint, problems = _workdir_checkpoint(wd, trust)
     with open_ledger(wd.ledger_url) as led:
-        report = verify_ledger(led, load_trust(wd.trust), digest_uri=digest_uri)
-    problems = [p.detail for p in report.problems]
-    return Verification(ok=report.ok, size=report.size, root=report.root.hex(), problems=problems)
+        report = verify_ledger(led, trust, checkpoint=checkpoint, digest_uri=digest_uri)
+    problems += [p.detail for p in report.problems]
+    return Verification(ok=report.ok and not problems, size=report.size, root=report.root.hex(),
+                        problems=problems, checkpoint=checkpoint.size if checkpoint else None)
+
+
+def _workdir_checkpoint(wd: Workdir, trust: Any) -> tuple[Any, list[str]]:
+    """The checkpoint the demo's witness accepted last (``DIR/checkpoint``), verified; a
+    workdir whose trust file lists checkpoint keys must have one."""
+    from mlseal.ledger.checkpoint import verify_checkpoint
+    from mlseal.ledger.witness import read_state
+
+    if not trust.checkpoint_keys:
+        return None, []
+    note = read_state(wd.checkpoint)
+    if note is None:
+        return None, [f"{wd.checkpoint} is missing: no checkpoint to verify the ledger against "
+                      "(run `mlseal ledger witness`, see mlseal.env)"]
+    try:
+        return verify_checkpoint(note, trust), []
+    except Error as exc:
+        return None, [f"{wd.checkpoint}: {exc}"]

@@ -39,6 +39,8 @@ class Verification:
     size: int
     root: str
     problems: Sequence[str] = field(default_factory=tuple)
+    #: the size of the signed checkpoint the ledger was verified against (None: none)
+    checkpoint: int | None = None
 
 
 def _short(digest: str | None, n: int = 12) -> str:

@@ -49,6 +49,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlseal._files import remove_path
 from mlseal.errors import ConfigurationError, Error, InfrastructureError, VerificationError
+from mlseal.ledger.checkpoint import (
+    Accepted,
+    Checkpoint,
+    CheckpointLedger,
+    RollbackError,
+    Trusted,
+    accept,
+    expected_origin,
+    prove_consistency,
+    require_included,
+    verify_notes,
+)
 from mlseal.ledger.record import (
     DEV_SECRET_STORE,
     UNRESOLVED_PLACEHOLDER,
@@ -186,12 +198,18 @@ class Sealing:
         values.update(overrides)
         return cls(**values)
 
-    def preflight(self, stage: str, *, component_sha256: str | None = None) -> None:
+    def preflight(self, stage: str, *, component_sha256: str | None = None) -> Accepted | None:
         """Before any work: the ledger answers and this stage's own signer is trusted for it.
 
         Otherwise `ConfigurationError` naming the missing piece and the fix, and the
         stage appends nothing: a record the trust file does not allow would break
         `ledger verify` for good, since an append-only log cannot be repaired.
+
+        When the trust file lists ``checkpoint_keys``, also: the newest stored checkpoint
+        signed by one of them must be extended by the current tree, and the last entry
+        must be the tree's last leaf (`mlseal.ledger.checkpoint.accept`); a rolled-back or
+        forked ledger raises `RollbackError` and nothing is appended. Returns what was
+        accepted (None without checkpoint keys).
         """
         try:
             self.ledger.size()
@@ -216,6 +234,17 @@ class Sealing:
                 f"this stage's {why}; sign {stage!r} records with the {stage} stage's own key "
                 f"({signing_key_name(stage)}), or extend the signer's grant in the trust file"
             )
+        return self.accept_ledger()
+
+    def accept_ledger(self, known: tuple[Trusted, ...] = ()) -> Accepted | None:
+        """`checkpoint.accept` on this stage's ledger when the trust file has checkpoint keys."""
+        if not self.trust.checkpoint_keys:
+            return None
+        led = _checkpoint_ledger(self.ledger)
+        try:
+            return accept(led, self.trust, known=known)
+        except RollbackError as exc:
+            raise RollbackError(f"ledger refused, nothing appended: {exc}") from None
 
 
 def check_task_environment(environ: Mapping[str, str], *, ledger_url: str | None) -> None:
@@ -331,6 +360,9 @@ class StageResult:
     status: Status
     outputs: Mapping[str, SealedOutput]
     record: Record | None = None
+    #: the signed checkpoint the stage accepted (the largest it checked the ledger against),
+    #: for downstream tasks to require consistency from (None: no checkpoint keys or none yet)
+    checkpoint: bytes | None = None
 
 
 # --- the stage -------------------------------------------------------------------------
@@ -381,6 +413,7 @@ class Stage:
         self._secrets: list[SecretRef] = []
         self._revealed: list[str] = []  # values to scrub from an error text, never stored
         self._refusal: BaseException | None = None
+        self._accepted: Accepted | None = None
         self._entered = False
         self.result: StageResult | None = None
 
@@ -397,6 +430,9 @@ class Stage:
         bundle: str | os.PathLike[str] | bytes | None = None,
         uri: str | None = None,
         expect_sha256: str | None = None,
+        producer_seq: int | None = None,
+        producer_entry_sha256: str | None = None,
+        checkpoint: bytes | None = None,
     ) -> Path:
         """Verify an input artifact and return its path; raise `InputRefused` otherwise.
 
@@ -407,6 +443,12 @@ class Stage:
         trusted signer and the record did not fail; (3) the OMS bundle (``PATH.sig``, or
         `bundle`) hashes to the recorded `bundle_sha256` and (4) verifies over the
         artifact with a trusted key.
+
+        What the upstream task passed along is checked too: its record is still entry
+        ``producer_seq`` with SHA-256 ``producer_entry_sha256``, a leaf of the current tree,
+        and the ledger extends the ``checkpoint`` it accepted (verified against the trust
+        file's checkpoint keys); the deciding record must be a leaf of the current tree as
+        well. A ledger rolled back or forked since raises `RollbackError`.
         """
         self._require_entered()
         p = Path(path)
@@ -417,6 +459,10 @@ class Stage:
             return known.path
         try:
             verified = self._verify_input(name, p, bundle, expect_sha256)
+            self._check_upstream(verified, producer_seq, producer_entry_sha256, checkpoint)
+        except RollbackError as exc:
+            self._refusal = RollbackError(f"stage {self.name}: input {name!r} refused: {exc}")
+            raise self._refusal from None
         except VerificationError as exc:
             self._refusal = InputRefused(f"stage {self.name}: input {name!r} refused: {exc}")
             raise self._refusal from None
@@ -470,6 +516,53 @@ class Stage:
         finally:
             if cleanup:
                 shutil.rmtree(cleanup, ignore_errors=True)
+
+    def _check_upstream(
+        self, verified: VerifiedInput, seq: int | None, entry_sha256: str | None, checkpoint: bytes | None
+    ) -> None:
+        s = self.sealing
+        if seq is None and checkpoint is None and self._accepted is None and not s.trust.checkpoint_keys:
+            return
+        led = _checkpoint_ledger(s.ledger)
+        known: tuple[Trusted, ...] = ()
+        if checkpoint is not None:
+            known = tuple(verify_notes([checkpoint], s.trust, where="the checkpoint its producer accepted"))
+        head = led.head()
+        # the tree this stage accepted, and every checkpoint it was handed, must still be extended
+        self._require_extends(led, head, known)
+        if seq is not None:
+            require_included(led, seq, head, entry_sha256=entry_sha256)
+        require_included(led, verified.producer_seq, head)
+        best = self._accepted.checkpoint if self._accepted else None
+        for t in known:
+            if best is None or t.checkpoint.size > best.checkpoint.size:
+                best = t
+        self._accepted = Accepted(best, head)
+
+    def _require_extends(self, led: CheckpointLedger, head: Any, known: tuple[Trusted, ...] = ()) -> None:
+        olds: list[Checkpoint] = [t.checkpoint for t in known]
+        if self._accepted is not None:
+            a = self._accepted
+            if a.checkpoint is not None:
+                olds.append(a.checkpoint.checkpoint)
+            olds.append(Checkpoint(expected_origin(self.sealing.trust), a.head.size, a.head.root))
+        for old in olds:
+            prove_consistency(led, old, head)
+
+    def _check_before_append(self) -> None:
+        """Right before appending: the ledger still extends what this stage accepted."""
+        if self._accepted is None:
+            return
+        led = _checkpoint_ledger(self.sealing.ledger)
+        head = led.head()
+        try:
+            self._require_extends(led, head)
+            if head.size:
+                require_included(led, head.size - 1, head, entry_sha256=head.last_entry_hash or None)
+        except RollbackError as exc:
+            self._refusal = RollbackError(f"stage {self.name}: ledger refused, nothing appended: {exc}")
+            raise self._refusal from None
+        self._accepted = Accepted(self._accepted.checkpoint, head)
 
     @property
     def inputs(self) -> tuple[VerifiedInput, ...]:
@@ -592,7 +685,7 @@ class Stage:
     def __enter__(self) -> Stage:
         if self._entered:
             raise ConfigurationError(f"stage {self.name} entered twice")
-        self.sealing.preflight(self.kind, component_sha256=self._source_digest)
+        self._accepted = self.sealing.preflight(self.kind, component_sha256=self._source_digest)
         self._entered = True
         return self
 
@@ -607,7 +700,8 @@ class Stage:
                 self.result = self._commit()
             except BaseException as commit_exc:
                 self._discard()
-                self._append_failed(commit_exc)
+                if commit_exc is not self._refusal:  # a refused ledger gets no record at all
+                    self._append_failed(commit_exc)
                 raise
             return
         self._discard()
@@ -666,13 +760,16 @@ class Stage:
             ),
             status=Status.OK,
         )
+        self._check_before_append()
         appended = s.ledger.append(draft, s.signer, signer_name=s.signer_name)
+        accepted = self._accepted.checkpoint if self._accepted is not None else None
         return StageResult(
             seq=appended.seq,
             entry_hash=appended.entry_hash,
             status=Status.OK,
             outputs=sealed,
             record=getattr(appended, "record", None),
+            checkpoint=accepted.note if accepted is not None else None,
         )
 
     def _append_failed(self, exc: BaseException) -> None:
@@ -757,6 +854,19 @@ def sealed(
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _checkpoint_ledger(ledger: object) -> CheckpointLedger:
+    """The ledger as `checkpoint.CheckpointLedger`, or `ConfigurationError` (a ledger double
+    without head, proofs and stored checkpoints cannot be checked against checkpoints)."""
+    needed = ("head", "entry", "consistency_proof", "inclusion_proof", "checkpoints")
+    missing = [m for m in needed if not callable(getattr(ledger, m, None))]
+    if missing:
+        raise ConfigurationError(
+            f"the ledger {type(ledger).__name__} cannot be checked for rollback (no {', '.join(missing)}); "
+            "use mlseal.ledger.open_ledger"
+        )
+    return ledger  # type: ignore[return-value]
 
 
 def _check_param(key: str, value: Any, where: str) -> None:

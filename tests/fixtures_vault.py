@@ -177,6 +177,7 @@ def _transit_keys(h: VaultHarness) -> None:
     for kind in STAGE_KINDS:
         h.transit_key(f"mlseal-signing-{kind}", "ecdsa-p256")
     h.transit_key("mlseal-data", "aes256-gcm96")
+    h.transit_key("mlseal-checkpoint", "ecdsa-p256")  # the witness's checkpoint key
 
 
 @pytest.fixture

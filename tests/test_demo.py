@@ -113,8 +113,10 @@ def test_demo_with_vault_says_so_and_leaks_nothing(vault, tmp_path: Path) -> Non
     import os
 
     version = vault.put("mlseal/anonymize/hmac", {"key": base64.b64encode(os.urandom(32)).decode()})
-    # one local user running every stage: a token with each stage's policy
-    env = vault.token_env([f"mlseal-{kind}" for kind in ("ingest", "process", "train", "evaluate", "deploy")])
+    # one local user running every stage and the witness: a token with each stage's policy
+    # and the witness's (the only one that may sign checkpoints)
+    env = vault.token_env([f"mlseal-{kind}" for kind in ("ingest", "process", "train", "evaluate", "deploy",
+                                                         "witness")])
     lines: list[str] = []
     result = run_demo(tmp_path / "wd", progress=lines.append, env=env, epochs=10)
     assert result.ok, result.failed

@@ -16,6 +16,7 @@ from mlseal.cli import main
 from mlseal.errors import ConfigurationError, InfrastructureError
 from mlseal.ledger import open_ledger
 from mlseal.ledger._postgres import init_schema
+from mlseal.ledger._store import SCHEMA_VERSION
 from mlseal.ledger.record import RecordDraft
 from mlseal.ledger.verify import verify_ledger
 from mlseal.signing.keys import LocalKeySigner
@@ -79,7 +80,9 @@ def _vault_login(group: str, vault_role: str, roles: list[str]) -> str:
         for stmt in spec["creation_statements"]:
             stmt = (stmt.replace("{{name}}", login).replace("{{password}}", "unused-with-trust-auth")
                     .replace("{{expiration}}", "2999-01-01 00:00:00+00"))
-            c.execute(stmt.replace("mlseal_ledger_writer", group).replace("mlseal_ledger_reader", group))
+            for shipped in ("mlseal_ledger_writer", "mlseal_ledger_reader", "mlseal_ledger_witness"):
+                stmt = stmt.replace(shipped, group)
+            c.execute(stmt)
     return login
 
 
@@ -109,11 +112,11 @@ def test_init_creates_a_versioned_schema_and_a_rerun_changes_nothing(schema: str
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["created"] is True and first["changed"] is True
-    assert first["schema"] == schema and first["schema_version"] == 1
+    assert first["schema"] == schema and first["schema_version"] == SCHEMA_VERSION
     assert sorted(first["created_roles"]) == sorted([writer, reader])
     assert [writer, "mlseal_entries", "INSERT"] in first["granted"]
     before = _snapshot(schema)
-    assert dict(before["meta"])["schema_version"] == "1"  # type: ignore[call-overload]
+    assert dict(before["meta"])["schema_version"] == str(SCHEMA_VERSION)  # type: ignore[call-overload]
 
     assert main(argv) == 0
     captured = capsys.readouterr()
@@ -129,7 +132,7 @@ def test_init_accepts_a_ledger_created_on_open_and_keeps_its_records(schema: str
     with open_ledger(_url(schema)) as led:  # the old path: schema created on first open
         led.append(RecordDraft(stage="ingest"), signer, signer_name="pipeline")
     report = init_schema(_url(schema), display="test")
-    assert report.created is False and report.changed is False and report.schema_version == 1
+    assert report.created is False and report.changed is False and report.schema_version == SCHEMA_VERSION
     with open_ledger(_url(schema), create=False) as led:
         assert led.size() == 1
         assert verify_ledger(led, TrustRoot.of(signer.verifier("pipeline"))).ok
@@ -143,9 +146,9 @@ def test_a_ledger_made_by_init_opens_and_appends(schema: str) -> None:
 def test_init_refuses_a_newer_schema(schema: str, capsys: pytest.CaptureFixture[str]) -> None:
     init_schema(_url(schema), display="test")
     with psycopg.connect(PG_BASE, autocommit=True) as c:
-        c.execute(f"UPDATE {schema}.mlseal_meta SET value = '2' WHERE key = 'schema_version'")
+        c.execute(f"UPDATE {schema}.mlseal_meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
     before = _snapshot(schema)
-    with pytest.raises(ConfigurationError, match=r"schema version 2 is newer.*upgrade mlseal"):
+    with pytest.raises(ConfigurationError, match=rf"schema version {SCHEMA_VERSION + 1} is newer.*upgrade mlseal"):
         init_schema(_url(schema), display="test")
     assert main(["ledger", "init", "--ledger", _url(schema)]) == 2
     assert "newer" in capsys.readouterr().err
@@ -244,3 +247,91 @@ def test_init_on_sqlite_creates_once_and_refuses_grants(tmp_path: Path, capsys: 
     assert json.loads(capsys.readouterr().out)["changed"] is False
     assert main(["ledger", "init", "--ledger", url, "--grant-reader", "r"]) == 2
     assert "PostgreSQL ledgers only" in capsys.readouterr().err
+
+
+# --- schema version 2: checkpoints ------------------------------------------------------------
+
+def _make_v1(schema: str) -> None:
+    """Turn a fresh schema into what mlseal wrote before checkpoints were stored (version 1)."""
+    with psycopg.connect(PG_BASE, autocommit=True) as c:
+        c.execute(f"DROP TABLE {schema}.mlseal_checkpoints")
+        c.execute(f"UPDATE {schema}.mlseal_meta SET value = '1' WHERE key = 'schema_version'")
+
+
+def _note(size: int) -> bytes:
+    from mlseal.ledger.checkpoint import Checkpoint, sign_checkpoint
+
+    return sign_checkpoint(Checkpoint("mlseal.local/ledger", size, bytes(32)), LocalKeySigner.generate())
+
+
+def test_init_migrates_a_version_1_ledger_and_keeps_its_records(schema: str, roles: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    writer_group, reader_group = _name("w", roles), _name("r", roles)
+    signer = LocalKeySigner.generate()
+    init_schema(_url(schema), display="test", writers=[writer_group], readers=[reader_group])
+    _append(_url(schema), signer)
+    _make_v1(schema)
+    # version-1 schema: the stores open it, hold no checkpoint, and say how to migrate
+    with open_ledger(_url(schema), create=False) as led:
+        assert led.latest_checkpoint() is None
+        with pytest.raises(ConfigurationError, match=r"schema version 1 .*mlseal ledger init"):
+            led.add_checkpoint(_note(1))
+    argv = ["ledger", "init", "--ledger", _url(schema), "--grant-writer", writer_group,
+            "--grant-reader", reader_group, "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["migrated_from"] == 1 and out["changed"] is True and out["schema_version"] == SCHEMA_VERSION
+    assert [writer_group, "mlseal_checkpoints", "SELECT"] in out["granted"]
+    assert [writer_group, "mlseal_checkpoints", "INSERT"] not in out["granted"]
+    assert [reader_group, "mlseal_checkpoints", "SELECT"] in out["granted"]
+    assert dict(_snapshot(schema)["meta"])["schema_version"] == str(SCHEMA_VERSION)  # type: ignore[call-overload]
+    assert main(argv) == 0  # idempotent
+    again = json.loads(capsys.readouterr().out)
+    assert again["changed"] is False and again["migrated_from"] is None
+    with open_ledger(_url(schema), create=False) as led:
+        assert led.size() == 1 and verify_ledger(led, TrustRoot.of(signer.verifier("pipeline"))).ok
+        note = _note(1)
+        led.add_checkpoint(note)
+        assert led.latest_checkpoint() == note
+
+
+def test_only_the_witness_stores_checkpoints_writers_and_readers_read_them(schema: str, roles: list[str]) -> None:
+    writer_group, reader_group, witness_group = _name("w", roles), _name("r", roles), _name("x", roles)
+    init_schema(_url(schema), display="test", writers=[writer_group], readers=[reader_group],
+                witnesses=[witness_group])
+    writer = _vault_login(writer_group, "mlseal-ledger-writer", roles)
+    reader = _vault_login(reader_group, "mlseal-ledger-reader", roles)
+    witness = _vault_login(witness_group, "mlseal-ledger-witness", roles)
+    note = _note(0)
+    with open_ledger(_url(schema, witness), create=False) as led:
+        led.add_checkpoint(note)  # identity column: no sequence grant needed
+    for login in (writer, reader):
+        with open_ledger(_url(schema, login), create=False) as led:
+            assert led.latest_checkpoint() == note
+            with pytest.raises(InfrastructureError, match="permission denied"):
+                led.add_checkpoint(_note(5))
+    for login in (writer, reader, witness):
+        with psycopg.connect(_url(schema, login), autocommit=True) as c:
+            for stmt in ("DELETE FROM mlseal_checkpoints", "UPDATE mlseal_checkpoints SET size = 99",
+                         "TRUNCATE mlseal_checkpoints"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(stmt)
+
+
+def test_the_witness_role_reads_and_adds_checkpoints_only(schema: str, roles: list[str]) -> None:
+    group = _name("x", roles)
+    report = init_schema(_url(schema), display="test", witnesses=[group])
+    assert (group, "mlseal_checkpoints", "INSERT") in report.granted
+    _append(_url(schema), LocalKeySigner.generate())
+    login = _vault_login(group, "mlseal-ledger-witness", roles)
+    with open_ledger(_url(schema, login), create=False) as led:
+        assert led.size() == 1
+        led.add_checkpoint(_note(1))
+    with pytest.raises(InfrastructureError, match="permission denied"):
+        _append(_url(schema, login), LocalKeySigner.generate())
+    with psycopg.connect(_url(schema, login), autocommit=True) as c:
+        for stmt in ("DELETE FROM mlseal_checkpoints", "UPDATE mlseal_head SET size = 0", "DELETE FROM mlseal_entries"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(stmt)
+    with pytest.raises(ConfigurationError, match="both writer and witness"):
+        init_schema(_url(schema), display="test", writers=[group], witnesses=[group])

@@ -204,6 +204,6 @@ def test_init_job_arguments_work_against_the_tls_server(server: dict[str, Any]) 
     with psycopg.connect(**_conninfo(server, dbname=server["db"], sslmode="verify-full",
                                      sslrootcert=str(server["ca"]))) as conn:
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'mlseal_ledger_%'")}
-    assert roles == {"mlseal_ledger_writer", "mlseal_ledger_reader"}
+    assert roles == {"mlseal_ledger_writer", "mlseal_ledger_reader", "mlseal_ledger_witness"}
     assert ADMIN_PASSWORD not in server["log"].read_text()
     assert yaml.safe_dump(job).count(ADMIN_PASSWORD) == 0

@@ -64,6 +64,8 @@ def pod_specs(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     for d in build(path):
         if d["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+        elif d["kind"] == "CronJob":
+            yield f"CronJob/{d['metadata']['name']}", d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
@@ -180,7 +182,7 @@ def test_mlseal_containers_run_real_cli_commands(path: str) -> None:
             assert "command" not in c, f"{where}: leave the image's entrypoint alone"
             args = parser.parse_args(c["args"])  # SystemExit on an unknown flag
             seen.add(f"{args.command} {getattr(args, 'webhook_command', None) or args.ledger_command}")
-    assert "webhook serve" in seen
+    assert "webhook serve" in seen and "ledger witness" in seen
     if path != "base":
         assert "ledger init" in seen
 
@@ -358,6 +360,7 @@ def test_init_job_grants_the_roles_vault_issues_logins_into(path: str) -> None:
         groups[name] = m.group(1)
     assert args.grant_writer == [groups["mlseal-ledger-writer"]]
     assert args.grant_reader == [groups["mlseal-ledger-reader"]]
+    assert args.grant_witness == [groups["mlseal-ledger-witness"]]
 
 
 @pytest.mark.parametrize("path", BUILDS)
@@ -398,6 +401,8 @@ def test_both_trust_copies_are_identical() -> None:
     for s in trust["signers"]:
         assert s["stages"] == [s["name"]]
         assert (base / s["public_key"]).read_bytes() == (pipeline / s["public_key"]).read_bytes()
+    assert trust["checkpoint_keys"] == ["checkpoint.pub.pem"]
+    assert (base / "checkpoint.pub.pem").read_bytes() == (pipeline / "checkpoint.pub.pem").read_bytes()
 
 
 def test_shipped_policy_and_trust_files_load() -> None:
@@ -409,9 +414,67 @@ def test_shipped_policy_and_trust_files_load() -> None:
     policy = load_policy(str(K8S / "base" / "config" / "policy.yaml"))
     assert policy.ledger_url_file == Path("/vault/secrets/ledger-url")
     trust = load_trust(str(K8S / "pipeline" / "common" / "trust" / "trust.yaml"))
-    assert len(trust.signers) == len(STAGES)
+    assert len(trust.signers) == len(STAGES) and len(trust.checkpoint_keys) == 1
+    files = {"trust.yaml", "checkpoint.pub.pem", *(f"{s}.pub.pem" for s in STAGES)}
     cm = one("overlays/dev", "ConfigMap", "mlseal-trust")
-    assert set(cm["data"]) == {"trust.yaml", *(f"{s}.pub.pem" for s in STAGES)}
+    assert set(cm["data"]) == files
+    (policy_cm,) = [c for c in objects("overlays/dev", "ConfigMap")
+                    if c["metadata"]["name"].startswith("mlseal-admission-policy")]
+    assert set(policy_cm["data"]) >= files
+
+
+# --- the ledger witness --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", BUILDS)
+def test_the_witness_signs_checkpoints_with_its_own_identity(path: str) -> None:
+    cron = one(path, "CronJob", "mlseal-ledger-witness")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    tpl = cron["spec"]["jobTemplate"]["spec"]["template"]
+    spec, ann = tpl["spec"], tpl["metadata"]["annotations"]
+    (c,) = spec["containers"]
+    args = build_parser().parse_args(c["args"])
+    assert (args.command, args.ledger_command) == ("ledger", "witness")
+    assert args.vault_transit == "mlseal-checkpoint" and args.ledger is None and args.key is None
+    assert args.ledger_file == "/vault/secrets/ledger-url" and args.state
+    # the state survives the pod; the trust file is the webhook's (checkpoint key listed)
+    vols = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    claim = vols[mounts[str(Path(args.state).parent)]]["persistentVolumeClaim"]["claimName"]
+    assert one(path, "PersistentVolumeClaim", claim)
+    assert vols[mounts[str(Path(args.trust).parent)]]["configMap"]["name"].startswith("mlseal-admission-policy")
+    # Vault: its own role, bound to its own service account, audience-bound token only
+    assert spec["automountServiceAccountToken"] is False
+    assert one(path, "ServiceAccount", spec["serviceAccountName"])["automountServiceAccountToken"] is False
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    roles = json.loads((VAULT / "kubernetes-roles.json").read_text())
+    role = roles[env["MLSEAL_VAULT_K8S_ROLE"]]
+    assert ann["vault.hashicorp.com/role"] == env["MLSEAL_VAULT_K8S_ROLE"] == "mlseal-witness"
+    assert role["bound_service_account_names"] == [spec["serviceAccountName"]]
+    assert role["bound_service_account_namespaces"] == ["mlseal-system"] and role["audience"] == "vault"
+    token = _vault_token_volume(spec, mounts[str(Path(env["MLSEAL_VAULT_K8S_JWT"]).parent)])
+    assert token["audience"] == "vault"
+    assert ann["vault.hashicorp.com/agent-pre-populate-only"] == "true"  # a Job must be able to finish
+    assert "database/creds/mlseal-ledger-witness" in ann["vault.hashicorp.com/agent-inject-template-ledger-url"]
+    policy = (VAULT / "policies" / f"{role['token_policies'][0]}.hcl").read_text()
+    assert 'path "database/creds/mlseal-ledger-witness"' in policy
+    assert tpl["metadata"]["labels"]["mlseal.dev/ledger-client"] == "true"
+
+
+def test_only_the_witness_policy_may_sign_checkpoints() -> None:
+    signers = []
+    for f in sorted((VAULT / "policies").glob("*.hcl")):
+        text = f.read_text()
+        for m in re.finditer(r'path "transit/sign/([^"]+)"\s*\{([^}]*)\}', text):
+            name, body = m.group(1), m.group(2)
+            if "deny" in body:
+                continue
+            if re.fullmatch(name.replace("*", ".*").replace("+", "[^/]+"), "mlseal-checkpoint"):
+                signers.append(f.stem)
+    assert signers == ["mlseal-witness"]
+    roles = json.loads((VAULT / "kubernetes-roles.json").read_text())
+    assert [r for r, v in roles.items() if "mlseal-witness" in v["token_policies"]] == ["mlseal-witness"]
+    bootstrap = (VAULT / "bootstrap.sh").read_text()
+    assert "mlseal-checkpoint:ecdsa-p256" in bootstrap
 
 
 @pytest.mark.parametrize("path", BUILDS)

@@ -211,10 +211,35 @@ def test_database_engine_is_configured_with_tls_and_the_shipped_roles() -> None:
     assert password not in cfg["connection_url"]
     assert cfg["password_authentication"] == "scram-sha-256"
     shipped = json.loads((VAULT / "database-roles.json").read_text())
-    assert sorted(cfg["allowed_roles"]) == sorted(shipped) == ["mlseal-ledger-reader", "mlseal-ledger-writer"]
+    assert sorted(cfg["allowed_roles"]) == sorted(shipped) == [
+        "mlseal-ledger-reader", "mlseal-ledger-witness", "mlseal-ledger-writer"]
     for name, spec in shipped.items():
         assert by_path[f"database/roles/{name}"] == spec
     # the credential reaches curl through stdin and jq through its environment, never argv
     script = BOOTSTRAP.read_text()
     assert not re.search(r"--arg\w* \w+ \"\$MLSEAL_LEDGER_PG_ADMIN_PASSWORD\"", script)
     assert "env.MLSEAL_LEDGER_PG_ADMIN_PASSWORD" in script
+
+
+def test_only_the_witness_signs_checkpoints(bootstrapped: tuple[FakeVault, Path]) -> None:
+    fake, keys = bootstrapped
+    admin = _admin(fake)
+    info = admin.secrets.transit.read_key(name="mlseal-checkpoint")["data"]
+    assert info["type"] == "ecdsa-p256" and info["exportable"] is False
+    want = info["keys"][str(info["latest_version"])]["public_key"]
+    assert (keys / "checkpoint.pub.pem").read_bytes().strip() == want.strip().encode()
+    w = _login(fake, "mlseal-witness", "mlseal-witness", "mlseal-system")
+    sig = w.secrets.transit.sign_data(name="mlseal-checkpoint", hash_input="aGk=", hash_algorithm="sha2-256",
+                                      marshaling_algorithm="asn1")
+    assert sig["data"]["signature"].startswith("vault:v1:")
+    for stage in STAGES:  # the witness signs no record, and no stage signs a checkpoint
+        with pytest.raises(hvac.exceptions.Forbidden):
+            w.secrets.transit.sign_data(name=f"mlseal-signing-{stage}", hash_input="aGk=")
+        c = _login(fake, f"mlseal-{stage}", "mlseal-pipeline", "kubeflow")
+        with pytest.raises(hvac.exceptions.Forbidden):
+            c.secrets.transit.sign_data(name="mlseal-checkpoint", hash_input="aGk=")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        w.secrets.kv.v2.read_secret_version(path="mlseal/train/db", raise_on_deleted_version=True)
+    for account, namespace in [("mlseal-webhook", "mlseal-system"), ("mlseal-pipeline", "kubeflow")]:
+        with pytest.raises(hvac.exceptions.Forbidden):
+            _login(fake, "mlseal-witness", account, namespace)

@@ -34,7 +34,7 @@ from mlseal.kfp.executor import (
     record_command,
     shell_command,
 )
-from mlseal.kfp.metadata import META_BUNDLE, META_SEQ, META_SHA256
+from mlseal.kfp.metadata import META_BUNDLE, META_ENTRY_SHA256, META_SEQ, META_SHA256
 from mlseal.ledger import open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import RunInfo
@@ -227,7 +227,7 @@ def test_container_steps_chain_and_downstream_sealed_stage_accepts(
 ) -> None:
     s = setup
     raw_uri, raw_md = _ingest(s, capsys)
-    assert set(raw_md) == {META_SHA256, META_SEQ, META_BUNDLE}
+    assert set(raw_md) == {META_SHA256, META_SEQ, META_BUNDLE, META_ENTRY_SHA256}
     assert raw_md[META_SEQ] == 0 and json.loads(raw_md[META_BUNDLE])["mediaType"].startswith(
         "application/vnd.dev.sigstore.bundle"
     )

@@ -9,10 +9,12 @@
 #   2. creates the Transit keys, all non-exportable (an existing key is left as it is,
 #      a key of the wrong type is an error): mlseal-signing-<stage> (ecdsa-p256) for each
 #      stage kind ingest, process, train, evaluate, deploy; mlseal-data (aes256-gcm96);
+#      mlseal-checkpoint (ecdsa-p256: ledger checkpoints, signed by the witness only);
 #      and the legacy single key mlseal-signing (ecdsa-p256, role mlseal-pipeline);
 #   3. writes the ACL policies in policies/*.hcl (mount names rewritten if not default):
 #      one per stage (mlseal-<stage>: its own signing key and KV paths only), the webhook,
-#      the ledger-credential syncer, the operator, the legacy pipeline;
+#      the witness (mlseal-witness: the checkpoint key only), the ledger-credential
+#      syncer, the operator, the legacy pipeline;
 #   4. with MLSEAL_K8S_HOST set: enables Kubernetes auth, points it at that API server
 #      (CA from MLSEAL_K8S_CA_CERT, default the pod's service-account CA) and creates the
 #      roles in kubernetes-roles.json (every one requires tokens with audience `vault`);
@@ -23,10 +25,11 @@
 #      ledger with TLS verify-full against MLSEAL_LEDGER_PG_SSLROOTCERT (a path ON THE
 #      VAULT SERVER, default /vault/userconfig/mlseal-ledger-ca/ca.crt: mount ConfigMap
 #      mlseal-ledger-ca there) and creates the roles in database-roles.json:
-#      mlseal-ledger-writer and mlseal-ledger-reader, short-lived logins that are members
-#      of the group roles `mlseal ledger init` grants (docs/infra.md);
+#      mlseal-ledger-writer, mlseal-ledger-reader and mlseal-ledger-witness, short-lived
+#      logins that are members of the group roles `mlseal ledger init` grants (docs/infra.md);
 #   7. with MLSEAL_PUBLIC_KEYS_OUT=DIR: writes each stage key's public half to
-#      DIR/<stage>.pub.pem, for the trust file (infra/k8s/base/config).
+#      DIR/<stage>.pub.pem and the checkpoint key's to DIR/checkpoint.pub.pem, for the
+#      trust file (infra/k8s/base/config).
 # Honours VAULT_CACERT and VAULT_NAMESPACE. The admin token is sent only as a header,
 # read by curl from a file descriptor so that it never appears in a process list.
 set -euo pipefail
@@ -66,7 +69,7 @@ vault POST "sys/mounts/$kv" '{"type":"kv","options":{"version":"2"},"description
 vault POST "sys/mounts/$transit" '{"type":"transit","description":"mlseal keys"}' "already in use" >/dev/null
 
 stages=(ingest process train evaluate deploy)
-keys=(mlseal-data:aes256-gcm96 mlseal-signing:ecdsa-p256)
+keys=(mlseal-data:aes256-gcm96 mlseal-signing:ecdsa-p256 mlseal-checkpoint:ecdsa-p256)
 for stage in "${stages[@]}"; do keys+=("mlseal-signing-$stage:ecdsa-p256"); done
 say "Transit keys: ${keys[*]} (not exportable)"
 for key in "${keys[@]}"; do
@@ -133,11 +136,13 @@ fi
 
 if [[ -n "${MLSEAL_PUBLIC_KEYS_OUT:-}" ]]; then
   mkdir -p "$MLSEAL_PUBLIC_KEYS_OUT"
-  for stage in "${stages[@]}"; do
-    info="$(vault GET "$transit/keys/mlseal-signing-$stage")"
+  for pair in "${stages[@]/#/mlseal-signing-}" mlseal-checkpoint; do
+    name="${pair}" file="${pair#mlseal-signing-}"
+    [[ "$name" == mlseal-checkpoint ]] && file=checkpoint
+    info="$(vault GET "$transit/keys/$name")"
     latest="$(jq -r '.data.latest_version' <<<"$info")"
-    jq -r --arg v "$latest" '.data.keys[$v].public_key' <<<"$info" >"$MLSEAL_PUBLIC_KEYS_OUT/$stage.pub.pem"
-    say "public key of mlseal-signing-$stage (version $latest) -> $MLSEAL_PUBLIC_KEYS_OUT/$stage.pub.pem"
+    jq -r --arg v "$latest" '.data.keys[$v].public_key' <<<"$info" >"$MLSEAL_PUBLIC_KEYS_OUT/$file.pub.pem"
+    say "public key of $name (version $latest) -> $MLSEAL_PUBLIC_KEYS_OUT/$file.pub.pem"
   done
 fi
 

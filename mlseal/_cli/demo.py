@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
             "stages": [{"seq": r.seq, "stage": r.stage, "component": r.component.name, "status": r.status.value}
                        for r in result.run_records],
             "model_sha256": result.model_sha256,
-            "ledger": {"ok": v.ok, "size": v.size, "root": v.root, "problems": list(v.problems)} if v else None,
+            "ledger": {"ok": v.ok, "size": v.size, "root": v.root, "problems": list(v.problems),
+                       "checkpoint": v.checkpoint} if v else None,
             "report": str(result.workdir / "report.html"),
             "failed": result.failed,
             "seconds": round(result.seconds, 2),
@@ -47,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"FAILED: {result.failed or 'ledger verification failed'}")
         say(f"  task logs: {result.log}")
     if v is not None:
+        against = f", against the signed checkpoint of {v.checkpoint}" if v.checkpoint is not None else ""
         say(f"  ledger   {result.workdir / 'ledger.db'}: {v.size} entries, "
-            f"{'verified' if v.ok else 'NOT verified'} (root {v.root[:16]}…)")
+            f"{'verified' if v.ok else 'NOT verified'}{against} (root {v.root[:16]}…)")
         for p in v.problems[:5]:
             say(f"           {p}")
     say(f"  secrets  {result.secrets}")
     say(f"  report   {result.workdir / 'report.html'}")
     say(f"  check it yourself: mlseal ledger verify --ledger sqlite:///{result.workdir / 'ledger.db'} "
-        f"--trust {result.workdir / 'trust.yaml'} --artifacts")
+        f"--trust {result.workdir / 'trust.yaml'} --checkpoint {result.workdir / 'checkpoint'} --artifacts")
     return 0 if result.ok else 1

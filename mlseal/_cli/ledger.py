@@ -1,4 +1,4 @@
-"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency` (DESIGN.md, "CLI").
+"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency|witness` (DESIGN.md, "CLI").
 
 Thin: parse, call `mlseal.ledger`, print. Machine output (``--json``) on stdout, human
 text on stderr, the verdict in the exit code (0 ok, 1 verification failed, 2 usage or
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -38,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="PostgreSQL role that may append (repeatable; created NOLOGIN if missing)")
     i.add_argument("--grant-reader", action="append", default=[], metavar="ROLE",
                    help="PostgreSQL role that may only read and verify (repeatable; created NOLOGIN if missing)")
+    i.add_argument("--grant-witness", action="append", default=[], metavar="ROLE",
+                   help="PostgreSQL role that may read and add checkpoints only, for `ledger witness` "
+                   "(repeatable; created NOLOGIN if missing)")
     add_json(i)
     i.set_defaults(func=run, handler=_init)
 
@@ -91,6 +95,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cs.set_defaults(func=run, handler=_consistency)
 
 
+    w = lsub.add_parser(
+        "witness", help="verify what was appended since the last checkpoint, then sign and store a new one",
+        description="Starts from the newest stored checkpoint signed by a trusted checkpoint key and from "
+        "--state (the last checkpoint this witness accepted), requires the current log to extend both, "
+        "verifies the records appended since (as `ledger verify --from-checkpoint`), then signs a checkpoint "
+        "of the current tree and stores it in the ledger (and in --state). A rolled-back or forked log is "
+        "refused (exit 1) and nothing is signed.",
+    )
+    add_ledger(w)
+    w.add_argument("--ledger-file", metavar="FILE",
+                   help="read the ledger URL from this file (e.g. rendered by Vault Agent): no credential in argv")
+    w.add_argument("--trust", required=True, metavar="FILE", help="trust file (signers, checkpoint_keys)")
+    w.add_argument("--state", metavar="FILE",
+                   help="the last checkpoint this witness accepted; read if present, replaced on success")
+    w.add_argument("--origin", help="log origin line (default: trust file's checkpoint_origin, or mlseal.local/ledger)")
+    add_signing_key(w)
+    add_json(w)
+    w.set_defaults(func=run, handler=_witness)
+
+
 def run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
@@ -110,6 +134,18 @@ def _trust(path: str | None) -> TrustRoot | None:
     from mlseal.signing.trust import load_trust
 
     return load_trust(path)
+
+
+def _sqlite_version(path: str) -> int | None:
+    """The schema version an existing SQLite ledger records (None: unreadable; opening says why)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM mlseal_meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
 
 
 def _read(path: str, what: str) -> bytes:
@@ -133,25 +169,31 @@ def _init(args: argparse.Namespace) -> int:
     if scheme == "postgresql":
         from mlseal.ledger._postgres import init_schema
 
-        report = init_schema(url, display=display, writers=args.grant_writer, readers=args.grant_reader)
+        report = init_schema(url, display=display, writers=args.grant_writer, readers=args.grant_reader,
+                             witnesses=args.grant_witness)
         out = report.to_json()
     else:
-        if args.grant_writer or args.grant_reader:
+        if args.grant_writer or args.grant_reader or args.grant_witness:
             raise ConfigurationError(
-                f"ledger {display}: --grant-writer/--grant-reader apply to PostgreSQL ledgers only "
+                f"ledger {display}: --grant-writer/--grant-reader/--grant-witness apply to PostgreSQL ledgers only "
                 "(a SQLite ledger's access is its file permissions)"
             )
         existed = scheme == "sqlite" and Path(sqlite_path(url)).exists()
-        with open_ledger(url, create=True):
+        before = _sqlite_version(sqlite_path(url)) if existed else None
+        with open_ledger(url, create=True):  # creates, or migrates an older schema
             pass
         from mlseal.ledger._store import SCHEMA_VERSION
 
-        out = {"schema": None, "schema_version": SCHEMA_VERSION, "created": not existed, "changed": not existed,
+        migrated = before if before is not None and before < SCHEMA_VERSION else None
+        out = {"schema": None, "schema_version": SCHEMA_VERSION, "created": not existed,
+               "changed": not existed or migrated is not None, "migrated_from": migrated,
                "created_roles": [], "granted": [], "revoked": []}
     out = {"ledger": display, **out}
     if args.json:
         emit_json(out)
     state = "created" if out["created"] else "already there"
+    if out.get("migrated_from") is not None:
+        state = f"(migrated from version {out['migrated_from']})"
     say(f"ledger {display}: schema version {out['schema_version']} {state}")
     for role in out["created_roles"]:
         say(f"  created role {role} (NOLOGIN)")
@@ -363,9 +405,14 @@ def _resolve_signer(key: str | None, vault_transit: str | None) -> Any:
 
 
 def _consistency(args: argparse.Namespace) -> int:
-    from mlseal.errors import VerificationError
-    from mlseal.ledger import merkle
-    from mlseal.ledger.checkpoint import CheckpointError, expected_origin, parse_checkpoint, verify_checkpoint
+    from mlseal.ledger.checkpoint import (
+        CheckpointError,
+        RollbackError,
+        expected_origin,
+        parse_checkpoint,
+        prove_consistency,
+        verify_checkpoint,
+    )
 
     data = _read(args.old_checkpoint, "checkpoint")
     trust = _trust(args.trust)
@@ -381,16 +428,10 @@ def _consistency(args: argparse.Namespace) -> int:
         head = led.head()
         proof: list[bytes] = []
         error = None
-        if old.size > head.size:
-            error = (f"the log has {head.size} records but the checkpoint pinned {old.size}: "
-                     "the log was truncated")
-        elif 0 < old.size < head.size:
-            proof = led.consistency_proof(old.size, head.size)
-    if error is None:
         try:
-            merkle.verify_consistency(old.size, head.size, proof, old.root, head.root)
-        except VerificationError as exc:
-            error = f"the current log does not extend the checkpoint: {exc}"
+            proof = list(prove_consistency(led, old, head).proof)
+        except RollbackError as exc:
+            error = str(exc)
     ok = error is None
     if args.json:
         emit_json({
@@ -406,3 +447,50 @@ def _consistency(args: argparse.Namespace) -> int:
         return 0
     say(f"NOT consistent: {error}")
     return 1
+
+
+def _witness(args: argparse.Namespace) -> int:
+    from mlseal.errors import ConfigurationError, VerificationError
+    from mlseal.ledger.checkpoint import RollbackError
+    from mlseal.ledger.witness import read_state, witness, write_state
+
+    if not args.key and not args.vault_transit:
+        raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY")
+    if args.ledger_file:
+        if args.ledger:
+            raise ConfigurationError("pass either --ledger or --ledger-file, not both")
+        text = _read(args.ledger_file, "ledger URL file").decode("utf-8", "replace").strip()
+        if not text:
+            raise ConfigurationError(f"the ledger URL file {args.ledger_file} is empty (not rendered yet?)")
+        args.ledger = text
+    trust = _trust(args.trust)
+    assert trust is not None
+    signer = _resolve_signer(args.key, args.vault_transit)
+    state_path = Path(args.state) if args.state else None
+    if state_path is not None and not state_path.parent.is_dir():
+        raise ConfigurationError(f"--state {state_path}: directory {state_path.parent} does not exist")
+    state = read_state(state_path) if state_path else None
+    with _open(args) as led:
+        try:
+            done = witness(led, trust, signer, state=state, origin=args.origin)
+        except RollbackError as exc:
+            if args.json:
+                emit_json({"ok": False, "kind": "rollback", "detail": str(exc)})
+            say(f"witness REFUSED: {exc}")
+            return 1
+        except VerificationError as exc:
+            if args.json:
+                emit_json({"ok": False, "kind": "verification", "detail": str(exc)})
+            say(f"witness REFUSED: {exc}")
+            return 1
+    for why in done.skipped:
+        say(f"warning: {why}")
+    if state_path is not None:
+        write_state(state_path, done.note)
+    if args.json:
+        emit_json(done.to_json())
+    start = f"checkpoint of {done.old.size} records" if done.old else "the first record (no checkpoint yet)"
+    say(f"witnessed: {done.checked} records verified from {start}; "
+        f"checkpoint of {done.new.size} records, root {done.new.root.hex()} "
+        + ("signed and stored" if done.stored else "already stored"))
+    return 0

@@ -8,7 +8,8 @@ every input artifact must verify (the digest and OMS bundle its producer put in 
 artifact's KFP metadata, the ledger record, the bundle over the bytes). Then the body
 runs with the open `Stage` available as `current_stage()`. After it: every output the
 body wrote at its artifact path is digested and signed, one record is appended, and
-each output artifact's metadata carries its digest, seq and bundle for the next task.
+each output artifact's metadata carries its digest, seq, entry hash and bundle, and the
+signed checkpoint the stage accepted, for the next task.
 
 This module runs under ``_KFP_RUNTIME=true``: it must not import ``kfp.dsl``'s component
 machinery, only the artifact objects KFP hands to the body.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlseal._files import remove_path
 from mlseal.errors import ConfigurationError
-from mlseal.kfp.metadata import META_BUNDLE, META_SEQ, META_SHA256
+from mlseal.kfp.metadata import META_BUNDLE, META_CHECKPOINT, META_ENTRY_SHA256, META_SEQ, META_SHA256, upstream
 
 if TYPE_CHECKING:
     from mlseal.stage import Stage
@@ -109,6 +110,7 @@ def run(
                         bundle=bundle,
                         uri=uri,
                         expect_sha256=sha,
+                        **upstream(a.metadata),
                     )
             token = _CURRENT.set(st)
             try:
@@ -144,6 +146,9 @@ def run(
         a.metadata[META_SHA256] = out.sha256
         a.metadata[META_SEQ] = sealed.seq
         a.metadata[META_BUNDLE] = out.bundle.read_text()
+        a.metadata[META_ENTRY_SHA256] = sealed.entry_hash
+        if sealed.checkpoint is not None:
+            a.metadata[META_CHECKPOINT] = sealed.checkpoint.decode()
         if hasattr(a, "log_metric") and sealed.record is not None:
             for k, v in sealed.record.metrics.items():
                 a.log_metric(k, v)

@@ -53,12 +53,12 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import ConfigurationError, VerificationError
-from mlseal.kfp.metadata import META_BUNDLE, META_SEQ, META_SHA256
+from mlseal.kfp.metadata import META_BUNDLE, META_CHECKPOINT, META_ENTRY_SHA256, META_SEQ, META_SHA256, upstream
 
 if TYPE_CHECKING:
     from mlseal.stage import Stage, StageResult
@@ -250,6 +250,8 @@ class SealedRef:
 
     sha256: str
     bundle: bytes
+    #: `Stage.input` arguments for the producer's record and accepted checkpoint (`metadata.upstream`)
+    upstream: Mapping[str, Any] = field(default_factory=dict)
 
 
 def sealed_ref(art: RuntimeArtifact) -> SealedRef:
@@ -265,12 +267,19 @@ def sealed_ref(art: RuntimeArtifact) -> SealedRef:
         raise VerificationError(f"input {art.key!r} ({art.uri}): metadata {META_SHA256} is not a sha256 hex digest")
     if not isinstance(bundle, str) or not bundle:
         raise VerificationError(f"input {art.key!r} ({art.uri}): metadata {META_BUNDLE} is missing or empty")
-    return SealedRef(sha256=sha, bundle=bundle.encode())
+    return SealedRef(sha256=sha, bundle=bundle.encode(), upstream=upstream(art.metadata))
 
 
-def sealed_metadata(sha256: str, seq: int, bundle: str) -> dict[str, Any]:
+def sealed_metadata(
+    sha256: str, seq: int, bundle: str, *, entry_sha256: str | None = None, checkpoint: bytes | None = None
+) -> dict[str, Any]:
     """The KFP metadata every sealed output carries (the same keys the Python components set)."""
-    return {META_SHA256: sha256, META_SEQ: seq, META_BUNDLE: bundle}
+    meta: dict[str, Any] = {META_SHA256: sha256, META_SEQ: seq, META_BUNDLE: bundle}
+    if entry_sha256 is not None:
+        meta[META_ENTRY_SHA256] = entry_sha256
+    if checkpoint is not None:
+        meta[META_CHECKPOINT] = checkpoint.decode()
+    return meta
 
 
 # --- the executor output ------------------------------------------------------------------
@@ -378,7 +387,8 @@ def seal(
     existing = read_executor_output(ei)
     with stage as st:
         for key, art in ei.inputs.items():
-            st.input(key, art.path, bundle=refs[key].bundle, expect_sha256=refs[key].sha256, uri=art.uri)
+            st.input(key, art.path, bundle=refs[key].bundle, expect_sha256=refs[key].sha256, uri=art.uri,
+                     **refs[key].upstream)
         for key, art in ei.outputs.items():
             # Stage.output records the KFP URI; the step's file moves to the stage's temporary
             # path and back into place when the stage commits (same directory: a rename).
@@ -389,7 +399,9 @@ def seal(
     result = stage.result
     assert result is not None  # __exit__ without an exception always sets it
     metadata = {
-        key: sealed_metadata(out.sha256, result.seq, out.bundle.read_text()) for key, out in result.outputs.items()
+        key: sealed_metadata(out.sha256, result.seq, out.bundle.read_text(), entry_sha256=result.entry_hash,
+                             checkpoint=result.checkpoint)
+        for key, out in result.outputs.items()
     }
     return result, write_executor_output(ei, metadata, existing=existing)
 

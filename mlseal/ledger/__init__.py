@@ -211,6 +211,34 @@ class Ledger:
         record = draft.complete(seq=p.seq, prev=prev, time=time, signer=ref)
         return Appended(seq=p.seq, entry=p.entry, entry_hash=p.entry_hash.hex(), record=record)
 
+    # --- checkpoints --------------------------------------------------------------------
+    def add_checkpoint(self, note: bytes) -> None:
+        """Store a signed checkpoint note (c2sp.org/tlog-checkpoint, `mlseal.ledger.checkpoint`).
+
+        Storage checks only that the note parses (its tree size orders the stored
+        notes); it verifies no signature and no consistency: callers verify before
+        storing, and readers verify what they read (`latest_checkpoint`).
+        """
+        from mlseal.ledger.checkpoint import parse_checkpoint
+
+        if not isinstance(note, bytes):
+            raise ConfigurationError(f"a checkpoint note is bytes, got {type(note).__name__}")
+        cp = parse_checkpoint(note)[0]
+        self._store.add_checkpoint(cp.size, note)
+
+    def latest_checkpoint(self) -> bytes | None:
+        """The stored note with the largest tree size (ties: the newest stored), or None.
+
+        Untrusted: verify its signature (`checkpoint.verify_checkpoint`) and that the
+        log is consistent with it before relying on it.
+        """
+        notes = self._store.checkpoints(1)
+        return notes[0] if notes else None
+
+    def checkpoints(self, limit: int = 64) -> list[bytes]:
+        """Up to ``limit`` stored notes, largest tree size first (ties: newest stored first)."""
+        return self._store.checkpoints(max(int(limit), 0))
+
     # --- reading ----------------------------------------------------------------------
     def size(self) -> int:
         return self._store.size()

@@ -41,6 +41,7 @@ from mlseal.ledger import merkle
 from mlseal.ledger._dsn import redact_text, scrub
 from mlseal.ledger._sqlite import check_meta
 from mlseal.ledger._store import (
+    CHECKPOINTS_SINCE,
     ROLE_INPUT,
     ROLE_OUTPUT,
     SCHEMA_FORMAT,
@@ -84,6 +85,16 @@ _SCHEMA = [
         PRIMARY KEY (sha256, role, seq))""",
 ]
 
+#: schema version 2: signed checkpoint notes, stored unverified (readers verify them).
+#: An identity column needs no sequence privilege from the roles that insert.
+_CHECKPOINTS = [
+    """CREATE TABLE IF NOT EXISTS mlseal_checkpoints (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        size bigint NOT NULL CHECK (size >= 0),
+        note bytea NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS mlseal_checkpoints_size ON mlseal_checkpoints (size, id)",
+]
+
 #: What each kind of ledger client may do, per table (`init_schema` grants exactly this
 #: and revokes the rest). Writers append (INSERT, and UPDATE of the head row, which
 #: ``SELECT … FOR UPDATE`` needs) but never DELETE or TRUNCATE: the log is append-only
@@ -95,6 +106,10 @@ WRITER_PRIVILEGES: Mapping[str, frozenset[str]] = {
     "mlseal_nodes": frozenset({"SELECT", "INSERT"}),
     "mlseal_digests": frozenset({"SELECT", "INSERT"}),
     "mlseal_flush": frozenset({"SELECT", "INSERT", "UPDATE"}),
+    # writers read checkpoints (stages check the ledger against them) but do not add
+    # any: only the witness role does, so a stage's login cannot bury the witness's
+    # checkpoints under unverifiable ones
+    "mlseal_checkpoints": frozenset({"SELECT"}),
 }
 READER_PRIVILEGES: Mapping[str, frozenset[str]] = {
     "mlseal_meta": frozenset({"SELECT"}),
@@ -103,6 +118,12 @@ READER_PRIVILEGES: Mapping[str, frozenset[str]] = {
     "mlseal_nodes": frozenset({"SELECT"}),
     "mlseal_digests": frozenset({"SELECT"}),
     "mlseal_flush": frozenset(),
+    "mlseal_checkpoints": frozenset({"SELECT"}),
+}
+#: The witness (``mlseal ledger witness``) reads everything and may add checkpoints, nothing else.
+WITNESS_PRIVILEGES: Mapping[str, frozenset[str]] = {
+    **READER_PRIVILEGES,
+    "mlseal_checkpoints": frozenset({"SELECT", "INSERT"}),
 }
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
@@ -266,7 +287,7 @@ def _refuse_foreign(tables: set[str], display: str) -> None:
 def _create_schema(db: psycopg.Connection[Any], tables: set[str], display: str) -> None:
     """Create the tables and the empty head in the current schema (inside a transaction)."""
     _refuse_foreign(tables, display)
-    for stmt in _SCHEMA:
+    for stmt in (*_SCHEMA, *_CHECKPOINTS):
         db.execute(stmt)
     db.execute(
         "INSERT INTO mlseal_meta (key, value) VALUES ('format', %s), ('schema_version', %s)",
@@ -287,10 +308,13 @@ class InitReport:
     revoked: tuple[tuple[str, str, str], ...] = ()
     #: NOLOGIN group roles this call created
     created_roles: tuple[str, ...] = ()
+    #: the schema version this call migrated from (None: no migration)
+    migrated_from: int | None = None
 
     @property
     def changed(self) -> bool:
-        return self.created or bool(self.granted or self.revoked or self.created_roles)
+        return (self.created or self.migrated_from is not None
+                or bool(self.granted or self.revoked or self.created_roles))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -298,6 +322,7 @@ class InitReport:
             "schema_version": self.schema_version,
             "created": self.created,
             "changed": self.changed,
+            "migrated_from": self.migrated_from,
             "created_roles": list(self.created_roles),
             "granted": [list(g) for g in self.granted],
             "revoked": [list(r) for r in self.revoked],
@@ -305,7 +330,8 @@ class InitReport:
 
 
 def init_schema(
-    url: str, *, display: str, writers: Sequence[str] = (), readers: Sequence[str] = ()
+    url: str, *, display: str, writers: Sequence[str] = (), readers: Sequence[str] = (),
+    witnesses: Sequence[str] = (),
 ) -> InitReport:
     """Create (or check) the ledger schema and set the privileges of its client roles.
 
@@ -313,17 +339,19 @@ def init_schema(
 
     1. no ``mlseal_*`` table: create the schema at `SCHEMA_VERSION`; ``mlseal_*`` tables
        without ``mlseal_meta``: refuse (foreign or damaged schema);
-    2. check ``mlseal_meta``: the format must be mlseal's and ``schema_version`` must be
-       the one this code writes (a newer one is refused: upgrade mlseal first);
+    2. check ``mlseal_meta``: the format must be mlseal's and ``schema_version`` at most
+       the one this code writes (a newer one is refused: upgrade mlseal first); an
+       older one is migrated (version 1 -> 2: the ``mlseal_checkpoints`` table);
     3. each role in ``writers``/``readers`` is created as a NOLOGIN group role if it
        does not exist (Vault's database engine makes its short-lived logins members of
        it), gets USAGE on the schema and exactly `WRITER_PRIVILEGES` /
-       `READER_PRIVILEGES` on the tables; every other table privilege it holds directly
+       `READER_PRIVILEGES` on the tables (``witnesses``: `WITNESS_PRIVILEGES`, read
+       everything and add checkpoints); every other table privilege it holds directly
        (DELETE, TRUNCATE, a reader's INSERT, ...) is revoked.
 
     Run as the owner of the schema (the database administrator).
     """
-    _check_roles(writers, readers, display)
+    _check_roles(writers, readers, display, witnesses)
     db = _connect(url, display, autocommit=True)
     try:
         with db.transaction():
@@ -340,17 +368,15 @@ def init_schema(
                 _create_schema(db, tables, display)
             meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM mlseal_meta")}
             check_meta(meta, display)
-            version = int(meta["schema_version"])
-            if version != SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"ledger {display}: schema version {version} is older than this mlseal's "
-                    f"({SCHEMA_VERSION}) and there is no migration for it"
-                )
+            migrated_from = int(meta["schema_version"])
+            _migrate(db, migrated_from)
+            version = SCHEMA_VERSION
             db.execute(_FLUSH_TABLE)
             new_roles: list[str] = []
             granted: list[tuple[str, str, str]] = []
             revoked: list[tuple[str, str, str]] = []
-            for roles, wanted in ((writers, WRITER_PRIVILEGES), (readers, READER_PRIVILEGES)):
+            for roles, wanted in ((writers, WRITER_PRIVILEGES), (readers, READER_PRIVILEGES),
+                                  (witnesses, WITNESS_PRIVILEGES)):
                 for role in roles:
                     if _ensure_role(db, role, display):
                         new_roles.append(role)
@@ -366,16 +392,30 @@ def init_schema(
     return InitReport(
         schema=schema, schema_version=version, created=created, granted=tuple(granted),
         revoked=tuple(revoked), created_roles=tuple(new_roles),
+        migrated_from=None if created or migrated_from == version else migrated_from,
     )
 
 
-def _check_roles(writers: Sequence[str], readers: Sequence[str], display: str) -> None:
-    both = set(writers) & set(readers)
-    if both:
-        raise ConfigurationError(
-            f"ledger {display}: role(s) {sorted(both)} given as both writer and reader; a role is one or the other"
-        )
-    for role in (*writers, *readers):
+def _migrate(db: psycopg.Connection[Any], version: int) -> None:
+    """Bring a schema at ``version`` to `SCHEMA_VERSION` (inside init's transaction, under its lock)."""
+    if version < CHECKPOINTS_SINCE:
+        for stmt in _CHECKPOINTS:
+            db.execute(stmt)
+    if version < SCHEMA_VERSION:
+        db.execute("UPDATE mlseal_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _check_roles(
+    writers: Sequence[str], readers: Sequence[str], display: str, witnesses: Sequence[str] = ()
+) -> None:
+    for (a, an), (b, bn) in (((writers, "writer"), (readers, "reader")), ((writers, "writer"), (witnesses, "witness")),
+                             ((readers, "reader"), (witnesses, "witness"))):
+        both = set(a) & set(b)
+        if both:
+            raise ConfigurationError(
+                f"ledger {display}: role(s) {sorted(both)} given as both {an} and {bn}; a role is one kind only"
+            )
+    for role in (*writers, *readers, *witnesses):
         if not role or len(role) > 63 or "\x00" in role:
             raise ConfigurationError(f"ledger {display}: {role!r} is not a PostgreSQL role name (1-63 characters)")
 
@@ -480,6 +520,7 @@ class PostgresStore:
             if "mlseal_flush" not in tables and create:
                 db.execute(_FLUSH_TABLE)
         check_meta(meta, self._display)
+        self._version = int(meta["schema_version"])
 
     # --- writes ---------------------------------------------------------------------
     def append(self, build: Build) -> Prepared:
@@ -662,6 +703,28 @@ class PostgresStore:
             "SELECT seq FROM mlseal_digests WHERE sha256 = %s AND role = %s ORDER BY seq", (sha256, role)
         ).fetchall()
         return [int(r[0]) for r in rows]
+
+    def add_checkpoint(self, size: int, note: bytes) -> None:
+        if self._version < CHECKPOINTS_SINCE:
+            raise ConfigurationError(
+                f"ledger {self._display}: schema version {self._version} has no checkpoints table; "
+                f"run `mlseal ledger init` as the schema owner to migrate it to version {SCHEMA_VERSION}"
+            )
+        try:
+            self._db.execute("INSERT INTO mlseal_checkpoints (size, note) VALUES (%s, %s)", (size, note))
+        except psycopg.Error as exc:
+            raise InfrastructureError(
+                f"ledger {self._display}: storing a checkpoint failed: {self._text(exc)}"
+            ) from None
+
+    @_reads
+    def checkpoints(self, limit: int) -> list[bytes]:
+        if self._version < CHECKPOINTS_SINCE:
+            return []  # an older schema cannot hold any
+        rows = self._db.execute(
+            "SELECT note FROM mlseal_checkpoints ORDER BY size DESC, id DESC LIMIT %s", (limit,)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
-from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared, batched_entries
+from mlseal.ledger._store import (
+    CHECKPOINTS_SINCE,
+    SCHEMA_FORMAT,
+    SCHEMA_VERSION,
+    Build,
+    Prepared,
+    batched_entries,
+)
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import ZERO_HASH
 
@@ -40,6 +47,16 @@ CREATE TABLE IF NOT EXISTS mlseal_digests (
     seq INTEGER NOT NULL,
     PRIMARY KEY (sha256, role, seq)
 ) WITHOUT ROWID;
+"""
+
+#: schema version 2: signed checkpoint notes (checked by their readers, never by storage)
+_CHECKPOINTS = """
+CREATE TABLE IF NOT EXISTS mlseal_checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    size INTEGER NOT NULL,
+    note BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mlseal_checkpoints_size ON mlseal_checkpoints (size, id)
 """
 
 
@@ -93,7 +110,7 @@ class SqliteStore:
         if "mlseal_meta" not in tables:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in _SCHEMA.split(";"):
+                for stmt in (_SCHEMA + _CHECKPOINTS).split(";"):
                     if stmt.strip():
                         db.execute(stmt)
                 db.execute(
@@ -106,6 +123,27 @@ class SqliteStore:
                 raise
         meta = dict(db.execute("SELECT key, value FROM mlseal_meta").fetchall())
         check_meta(meta, self._display)
+        if int(meta["schema_version"]) < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older schema to `SCHEMA_VERSION` in one transaction (v1 -> v2: checkpoints)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            meta = dict(db.execute("SELECT key, value FROM mlseal_meta").fetchall())
+            check_meta(meta, self._display)  # another process may have migrated meanwhile
+            if int(meta["schema_version"]) < CHECKPOINTS_SINCE:
+                for stmt in _CHECKPOINTS.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+            db.execute(
+                "UPDATE mlseal_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # --- writes ---------------------------------------------------------------------
     def append(self, build: Build) -> Prepared:
@@ -204,6 +242,20 @@ class SqliteStore:
             int(r[0])
             for r in self._db.execute(
                 "SELECT seq FROM mlseal_digests WHERE sha256 = ? AND role = ? ORDER BY seq", (sha256, role)
+            )
+        ]
+
+    def add_checkpoint(self, size: int, note: bytes) -> None:
+        try:
+            self._db.execute("INSERT INTO mlseal_checkpoints (size, note) VALUES (?, ?)", (size, note))
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: storing a checkpoint failed: {exc}") from None
+
+    def checkpoints(self, limit: int) -> list[bytes]:
+        return [
+            bytes(r[0])
+            for r in self._db.execute(
+                "SELECT note FROM mlseal_checkpoints ORDER BY size DESC, id DESC LIMIT ?", (limit,)
             )
         ]
 

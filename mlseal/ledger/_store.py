@@ -17,8 +17,11 @@ from typing import Protocol
 
 from mlseal.ledger.merkle import Coord
 
-#: version of the storage schema this code writes; newer schemas are refused
-SCHEMA_VERSION = 1
+#: version of the storage schema this code writes; newer schemas are refused.
+#: 1: entries, nodes, digests (and the PostgreSQL head); 2: adds ``mlseal_checkpoints``
+SCHEMA_VERSION = 2
+#: the first schema version with the checkpoints table
+CHECKPOINTS_SINCE = 2
 #: marks a database as an mlseal ledger (anything else there is "foreign")
 SCHEMA_FORMAT = "mlseal-ledger"
 
@@ -77,5 +80,13 @@ class Store(Protocol):
     def find_entry_hash(self, entry_hash: bytes) -> int | None: ...
 
     def seqs_for_digest(self, sha256: bytes, role: int) -> list[int]: ...
+
+    def add_checkpoint(self, size: int, note: bytes) -> None:
+        """Store a signed checkpoint note for a tree of ``size`` leaves (unverified)."""
+        ...
+
+    def checkpoints(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored notes, largest tree size first (ties: newest stored first)."""
+        ...
 
     def close(self) -> None: ...

@@ -29,13 +29,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlseal.errors import ConfigurationError, VerificationError
+from mlseal.ledger import merkle
 from mlseal.ledger.merkle import HASH_SIZE
 from mlseal.signing.keys import PublicKeyVerifier, Signer
 from mlseal.signing.trust import TrustRoot
@@ -46,6 +50,13 @@ EM_DASH = "\u2014"
 MAX_SIGNATURES = 16
 
 _KEY_NAME = re.compile(r"[^\s+]+")
+#: stored checkpoints a reader looks through for the newest one it can verify
+SCAN_LIMIT = 64
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from mlseal.ledger import Head
 
 
 class CheckpointError(VerificationError):
@@ -183,3 +194,164 @@ def verify_checkpoint(data: bytes, trust: TrustRoot, *, origin: str | None = Non
         names = ", ".join(f"{s.name}/{s.key_hash.hex()}" for s in sigs)
         raise CheckpointError(f"checkpoint is not signed by a trusted checkpoint key (signatures: {names})")
     return cp
+
+
+# --- rollback and fork protection: what a reader accepted, and the log extending it ---------
+
+
+class RollbackError(CheckpointError):
+    """The log does not extend a tree its reader accepted before: rolled back (truncated) or
+    forked (rewritten). Names both tree heads."""
+
+
+class CheckpointLedger(Protocol):
+    """The ledger reads that checking a checkpoint needs (`mlseal.ledger.Ledger` has them)."""
+
+    def head(self) -> Head: ...
+
+    def entry(self, seq: int) -> bytes: ...
+
+    def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]: ...
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]: ...
+
+    def checkpoints(self, limit: int = SCAN_LIMIT) -> list[bytes]: ...
+
+
+def tree_text(size: int, root: bytes) -> str:
+    """``size 12, root 3f2a…`` — how messages name a tree head."""
+    return f"size {size}, root {root.hex()[:16]}…"
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """The current tree (``size``, ``root``) extends ``old``; ``proof`` is the RFC 9162 proof."""
+
+    old: Checkpoint
+    size: int
+    root: bytes
+    proof: tuple[bytes, ...]
+
+
+def prove_consistency(led: CheckpointLedger, old: Checkpoint, head: Head | None = None) -> Consistency:
+    """Prove (O(log n) stored nodes) that the ledger's tree at ``head`` extends ``old``.
+
+    `RollbackError` naming both tree heads when the log is shorter than ``old``
+    (truncated, rolled back) or its first ``old.size`` records are not the ones ``old``
+    pinned (forked, rewritten). The proof is checked against ``head.root``: callers that
+    do not verify the entries themselves bind the head to the entries they rely on with
+    `require_included`.
+    """
+    if head is None:
+        head = led.head()
+    what = f"the ledger ({tree_text(head.size, head.root)}) does not extend the accepted checkpoint " \
+           f"({tree_text(old.size, old.root)})"
+    if old.size > head.size:
+        raise RollbackError(f"{what}: it has {head.size} records, the checkpoint pinned {old.size} "
+                            "(truncated or rolled back)")
+    proof: list[bytes] = []
+    if 0 < old.size < head.size:
+        try:
+            proof = led.consistency_proof(old.size, head.size)
+        except VerificationError as exc:
+            raise RollbackError(f"{what}: no consistency proof ({exc})") from None
+    try:
+        merkle.verify_consistency(old.size, head.size, proof, old.root, head.root)
+    except VerificationError as exc:
+        raise RollbackError(f"{what}: the records it pinned were rewritten (forked): {exc}") from None
+    return Consistency(old=old, size=head.size, root=head.root, proof=tuple(proof))
+
+
+def require_included(led: CheckpointLedger, seq: int, head: Head, *, entry_sha256: str | None = None) -> bytes:
+    """Entry ``seq`` as stored, proven to be leaf ``seq`` of the tree ``head`` (and, if
+    given, to have SHA-256 ``entry_sha256``); `RollbackError` otherwise. Returns the entry."""
+    where = f"record {seq}"
+    if not 0 <= seq < head.size:
+        raise RollbackError(f"{where} is not in the ledger ({tree_text(head.size, head.root)}): "
+                            "the ledger was truncated or rolled back")
+    try:
+        entry = led.entry(seq)
+    except VerificationError:
+        raise RollbackError(f"{where} is missing from storage ({tree_text(head.size, head.root)})") from None
+    got = hashlib.sha256(entry).hexdigest()
+    if entry_sha256 is not None and got != entry_sha256:
+        raise RollbackError(f"{where} is now entry {got[:16]}…, not the {entry_sha256[:16]}… that was appended "
+                            "there: the ledger was forked (rewritten)")
+    try:
+        merkle.verify_inclusion(merkle.leaf_hash(entry), seq, head.size, led.inclusion_proof(seq, head.size),
+                                head.root)
+    except VerificationError as exc:
+        raise RollbackError(f"{where} as stored is not leaf {seq} of the ledger's tree "
+                            f"({tree_text(head.size, head.root)}): {exc}") from None
+    return entry
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """A checkpoint whose signature verified, with its note bytes."""
+
+    checkpoint: Checkpoint
+    note: bytes
+
+
+def newest_stored(led: CheckpointLedger, trust: TrustRoot, *, origin: str | None = None,
+                  limit: int = SCAN_LIMIT) -> tuple[Trusted | None, list[str]]:
+    """The stored checkpoint with the largest tree size whose signature verifies against
+    ``trust``, and why the larger ones were skipped (a stored note is never trusted by itself:
+    one that does not verify is ignored, and reported). Looks at most ``limit`` notes."""
+    skipped: list[str] = []
+    for note in led.checkpoints(limit):
+        try:
+            cp = verify_checkpoint(note, trust, origin=origin)
+        except VerificationError as exc:
+            skipped.append(f"ignored a stored checkpoint: {exc}")
+            continue
+        return Trusted(cp, note), skipped
+    return None, skipped
+
+
+def verify_notes(notes: Iterable[bytes], trust: TrustRoot, *, origin: str | None = None,
+                 where: str = "checkpoint") -> list[Trusted]:
+    """Verify checkpoints handed over by a trusted party (a state file, an upstream task's
+    metadata): one that does not verify is an error, not skipped."""
+    out = []
+    for note in notes:
+        try:
+            out.append(Trusted(verify_checkpoint(note, trust, origin=origin), note))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a reader accepted: the largest trusted checkpoint (if any) and the tree head it
+    proved to extend every checkpoint it was given."""
+
+    checkpoint: Trusted | None
+    head: Head
+
+
+def accept(led: CheckpointLedger, trust: TrustRoot, *, known: Iterable[Trusted] = (),
+           origin: str | None = None, head: Head | None = None) -> Accepted:
+    """Check the ledger against every checkpoint its reader holds, and the newest trusted one stored.
+
+    Each of ``known`` (checkpoints accepted before) and the newest stored checkpoint that
+    verifies must be extended by the current tree (`prove_consistency`), and the last
+    entry must be the last leaf of that tree (so the next record's ``prev`` links into
+    the proven tree). `RollbackError` names the first checkpoint the log does not extend.
+    """
+    if head is None:
+        head = led.head()
+    candidates = list(known)
+    stored, skipped = newest_stored(led, trust, origin=origin)
+    for why in skipped:
+        log.warning("%s", why)
+    if stored is not None:
+        candidates.append(stored)
+    for t in candidates:
+        prove_consistency(led, t.checkpoint, head)
+    if head.size:
+        require_included(led, head.size - 1, head, entry_sha256=head.last_entry_hash or None)
+    best = max(candidates, key=lambda t: t.checkpoint.size, default=None)
+    return Accepted(best, head)
