@@ -15,7 +15,16 @@ from pathlib import Path
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
-from mlseal.ledger._store import SCHEMA_FORMAT, SCHEMA_VERSION, Build, Prepared, batched_entries
+from mlseal.ledger._store import (
+    SCHEMA_FORMAT,
+    SCHEMA_VERSION,
+    Build,
+    DigestRow,
+    NodeRange,
+    NodeRow,
+    Prepared,
+    batched_entries,
+)
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import ZERO_HASH
 
@@ -206,6 +215,38 @@ class SqliteStore:
                 "SELECT seq FROM mlseal_digests WHERE sha256 = ? AND role = ? ORDER BY seq", (sha256, role)
             )
         ]
+
+    def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
+        """Digest index rows with ``seq >= start`` by (seq, role, sha256); SQLite's
+        sorter spills to temporary files, so memory stays bounded."""
+        try:
+            cur = self._db.execute(
+                "SELECT seq, role, sha256 FROM mlseal_digests WHERE seq >= ? ORDER BY seq, role, sha256", (start,)
+            )
+            while rows := cur.fetchmany(2048):
+                for seq, role, sha in rows:
+                    yield int(seq), int(role), bytes(sha)
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: reading the digest index failed: {exc}") from None
+
+    def iter_node_rows(self, ranges: Sequence[NodeRange]) -> Iterator[NodeRow]:
+        try:
+            for lv0, lv1, ix0, ix1 in ranges:
+                if lv0 == lv1:  # an equality on the key's first column lets the index seek on idx
+                    cur = self._db.execute(
+                        "SELECT level, idx, hash FROM mlseal_nodes WHERE level = ? AND idx BETWEEN ? AND ? "
+                        "ORDER BY level, idx", (lv0, ix0, ix1),
+                    )
+                else:
+                    cur = self._db.execute(
+                        "SELECT level, idx, hash FROM mlseal_nodes WHERE level BETWEEN ? AND ? "
+                        "AND idx BETWEEN ? AND ? ORDER BY level, idx", (lv0, lv1, ix0, ix1),
+                    )
+                while rows := cur.fetchmany(2048):
+                    for level, idx, h in rows:
+                        yield int(level), int(idx), bytes(h)
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: reading Merkle nodes failed: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
