@@ -253,7 +253,9 @@ class FakeRows:
 
     def iter_node_rows(self, ranges: Sequence[tuple[int, int, int, int]]) -> Iterator[tuple[int, int, bytes]]:
         for lv0, lv1, ix0, ix1 in ranges:
-            yield from sorted((lv, ix, h) for (lv, ix), h in self.nodes.items() if lv0 <= lv <= lv1 and ix0 <= ix <= ix1)
+            yield from sorted(
+                (lv, ix, h) for (lv, ix), h in self.nodes.items() if lv0 <= lv <= lv1 and ix0 <= ix <= ix1
+            )
 
 
 def make_log(signer: LocalKeySigner, n: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, int, bytes]]]:
@@ -285,7 +287,8 @@ def test_every_node_and_row_is_checked(
         fewer = dict(nodes)
         del fewer[c]
         r = verify_entries(log, None, derived=FakeRows(digests, fewer), batch=batch, workers=workers)
-        assert [p.detail.split(" over")[0] for p in problems(r, "node")] == [f"Merkle node (level {c[0]}, index {c[1]})"]
+        named = [p.detail.split(" over")[0] for p in problems(r, "node")]
+        assert named == [f"Merkle node (level {c[0]}, index {c[1]})"]
         wrong = {**nodes, c: bytes(32)}
         r = verify_entries(log, None, derived=FakeRows(digests, wrong), batch=batch, workers=workers)
         assert len(problems(r, "node")) == 1 and "has hash 0000" in r.problems[0].detail
@@ -312,7 +315,7 @@ def test_anchored_chunks_check_spanning_nodes(ledger_signer: LocalKeySigner, led
 
 
 def test_many_problems_are_capped(ledger_signer: LocalKeySigner) -> None:
-    log, digests = make_log(ledger_signer, 64)
+    log, _ = make_log(ledger_signer, 64)
     r = verify_entries(log, None, derived=FakeRows([], {}))
     assert not r.ok and len(r.problems) == verify.MAX_PROBLEMS
     assert r.omitted == 128 + 127 - verify.MAX_PROBLEMS
