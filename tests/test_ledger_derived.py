@@ -319,3 +319,16 @@ def test_many_problems_are_capped(ledger_signer: LocalKeySigner) -> None:
     r = verify_entries(log, None, derived=FakeRows([], {}))
     assert not r.ok and len(r.problems) == verify.MAX_PROBLEMS
     assert r.omitted == 128 + 127 - verify.MAX_PROBLEMS
+
+
+def test_sqlite_rows_of_other_types(sqlite_url: str, ledger_signer: LocalKeySigner, ledger_trust: TrustRoot) -> None:
+    """SQLite stores any value in any column: a text digest row is refused by name, a
+    text node hash is a wrong node (not a crash)."""
+    from mlseal.errors import InfrastructureError
+
+    fill(sqlite_url, ledger_signer, 4)
+    raw(sqlite_url, "UPDATE mlseal_nodes SET hash = 'x' WHERE level = 1 AND idx = 0")
+    assert [p.seq for p in problems(check(sqlite_url, ledger_trust), "node")] == [1]
+    raw(sqlite_url, "INSERT INTO mlseal_digests (sha256, role, seq) VALUES ('ab', 0, 'two')")
+    with pytest.raises(InfrastructureError, match=r"digest index holds a row that mlseal never writes \(seq 'two'"):
+        check(sqlite_url, ledger_trust)

@@ -220,12 +220,23 @@ class SqliteStore:
         """Digest index rows with ``seq >= start`` by (seq, role, sha256); SQLite's
         sorter spills to temporary files, so memory stays bounded."""
         try:
+            # SQLite keeps any value in any column; rows of other types (only written
+            # around mlseal) match no entry and would not compare with the others
+            odd = self._db.execute(
+                "SELECT quote(seq), quote(role), quote(sha256) FROM mlseal_digests WHERE typeof(seq) != 'integer' "
+                "OR typeof(role) != 'integer' OR typeof(sha256) != 'blob' LIMIT 1"
+            ).fetchone()
+            if odd is not None:
+                raise InfrastructureError(
+                    f"ledger {self._display}: the digest index holds a row that mlseal never writes "
+                    f"(seq {odd[0][:40]}, role {odd[1][:40]}, sha256 {odd[2][:80]}): the table was altered "
+                    "outside mlseal; restore the database from a backup taken before the change"
+                )
             cur = self._db.execute(
                 "SELECT seq, role, sha256 FROM mlseal_digests WHERE seq >= ? ORDER BY seq, role, sha256", (start,)
             )
             while rows := cur.fetchmany(2048):
-                for seq, role, sha in rows:
-                    yield int(seq), int(role), bytes(sha)
+                yield from rows  # (int, int, bytes) as stored: the schema's types
         except sqlite3.Error as exc:
             raise InfrastructureError(f"ledger {self._display}: reading the digest index failed: {exc}") from None
 
@@ -243,8 +254,8 @@ class SqliteStore:
                         "AND idx BETWEEN ? AND ? ORDER BY level, idx", (lv0, lv1, ix0, ix1),
                     )
                 while rows := cur.fetchmany(2048):
-                    for level, idx, h in rows:
-                        yield int(level), int(idx), bytes(h)
+                    for level, idx, h in rows:  # a hash stored as text compares unequal, as it should
+                        yield level, idx, h if isinstance(h, bytes) else str(h).encode()
         except sqlite3.Error as exc:
             raise InfrastructureError(f"ledger {self._display}: reading Merkle nodes failed: {exc}") from None
 

@@ -279,6 +279,7 @@ _OUT_START = b',"outputs":['
 _OUT_END = b'],"params":'
 _ITEM_DIGEST = re.compile(rb'"digest":\{"sha256":"([0-9a-f]{64})"\}')
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_unhex = binascii.unhexlify
 
 
 def _payload_digests(payload: bytes) -> list[tuple[int, bytes]] | None:
@@ -289,9 +290,31 @@ def _payload_digests(payload: bytes) -> list[tuple[int, bytes]] | None:
     m = payload.find(_OUT_END, k) if k >= 0 else -1
     if m < 0:
         return None
-    out = [(ROLE_INPUT, bytes.fromhex(h.decode())) for h in _ITEM_DIGEST.findall(payload, i, j)]
-    out += [(ROLE_OUTPUT, bytes.fromhex(h.decode())) for h in _ITEM_DIGEST.findall(payload, k, m)]
-    return out
+    # metrics (between j and k) hold numbers only: one scan over both lists
+    return [
+        (ROLE_INPUT if x.start() < j else ROLE_OUTPUT, _unhex(x.group(1)))
+        for x in _ITEM_DIGEST.finditer(payload, i, m)
+    ]
+
+
+#: base64 characters decoded first when only the item lists are wanted: they come right
+#: after the component, before params (a typical record's lists end ~550 bytes in)
+_LISTS_B64 = 1024
+
+
+def _b64_digests(b64: bytes) -> list[tuple[int, bytes]]:
+    """`_digests_of` for a payload given as base64 text, decoding only as far as needed."""
+    if len(b64) > _LISTS_B64:
+        try:
+            pairs = _payload_digests(_a2b(b64[:_LISTS_B64]))
+        except binascii.Error:
+            pairs = None
+        if pairs is not None:
+            return pairs
+    try:
+        return _digests_of(_a2b(b64, strict_mode=True))
+    except binascii.Error:
+        return []
 
 
 def _obj_digests(obj: object) -> list[tuple[int, bytes]]:
@@ -535,11 +558,7 @@ def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
         if fields is not None:
             seq, prev, _, hint = fields
             if derived:
-                try:
-                    payload = _a2b(e[12:end], strict_mode=True)
-                except binascii.Error:
-                    payload = b""
-                _add_digests(chunk, key, _digests_of(payload))
+                _add_digests(chunk, key, _b64_digests(e[12:end]))
         else:
             seq, prev = _check_one(pos, e, trust, parse_all, chunk, keys, key if derived else None)
         if prev is not None:
