@@ -706,9 +706,10 @@ class _DerivedCheck:
         """Rows beyond what the entries imply: digest rows after the last entry, nodes
         outside the tree of ``size`` leaves."""
         self._digest_problems([], self._take_digests(None), lambda seq: False)
-        ranges: list[NodeRange] = [(_INT64_MIN, -1, _INT64_MIN, _INT64_MAX), (63, _INT64_MAX, _INT64_MIN, _INT64_MAX)]
-        ranges += [(k, k, size >> k, _INT64_MAX) for k in range(63)]
-        ranges += [(k, k, _INT64_MIN, -1) for k in range(63)]
+        top = size.bit_length()  # no level from here up has a node in the tree
+        ranges: list[NodeRange] = [(_INT64_MIN, -1, _INT64_MIN, _INT64_MAX), (top, _INT64_MAX, _INT64_MIN, _INT64_MAX)]
+        for k in range(top):  # one level each, so that the key's index seeks
+            ranges += [(k, k, size >> k, _INT64_MAX), (k, k, _INT64_MIN, -1)]
         for lv, ix, _ in self.source.iter_node_rows(ranges):
             self._add(Problem(
                 None, "node",
