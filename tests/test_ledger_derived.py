@@ -332,3 +332,20 @@ def test_sqlite_rows_of_other_types(sqlite_url: str, ledger_signer: LocalKeySign
     raw(sqlite_url, "INSERT INTO mlseal_digests (sha256, role, seq) VALUES ('ab', 0, 'two')")
     with pytest.raises(InfrastructureError, match=r"digest index holds a row that mlseal never writes \(seq 'two'"):
         check(sqlite_url, ledger_trust)
+
+
+def test_head_naming_another_last_entry(
+    ledger_url: str, ledger_signer: LocalKeySigner, ledger_trust: TrustRoot, trust_file: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The head's hash of the last entry (PostgreSQL: the head row; SQLite: the last
+    entry's stored hash) is what the next append links to."""
+    fill(ledger_url, ledger_signer, 5)
+    if ledger_url.startswith("postgresql"):
+        raw(ledger_url, "UPDATE mlseal_head SET last_hash = ?", (b"\x07" * 32,))
+    else:
+        raw(ledger_url, "UPDATE mlseal_entries SET entry_hash = ? WHERE seq = 4", (b"\x07" * 32,))
+    [p] = problems(check(ledger_url, ledger_trust), "head")
+    assert p.detail.startswith("storage's head names 0707070707070707… as the hash of record 4")
+    code, out, err = cli_verify(capsys, ledger_url, trust_file)
+    assert code == 1 and [q["kind"] for q in out["problems"]] == ["head"] and "restore the database" in err

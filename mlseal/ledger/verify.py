@@ -629,7 +629,7 @@ class DerivedRows(Protocol):
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: kinds of problems with derived rows; at one position they sort after the entries' own
-DERIVED_KINDS = frozenset({"index", "node"})
+DERIVED_KINDS = frozenset({"index", "node", "head"})
 _ROLE_NAMES = {ROLE_OUTPUT: "output", ROLE_INPUT: "input"}
 _INDEX_FIX = (
     "the digest index is derived from the signed entries and must match them exactly: "
@@ -785,6 +785,7 @@ def verify_entries(
     workers: int | None = None,
     batch: int = BATCH,
     derived: DerivedRows | None = None,
+    stored_last_hash: str | None = None,
 ) -> Report:
     """Verify a log given as ``(storage seq, entry bytes)`` pairs in order.
 
@@ -794,6 +795,7 @@ def verify_entries(
     a tree the log extends. ``digest_uri`` digests an artifact URI (hex SHA-256).
     ``derived`` (the store) is compared with the rows the entries imply: the digest
     index rows (sha256, role, seq) of every entry read, and every Merkle node over them.
+    ``stored_last_hash`` is the head's hash of the last entry (the next append's prev).
 
     Entries are read in jobs of ``batch`` while worker processes check earlier ones, so
     at most a few jobs are held in memory, whatever the log's size.
@@ -860,6 +862,14 @@ def verify_entries(
     if stored_size is not None and stored_size != size:
         problems.append(Problem(
             None, "size", f"storage says the log has {stored_size} records, but {size} were read"
+        ))
+    if (stored_last_hash is not None and (stored_size is None or stored_size == size)
+            and stored_last_hash.encode() != expected_prev):
+        problems.append(Problem(
+            None, "head",
+            f"storage's head names {stored_last_hash[:16]}… as the hash of record {size - 1}, whose entry hashes "
+            f"to {expected_prev.decode()[:16]}…: the next record would link to the wrong entry; restore the "
+            "database from a backup taken before the change",
         ))
     if stored_root is not None and stored_root != root and (stored_size is None or stored_size == size):
         problems.append(Problem(
@@ -993,6 +1003,7 @@ def verify_ledger(
         digest_uri=digest_uri,
         workers=workers,
         derived=led._store if derived else None,
+        stored_last_hash=head.last_entry_hash if derived else None,
     )
 
 
