@@ -219,24 +219,27 @@ class SqliteStore:
     def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
         """Digest index rows with ``seq >= start`` by (seq, role, sha256); SQLite's
         sorter spills to temporary files, so memory stays bounded."""
+        # SQLite keeps any value in any column. Rows of other types (only written around
+        # mlseal) match no entry and would not compare with the others: one scan finds
+        # them too, sorted first, so that the first row tells.
+        typed = "(typeof(seq) = 'integer' AND typeof(role) = 'integer' AND typeof(sha256) = 'blob')"
         try:
-            # SQLite keeps any value in any column; rows of other types (only written
-            # around mlseal) match no entry and would not compare with the others
-            odd = self._db.execute(
-                "SELECT quote(seq), quote(role), quote(sha256) FROM mlseal_digests WHERE typeof(seq) != 'integer' "
-                "OR typeof(role) != 'integer' OR typeof(sha256) != 'blob' LIMIT 1"
-            ).fetchone()
-            if odd is not None:
-                raise InfrastructureError(
-                    f"ledger {self._display}: the digest index holds a row that mlseal never writes "
-                    f"(seq {odd[0][:40]}, role {odd[1][:40]}, sha256 {odd[2][:80]}): the table was altered "
-                    "outside mlseal; restore the database from a backup taken before the change"
-                )
             cur = self._db.execute(
-                "SELECT seq, role, sha256 FROM mlseal_digests WHERE seq >= ? ORDER BY seq, role, sha256", (start,)
+                f"SELECT seq, role, sha256 FROM mlseal_digests WHERE seq >= ? OR NOT {typed} "  # noqa: S608
+                f"ORDER BY {typed}, seq, role, sha256", (start,)
             )
-            while rows := cur.fetchmany(2048):
+            rows = cur.fetchmany(2048)
+            if rows:
+                seq, role, sha = rows[0]
+                if type(seq) is not int or type(role) is not int or type(sha) is not bytes:
+                    raise InfrastructureError(
+                        f"ledger {self._display}: the digest index holds a row that mlseal never writes "
+                        f"(seq {seq!r:.40}, role {role!r:.40}, sha256 {sha!r:.80}): the table was altered "
+                        "outside mlseal; restore the database from a backup taken before the change"
+                    )
+            while rows:
                 yield from rows  # (int, int, bytes) as stored: the schema's types
+                rows = cur.fetchmany(2048)
         except sqlite3.Error as exc:
             raise InfrastructureError(f"ledger {self._display}: reading the digest index failed: {exc}") from None
 

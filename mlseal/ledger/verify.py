@@ -290,11 +290,9 @@ def _payload_digests(payload: bytes) -> list[tuple[int, bytes]] | None:
     m = payload.find(_OUT_END, k) if k >= 0 else -1
     if m < 0:
         return None
-    # metrics (between j and k) hold numbers only: one scan over both lists
-    return [
-        (ROLE_INPUT if x.start() < j else ROLE_OUTPUT, _unhex(x.group(1)))
-        for x in _ITEM_DIGEST.finditer(payload, i, m)
-    ]
+    out = [(ROLE_OUTPUT, h) for h in map(_unhex, _ITEM_DIGEST.findall(payload, k, m))]
+    out += [(ROLE_INPUT, h) for h in map(_unhex, _ITEM_DIGEST.findall(payload, i, j))]
+    return out
 
 
 #: base64 characters decoded first when only the item lists are wanted: they come right
@@ -332,8 +330,13 @@ def _obj_digests(obj: object) -> list[tuple[int, bytes]]:
     return out
 
 
-def _add_digests(chunk: _Chunk, key: int, pairs: Iterable[tuple[int, bytes]]) -> None:
-    chunk.digests.extend(sorted({(key, role, sha) for role, sha in pairs}))
+def _add_digests(chunk: _Chunk, key: int, pairs: list[tuple[int, bytes]]) -> None:
+    """The entry's index rows, sorted as storage returns them, once each (an append
+    writes a digest listed twice in one role once)."""
+    if len(pairs) == 1:
+        chunk.digests.append((key, *pairs[0]))
+    elif pairs:
+        chunk.digests.extend(sorted({(key, role, sha) for role, sha in pairs}))
 
 
 def _digests_of(payload: bytes) -> list[tuple[int, bytes]]:
