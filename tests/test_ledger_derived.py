@@ -349,3 +349,15 @@ def test_head_naming_another_last_entry(
     assert p.detail.startswith("storage's head names 0707070707070707… as the hash of record 4")
     code, out, err = cli_verify(capsys, ledger_url, trust_file)
     assert code == 1 and [q["kind"] for q in out["problems"]] == ["head"] and "restore the database" in err
+
+
+def test_refused_anchor_does_not_flood_node_problems(ledger_signer: LocalKeySigner, ledger_trust: TrustRoot) -> None:
+    """A stored frontier that does not give the checkpoint's root leaves positions
+    unknown: the checkpoint problem is reported, no node is blamed for it."""
+    log, digests = make_log(ledger_signer, 21)
+    tree = merkle.MemoryTree(merkle.leaf_hash(e) for _, e in log)
+    size = 13
+    bad = verify.Anchor(size, tree.root(size), (bytes(32),) * len(merkle.perfect_cover(0, size)),
+                        log[size - 1][1], tuple(merkle.inclusion_proof(size - 1, size, tree)))
+    r = verify_entries(log[size:], ledger_trust, anchor=bad, derived=FakeRows(digests, all_nodes(log)))
+    assert [p.kind for p in r.problems] == ["checkpoint"]
