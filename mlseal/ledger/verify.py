@@ -80,7 +80,7 @@ class Problem:
     """One thing wrong with the log; ``seq`` is the position it concerns, if any."""
 
     seq: int | None
-    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact, index, node
+    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact, index, node, head
     detail: str
 
     def to_json(self) -> dict[str, Any]:
@@ -631,7 +631,7 @@ class DerivedRows(Protocol):
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-#: kinds of problems with derived rows; at one position they sort after the entries' own
+#: kinds of problems with derived rows; a report lists them after all of the entries' own
 DERIVED_KINDS = frozenset({"index", "node", "head"})
 _ROLE_NAMES = {ROLE_OUTPUT: "output", ROLE_INPUT: "input"}
 _INDEX_FIX = (
