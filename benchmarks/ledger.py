@@ -17,6 +17,10 @@ Rows (targets from issue 2, "Performance"):
    the two SHA-256 passes per entry alone, one core).
 5. Verify from a checkpoint 100 entries before the head: reads 100 entries, costs a
    fraction of the full verify.
+5b. The derived-row proof (every digest index row and Merkle node the entries imply,
+   and no other) on top of rows 3-5: each verify timed with and without it, alternating,
+   wall and CPU time (parent and workers), best of --repeat. Target: full verify
+   <= 1.3x.
 6. Inclusion proof at 1,000,000 entries: p50/p99 latency <= 10 ms, vs a 1,000-entry
    ledger; append latency at 1M vs a small ledger (O(log n): ratio near 1).
 
@@ -179,8 +183,20 @@ def make_log(n: int, signer: LocalKeySigner) -> list[bytes]:
     return out
 
 
+def digest_rows(entries: list[bytes]) -> Iterator[tuple[bytes, int, int]]:
+    """(sha256, role, seq): the digest index rows `Ledger.append` writes for each entry."""
+    import json
+
+    for seq, e in enumerate(entries):
+        if not e.startswith(b'{"payload":'):  # the scale rows' small entries hold no record
+            continue
+        rec = json.loads(split_entry(e).payload)
+        yield from sorted({(bytes.fromhex(x["digest"]["sha256"]), role, seq)
+                           for role, key in ((0, "outputs"), (1, "inputs")) for x in rec.get(key, [])})
+
+
 def bulk_load_sqlite(path: Path, entries: list[bytes]) -> str:
-    """A ledger holding ``entries``, written in one transaction (entries, nodes)."""
+    """A ledger holding ``entries``, written in one transaction (entries, nodes, digest index)."""
     url = f"sqlite:///{path}"
     open_ledger(url).close()
     tree = merkle.MemoryTree(merkle.leaf_hash(e) for e in entries)
@@ -190,6 +206,7 @@ def bulk_load_sqlite(path: Path, entries: list[bytes]) -> str:
                    ((i, e, hashlib.sha256(e).digest()) for i, e in enumerate(entries)))
     db.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (?, ?, ?)",
                    ((lv, i, h) for lv, hs in enumerate(tree.levels) for i, h in enumerate(hs)))
+    db.executemany("INSERT INTO mlseal_digests (sha256, role, seq) VALUES (?, ?, ?)", digest_rows(entries))
     db.execute("COMMIT")
     db.close()
     return url
@@ -212,6 +229,10 @@ def bulk_load_pg(url: str, entries: list[bytes]) -> None:
             for lv, hs in enumerate(tree.levels):
                 for i, h in enumerate(hs):
                     cp.write_row((lv, i, h))
+        with cur.copy("COPY mlseal_digests (sha256, role, seq) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["bytea", "int2", "int8"])
+            for r in digest_rows(entries):
+                cp.write_row(r)
         cur.execute("UPDATE mlseal_head SET size = %s, last_hash = %s, frontier = %s",
                     (len(entries), hashlib.sha256(entries[-1]).digest(), frontier))
 
@@ -224,7 +245,7 @@ def _ecdsa_loop(pem: bytes, msgs: list[tuple[bytes, bytes]], reps: int) -> int:
     return reps * len(msgs)
 
 
-def bench_verify(tmp: Path, n: int, signer: LocalKeySigner, trust: TrustRoot) -> None:
+def bench_verify(tmp: Path, n: int, signer: LocalKeySigner, trust: TrustRoot, repeat: int = 2) -> None:
     print(f"  building a {n:,}-entry signed log …", file=sys.stderr, flush=True)
     entries = make_log(n, signer)
     url = bulk_load_sqlite(tmp / "verify.db", entries)
@@ -274,6 +295,34 @@ def bench_verify(tmp: Path, n: int, signer: LocalKeySigner, trust: TrustRoot) ->
         row(f"verify from checkpoint at {cp_size:,}", f"{inc_s * 1000:.1f} ms, {inc.checked} entries read",
             f"full verify {full_s * 1000:,.0f} ms, {n:,} read", f"{inc_s / full_s:.4f} of full",
             inc.checked == 100 and inc_s < full_s * 0.05)
+        bench_derived(led, trust, cp, repeat)
+
+
+def _timed_verify(led: Ledger, trust: TrustRoot | None, derived: bool, **kw: Any) -> tuple[float, float]:
+    """(wall s, CPU s of this process and its finished workers) of one verify_ledger."""
+    c0, t = os.times(), time.perf_counter()
+    r = verify_ledger(led, trust, derived=derived, **kw)
+    wall, c1 = time.perf_counter() - t, os.times()
+    assert r.ok, r.problems[:2]
+    return wall, sum(c1[:4]) - sum(c0[:4])
+
+
+def bench_derived(led: Ledger, trust: TrustRoot, cp: Checkpoint, repeat: int) -> None:
+    """Rows 3-5 again, with and without the derived-row proof, alternating (same load)."""
+    cases = {"full verify": (trust, {}), "hash/Merkle-only verify": (None, {}),
+             "verify from checkpoint": (trust, {"checkpoint": cp, "from_checkpoint": True})}
+    for what, (tr, kw) in cases.items():
+        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for _ in range(repeat):
+            for derived in (False, True):
+                runs[derived].append(_timed_verify(led, tr, derived, **kw))
+        (w0, c0), (w1, c1) = (min(runs[d]) for d in (False, True))
+        c0, c1 = min(c for _, c in runs[False]), min(c for _, c in runs[True])
+        target = what == "full verify"
+        row(f"{what} + derived rows", f"{w1 * 1000:,.0f} ms wall, {c1 * 1000:,.0f} ms CPU",
+            f"entries only: {w0 * 1000:,.0f} ms wall, {c0 * 1000:,.0f} ms CPU",
+            f"{w1 / w0:.2f}x wall, {c1 / c0:.2f}x CPU" + (" (<= 1.3x)" if target else ""),
+            min(w1 / w0, c1 / c0) <= 1.3 if target else None)
 
 
 # --- 6. proofs and appends at 1M ----------------------------------------------------------------
@@ -328,6 +377,8 @@ def main() -> int:
     ap.add_argument("--pg-writers", type=int, default=16)
     ap.add_argument("--pg-per-writer", type=int, help="appends per PostgreSQL writer (default 125)")
     ap.add_argument("--no-pg", action="store_true", help="skip PostgreSQL rows")
+    ap.add_argument("--verify-only", action="store_true", help="only the verify rows (3-5b)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each derived-row case (best is shown)")
     ap.add_argument("--tmp", default=None, help="directory for the benchmark databases")
     args = ap.parse_args()
     n_verify = args.verify_entries or (20_000 if args.quick else 100_000)
@@ -338,21 +389,23 @@ def main() -> int:
     print(f"mlseal ledger benchmark on {CORES} cores (load avg {os.getloadavg()[0]:.1f})", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="mlseal-bench-") as d:
         tmp = Path(d)
-        bench_sqlite_append(tmp, 300 if args.quick else args.appends, signer)
-        if not args.no_pg:
-            bench_pg_writers(args.pg_writers, per_writer, signer, trust)
-        bench_verify(tmp, n_verify, signer, trust)
-        print(f"  bulk-loading {big:,}-entry ledgers …", file=sys.stderr, flush=True)
-        entries = small_entries(big)
-        big_url = bulk_load_sqlite(tmp / "big.db", entries)
-        small_url = bulk_load_sqlite(tmp / "small.db", entries[:1000])
-        bench_scale("SQLite", big_url, small_url, big, signer)
-        if not args.no_pg:
-            for pbig in pg_schema():
-                bulk_load_pg(pbig, entries)
-                for psmall in pg_schema():
-                    bulk_load_pg(psmall, entries[:1000])
-                    bench_scale("PostgreSQL", pbig, psmall, big, signer)
+        if not args.verify_only:
+            bench_sqlite_append(tmp, 300 if args.quick else args.appends, signer)
+            if not args.no_pg:
+                bench_pg_writers(args.pg_writers, per_writer, signer, trust)
+        bench_verify(tmp, n_verify, signer, trust, args.repeat)
+        if not args.verify_only:
+            print(f"  bulk-loading {big:,}-entry ledgers …", file=sys.stderr, flush=True)
+            entries = small_entries(big)
+            big_url = bulk_load_sqlite(tmp / "big.db", entries)
+            small_url = bulk_load_sqlite(tmp / "small.db", entries[:1000])
+            bench_scale("SQLite", big_url, small_url, big, signer)
+            if not args.no_pg:
+                for pbig in pg_schema():
+                    bulk_load_pg(pbig, entries)
+                    for psmall in pg_schema():
+                        bulk_load_pg(psmall, entries[:1000])
+                        bench_scale("PostgreSQL", pbig, psmall, big, signer)
     widths = [max(len(r[i]) for r in [*ROWS, ("what", "measured", "baseline (same run)", "ratio / target",
                                               "verdict")]) for i in range(5)]
     header = ("what", "measured", "baseline (same run)", "ratio / target", "verdict")

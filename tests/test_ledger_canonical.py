@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mlseal.cli import main
 from mlseal.errors import VerificationError
 from mlseal.ledger import _canonical, open_ledger
-from mlseal.ledger.entry import build_entry, parse_entry, record_of
+from mlseal.ledger.entry import build_entry, parse_entry, record_of, split_entry
 from mlseal.ledger.record import (
     RECORD_PAYLOAD_TYPE,
     ZERO_HASH,
@@ -168,6 +168,12 @@ def _append_raw(url: str, entries: list[tuple[int, bytes]]) -> None:
                        [(s, e, hashlib.sha256(e).digest()) for s, e in entries])
         db.executemany("INSERT INTO mlseal_nodes (level, idx, hash) VALUES (?, ?, ?)",
                        [(lv, i, h) for lv, hs in enumerate(tree.levels) for i, h in enumerate(hs)])
+        # and the digest index rows the records imply (the parser keeps a duplicate key's last value)
+        for s, e in entries:
+            rec = json.loads(split_entry(e).payload)
+            rows = {(bytes.fromhex(x["digest"]["sha256"]), role, s)
+                    for role, name in ((0, "outputs"), (1, "inputs")) for x in rec.get(name, [])}
+            db.executemany("INSERT INTO mlseal_digests (sha256, role, seq) VALUES (?, ?, ?)", sorted(rows))
 
 
 def test_ledger_verify_cli_refuses_signed_duplicate_key_entry(

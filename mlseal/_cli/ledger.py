@@ -45,7 +45,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_json(i)
     i.set_defaults(func=run, handler=_init)
 
-    v = lsub.add_parser("verify", help="check signatures, hash chain, Merkle root, checkpoint, artifacts")
+    v = lsub.add_parser(
+        "verify", help="check signatures, hash chain, Merkle root, derived rows (digest index, nodes), "
+        "checkpoint, artifacts",
+    )
     add_ledger(v)
     v.add_argument("--trust", required=True, metavar="FILE", help="trust file (signers, checkpoint keys)")
     v.add_argument("--artifacts", action="store_true", help="also re-digest every recorded artifact")
@@ -248,7 +251,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_json())
     if report.ok:
-        what = "signatures, hash chain, Merkle root"
+        what = "signatures, hash chain, Merkle root, digest index, Merkle nodes"
         if checkpoint is not None:
             what += f", checkpoint at size {checkpoint.size}"
         if args.artifacts:

@@ -47,6 +47,9 @@ from mlseal.ledger._store import (
     SCHEMA_FORMAT,
     SCHEMA_VERSION,
     Build,
+    DigestRow,
+    NodeRange,
+    NodeRow,
     Prepared,
     batched_entries,
 )
@@ -725,6 +728,43 @@ class PostgresStore:
             "SELECT note FROM mlseal_checkpoints ORDER BY size DESC, id DESC LIMIT %s", (limit,)
         ).fetchall()
         return [bytes(r[0]) for r in rows]
+
+    def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
+        """Digest index rows with ``seq >= start`` by (seq, role, sha256), through a
+        server-side cursor on a connection of its own (one snapshot; the server sorts,
+        spilling to disk past work_mem), so memory stays bounded."""
+        try:
+            conn = _connect(self._url, self._display, autocommit=True)
+        except psycopg.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: read failed: {self._text(exc)}") from None
+        try:
+            with conn.transaction(), conn.cursor(name="mlseal_digest_rows") as cur:
+                cur.itersize = 4096
+                cur.execute(
+                    "SELECT seq, role, sha256 FROM mlseal_digests WHERE seq >= %s ORDER BY seq, role, sha256",
+                    (start,),
+                )
+                for seq, role, sha in cur:
+                    yield int(seq), int(role), bytes(sha)
+        except psycopg.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: read failed: {self._text(exc)}") from None
+        finally:
+            conn.close()
+
+    def iter_node_rows(self, ranges: Sequence[NodeRange]) -> Iterator[NodeRow]:
+        for lv0, lv1, ix0, ix1 in ranges:
+            yield from self._node_rows(lv0, lv1, ix0, ix1)
+
+    @_reads
+    def _node_rows(self, lv0: int, lv1: int, ix0: int, ix1: int) -> list[NodeRow]:
+        if lv0 == lv1:  # an equality on the key's first column lets the index seek on idx
+            q = "SELECT level, idx, hash FROM mlseal_nodes WHERE level = %s AND idx BETWEEN %s AND %s ORDER BY idx"
+            params: tuple[int, ...] = (lv0, ix0, ix1)
+        else:
+            q = ("SELECT level, idx, hash FROM mlseal_nodes WHERE level BETWEEN %s AND %s "
+                 "AND idx BETWEEN %s AND %s ORDER BY level, idx")
+            params = (lv0, lv1, ix0, ix1)
+        return [(int(lv), int(ix), bytes(h)) for lv, ix, h in self._db.execute(q, params).fetchall()]
 
     def close(self) -> None:
         self._db.close()

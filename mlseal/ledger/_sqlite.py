@@ -20,6 +20,9 @@ from mlseal.ledger._store import (
     SCHEMA_FORMAT,
     SCHEMA_VERSION,
     Build,
+    DigestRow,
+    NodeRange,
+    NodeRow,
     Prepared,
     batched_entries,
 )
@@ -258,6 +261,52 @@ class SqliteStore:
                 "SELECT note FROM mlseal_checkpoints ORDER BY size DESC, id DESC LIMIT ?", (limit,)
             )
         ]
+
+    def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
+        """Digest index rows with ``seq >= start`` by (seq, role, sha256); SQLite's
+        sorter spills to temporary files, so memory stays bounded."""
+        # SQLite keeps any value in any column. Rows of other types (only written around
+        # mlseal) match no entry and would not compare with the others: one scan finds
+        # them too, sorted first, so that the first row tells.
+        typed = "(typeof(seq) = 'integer' AND typeof(role) = 'integer' AND typeof(sha256) = 'blob')"
+        try:
+            cur = self._db.execute(
+                f"SELECT seq, role, sha256 FROM mlseal_digests WHERE seq >= ? OR NOT {typed} "  # noqa: S608
+                f"ORDER BY {typed}, seq, role, sha256", (start,)
+            )
+            rows = cur.fetchmany(2048)
+            if rows:
+                seq, role, sha = rows[0]
+                if type(seq) is not int or type(role) is not int or type(sha) is not bytes:
+                    raise InfrastructureError(
+                        f"ledger {self._display}: the digest index holds a row that mlseal never writes "
+                        f"(seq {seq!r:.40}, role {role!r:.40}, sha256 {sha!r:.80}): the table was altered "
+                        "outside mlseal; restore the database from a backup taken before the change"
+                    )
+            while rows:
+                yield from rows  # (int, int, bytes) as stored: the schema's types
+                rows = cur.fetchmany(2048)
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: reading the digest index failed: {exc}") from None
+
+    def iter_node_rows(self, ranges: Sequence[NodeRange]) -> Iterator[NodeRow]:
+        try:
+            for lv0, lv1, ix0, ix1 in ranges:
+                if lv0 == lv1:  # an equality on the key's first column lets the index seek on idx
+                    cur = self._db.execute(
+                        "SELECT level, idx, hash FROM mlseal_nodes WHERE level = ? AND idx BETWEEN ? AND ? "
+                        "ORDER BY level, idx", (lv0, ix0, ix1),
+                    )
+                else:
+                    cur = self._db.execute(
+                        "SELECT level, idx, hash FROM mlseal_nodes WHERE level BETWEEN ? AND ? "
+                        "AND idx BETWEEN ? AND ? ORDER BY level, idx", (lv0, lv1, ix0, ix1),
+                    )
+                while rows := cur.fetchmany(2048):
+                    for level, idx, h in rows:  # a hash stored as text compares unequal, as it should
+                        yield level, idx, h if isinstance(h, bytes) else str(h).encode()
+        except sqlite3.Error as exc:
+            raise InfrastructureError(f"ledger {self._display}: reading Merkle nodes failed: {exc}") from None
 
     def close(self) -> None:
         self._db.close()

@@ -43,6 +43,13 @@ class Prepared:
 #: build(size, prev entry hash hex, siblings) -> the entry for seq == size
 Build = Callable[[int, str, Mapping[Coord, bytes]], Prepared]
 
+#: (seq, role, sha256) of a digest index row
+DigestRow = tuple[int, int, bytes]
+#: (level, index, hash) of a stored Merkle node
+NodeRow = tuple[int, int, bytes]
+#: (min level, max level, min index, max index), all inclusive: a block of node coordinates
+NodeRange = tuple[int, int, int, int]
+
 #: fetch(start, end, limit) -> up to ``limit`` (seq, entry) rows with start <= seq < end, by seq
 Fetch = Callable[[int, int, int], Sequence[tuple[int, bytes]]]
 
@@ -87,6 +94,16 @@ class Store(Protocol):
 
     def checkpoints(self, limit: int) -> list[bytes]:
         """Up to ``limit`` stored notes, largest tree size first (ties: newest stored first)."""
+        ...
+
+    def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
+        """Every digest index row with ``seq >= start``, ordered by (seq, role, sha256),
+        streamed in bounded memory (for verifiers: they compare it with the entries)."""
+        ...
+
+    def iter_node_rows(self, ranges: Sequence[NodeRange]) -> Iterator[NodeRow]:
+        """The stored Merkle node rows inside each range, range by range, each by
+        (level, index); rows in several ranges come once per range."""
         ...
 
     def close(self) -> None: ...

@@ -42,12 +42,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlseal.errors import Error, VerificationError
 from mlseal.ledger import _canonical, merkle
+from mlseal.ledger._store import ROLE_INPUT, ROLE_OUTPUT, DigestRow, NodeRange, NodeRow
 from mlseal.ledger.checkpoint import Checkpoint
 from mlseal.ledger.entry import split_entry
+from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import RECORD_PAYLOAD_TYPE, ZERO_HASH, Record, RecordFormatError, _canonical_or_raise
 from mlseal.signing.keys import KeyId
 from mlseal.signing.trust import TrustRoot
@@ -78,7 +80,7 @@ class Problem:
     """One thing wrong with the log; ``seq`` is the position it concerns, if any."""
 
     seq: int | None
-    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact
+    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact, index, node, head
     detail: str
 
     def to_json(self) -> dict[str, Any]:
@@ -87,7 +89,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class Report:
-    """The verdict. ``problems`` are sorted by position; the first is the first bad record."""
+    """The verdict. ``problems`` are sorted by position, the entries' own before those of
+    derived rows (kinds in `DERIVED_KINDS`); the first is the first bad record."""
 
     ok: bool
     size: int
@@ -134,11 +137,18 @@ class Anchor:
 @dataclass
 class _Chunk:
     lo: int
+    first_key: int = 0  # storage seqs of the chunk's first and last entries
+    last_key: int = -1
+    keys: frozenset[int] | None = None  # all of them, if they are not first_key..last_key
     first_prev: bytes | None = None
     last_hash: bytes = b""
     nodes: list[tuple[int, bytes]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     outputs: list[tuple[int, str, str, str]] = field(default_factory=list)  # seq, name, uri, sha
+    #: with derived-row checks: the digest index rows the entries imply, (storage seq,
+    #: role, sha256) sorted, and every perfect Merkle node inside the chunk {coord: hash}
+    digests: list[DigestRow] = field(default_factory=list)
+    tree: dict[Coord, bytes] = field(default_factory=dict)
 
 
 # --- finding a key inside base64 without decoding it all ------------------------------
@@ -257,16 +267,99 @@ def _guessed_tail(e: bytes, end: int, hint: int) -> tuple[int, bytes, bytes, int
     return int(m.group(2)), m.group(1), m.group(3)[1:-1], hint
 
 
+# --- the digest index rows an entry implies ------------------------------------------------
+# `Ledger.append` indexes each output's digest (role 0) and each input's (role 1) under the
+# record's seq. In a canonical record the item lists sit between these markers: ``,"``
+# never occurs inside a JSON string there and the items' keys are fixed, so the first
+# occurrence of each marker is the top-level one and every ``"digest":{"sha256":…}``
+# between them is an item's own.
+_IN_START = b',"inputs":['
+_IN_END = b'],"metrics":{'
+_OUT_START = b',"outputs":['
+_OUT_END = b'],"params":'
+_ITEM_DIGEST = re.compile(rb'"digest":\{"sha256":"([0-9a-f]{64})"\}')
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_unhex = binascii.unhexlify
+
+
+def _payload_digests(payload: bytes) -> list[tuple[int, bytes]] | None:
+    """(role, sha256) of a canonical record's inputs and outputs; None: parse it as JSON."""
+    i = payload.find(_IN_START)
+    j = payload.find(_IN_END, i) if i >= 0 else -1
+    k = payload.find(_OUT_START, j) if j >= 0 else -1
+    m = payload.find(_OUT_END, k) if k >= 0 else -1
+    if m < 0:
+        return None
+    out = [(ROLE_OUTPUT, h) for h in map(_unhex, _ITEM_DIGEST.findall(payload, k, m))]
+    out += [(ROLE_INPUT, h) for h in map(_unhex, _ITEM_DIGEST.findall(payload, i, j))]
+    return out
+
+
+#: base64 characters decoded first when only the item lists are wanted: they come right
+#: after the component, before params (a typical record's lists end ~550 bytes in)
+_LISTS_B64 = 1024
+
+
+def _b64_digests(b64: bytes) -> list[tuple[int, bytes]]:
+    """`_digests_of` for a payload given as base64 text, decoding only as far as needed."""
+    if len(b64) > _LISTS_B64:
+        try:
+            pairs = _payload_digests(_a2b(b64[:_LISTS_B64]))
+        except binascii.Error:
+            pairs = None
+        if pairs is not None:
+            return pairs
+    try:
+        return _digests_of(_a2b(b64, strict_mode=True))
+    except binascii.Error:
+        return []
+
+
+def _obj_digests(obj: object) -> list[tuple[int, bytes]]:
+    """(role, sha256) of the well-formed items of a parsed record (any JSON)."""
+    out: list[tuple[int, bytes]] = []
+    if not isinstance(obj, dict):
+        return out
+    for role, name in ((ROLE_OUTPUT, "outputs"), (ROLE_INPUT, "inputs")):
+        items = obj.get(name)
+        for item in items if isinstance(items, list) else ():
+            d = item.get("digest") if isinstance(item, dict) else None
+            h = d.get("sha256") if isinstance(d, dict) else None
+            if isinstance(h, str) and _HEX64.fullmatch(h):
+                out.append((role, bytes.fromhex(h)))
+    return out
+
+
+def _add_digests(chunk: _Chunk, key: int, pairs: list[tuple[int, bytes]]) -> None:
+    """The entry's index rows, sorted as storage returns them, once each (an append
+    writes a digest listed twice in one role once)."""
+    if len(pairs) == 1:
+        chunk.digests.append((key, *pairs[0]))
+    elif pairs:
+        chunk.digests.extend(sorted({(key, role, sha) for role, sha in pairs}))
+
+
+def _digests_of(payload: bytes) -> list[tuple[int, bytes]]:
+    pairs = _payload_digests(payload)
+    if pairs is None:
+        try:
+            pairs = _obj_digests(json.loads(payload))
+        except (ValueError, UnicodeDecodeError):
+            pairs = []
+    return pairs
+
+
 _KeyInfo = tuple["PublicKeyVerifier | None", "Grant | None"]
 
 
 def _check_one(
     pos: int, e: bytes, trust: TrustRoot | None, parse_all: bool, chunk: _Chunk,
-    keys: dict[bytes, _KeyInfo] | None = None,
+    keys: dict[bytes, _KeyInfo] | None = None, key: int | None = None,
 ) -> tuple[int | None, bytes | None]:
     """(record seq, record prev as ASCII hex) of one entry, adding what is wrong to chunk.
 
-    ``keys`` caches the trust file's verifier and grant per key id across a chunk."""
+    ``keys`` caches the trust file's verifier and grant per key id across a chunk. With
+    ``key`` (the entry's storage seq), the digest index rows it implies go to the chunk."""
     payload: bytes | None = None
     keyid = sig = b""
     if e.startswith(_HEAD):  # the canonical form this ledger writes
@@ -290,6 +383,8 @@ def _check_one(
             chunk.problems.append(Problem(pos, "format", f"record {pos}: {exc}"))
             return None, None
         payload, keyid, sig = part.payload, part.keyid.encode(), part.sig
+    if key is not None:
+        _add_digests(chunk, key, _digests_of(payload))
     grant = None
     if trust is not None:
         info = keys.get(keyid) if keys is not None else None
@@ -402,8 +497,11 @@ def _signer_problem(pos: int, named: bytes, keyid: bytes) -> Problem:
     )
 
 
-def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
-    """Perfect subtrees (level, hash), left to right, covering leaves [start, start+len)."""
+def _range_nodes(
+    start: int, leaves: list[bytes], tree: dict[Coord, bytes] | None = None
+) -> list[tuple[int, bytes]]:
+    """Perfect subtrees (level, hash), left to right, covering leaves [start, start+len);
+    with ``tree``, every perfect node inside the range goes there too."""
     out: list[tuple[int, bytes]] = []
     i, n = 0, len(leaves)
     node = merkle.NODE_PREFIX
@@ -413,8 +511,14 @@ def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
         while p & ((1 << level) - 1):
             level -= 1
         row = leaves[i : i + (1 << level)]
+        lv = 0
+        if tree is not None:
+            tree.update(zip(zip(itertools.repeat(0), range(p, p + len(row))), row, strict=False))
         while len(row) > 1:  # merkle.node_hash, inlined: half of all hashing is here
             row = [_sha256(node + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=True)]
+            lv += 1
+            if tree is not None:
+                tree.update(zip(zip(itertools.repeat(lv), range(p >> lv, (p >> lv) + len(row))), row, strict=False))
         out.append((level, row[0]))
         i += 1 << level
     return out
@@ -423,13 +527,14 @@ def _range_nodes(start: int, leaves: list[bytes]) -> list[tuple[int, bytes]]:
 # Set in the parent before forking; workers inherit them (keys do not pickle).
 _TRUST: TrustRoot | None = None
 _PARSE_ALL = False
+_DERIVED = False  # also compute the derived rows (digest index, Merkle nodes) the entries imply
 
 
 def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
     """Check the entries at positions ``pos0, pos0 + 1, …``: ``(storage seq, bytes)``."""
     pos0, rows = job
     chunk = _Chunk(lo=pos0)
-    trust, parse_all = _TRUST, _PARSE_ALL
+    trust, parse_all, derived = _TRUST, _PARSE_ALL, _DERIVED
     fast = trust is None and not parse_all
     entries = [e for _, e in rows]
     # the two hashes of every entry, in C-level loops
@@ -455,8 +560,10 @@ def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
                     fields = _fast_fields(e[12:end], hint)
         if fields is not None:
             seq, prev, _, hint = fields
+            if derived:
+                _add_digests(chunk, key, _b64_digests(e[12:end]))
         else:
-            seq, prev = _check_one(pos, e, trust, parse_all, chunk, keys)
+            seq, prev = _check_one(pos, e, trust, parse_all, chunk, keys, key if derived else None)
         if prev is not None:
             if prev_hash is None:
                 chunk.first_prev = prev
@@ -468,7 +575,11 @@ def _check_chunk(job: tuple[int, list[tuple[int, bytes]]]) -> _Chunk:
             chunk.problems.append(Problem(pos, "seq", f"record {pos}: has seq {seq}, expected {pos}"))
         prev_hash = hashes[i]
     chunk.last_hash = prev_hash or b""
-    chunk.nodes = _range_nodes(pos0, leaves)
+    if rows:
+        chunk.first_key, chunk.last_key = rows[0][0], rows[-1][0]
+        if chunk.last_key - chunk.first_key != len(rows) - 1:
+            chunk.keys = frozenset(k for k, _ in rows)
+    chunk.nodes = _range_nodes(pos0, leaves, chunk.tree if derived else None)
     return chunk
 
 
@@ -488,18 +599,159 @@ class _Frontier:
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
         levels = [lv for lv, _ in merkle.perfect_cover(0, size)]
         self.stack: list[tuple[int, bytes]] = list(zip(levels, hashes, strict=True))
+        self.end = size
 
-    def push(self, level: int, h: bytes) -> None:
-        """Add the perfect subtree right after the current ones (aligned to its size)."""
+    def push(self, level: int, h: bytes, made: dict[Coord, bytes] | None = None) -> None:
+        """Add the perfect subtree right after the current ones (aligned to its size);
+        the nodes the merges complete go to ``made``."""
+        start = self.end
+        self.end += 1 << level
         while self.stack and self.stack[-1][0] == level:
             h = merkle.node_hash(self.stack.pop()[1], h)
+            start -= 1 << level
             level += 1
+            if made is not None:
+                made[(level, start >> level)] = h
         self.stack.append((level, h))
 
     def root(self) -> bytes:
         if not self.stack:
             return merkle.EMPTY_ROOT
         return merkle.fold_cover([h for _, h in self.stack])
+
+
+# --- derived rows: what the store should hold, given the entries ------------------------
+
+class DerivedRows(Protocol):
+    """Read access to the rows a ledger derives from its entries (a storage backend)."""
+
+    def iter_digest_rows(self, start: int) -> Iterator[DigestRow]: ...
+
+    def iter_node_rows(self, ranges: Sequence[NodeRange]) -> Iterator[NodeRow]: ...
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: kinds of problems with derived rows; a report lists them after all of the entries' own
+DERIVED_KINDS = frozenset({"index", "node", "head"})
+_ROLE_NAMES = {ROLE_OUTPUT: "output", ROLE_INPUT: "input"}
+_INDEX_FIX = (
+    "the digest index is derived from the signed entries and must match them exactly: "
+    "someone with write access to the database changed it, so lookups by digest (admission, "
+    "trace, stage input checks) can miss or invent records; restore the database from a backup "
+    "taken before the change and find out who could write to it"
+)
+_NODE_FIX = (
+    "Merkle nodes are derived from the signed entries and must match them exactly: "
+    "proofs and roots served from them are wrong; restore the database from a backup "
+    "taken before the change and find out who could write to it"
+)
+
+
+def _role(role: int) -> str:
+    return _ROLE_NAMES.get(role, f"role {role}")
+
+
+class _DerivedCheck:
+    """Compares, chunk by chunk, the stored derived rows with those the entries imply.
+
+    The digest index is read as one stream sorted by seq (merged with the chunks, which
+    arrive in seq order); nodes are read per chunk by coordinate ranges, the same way
+    proofs read them. Memory: one chunk's rows. Problems are capped at MAX_PROBLEMS (a
+    deleted entry shifts every later leaf), the rest only counted.
+    """
+
+    def __init__(self, source: DerivedRows, start: int) -> None:
+        self.source = source
+        self.start = start
+        self._stream = source.iter_digest_rows(start if start > 0 else _INT64_MIN)
+        self._next: DigestRow | None = next(self._stream, None)
+        self.problems: list[Problem] = []
+        self.omitted = 0
+        self.nodes = True  # off when the starting frontier is unusable (positions unknown)
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+    def _add(self, p: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(p)
+        else:
+            self.omitted += 1
+
+    def _take_digests(self, last_key: int | None) -> list[DigestRow]:
+        out = []
+        while self._next is not None and (last_key is None or self._next[0] <= last_key):
+            out.append(self._next)
+            self._next = next(self._stream, None)
+        return out
+
+    def chunk(self, chunk: _Chunk, hi: int, made: dict[Coord, bytes]) -> None:
+        stored = self._take_digests(chunk.last_key)
+        if stored != chunk.digests:
+            keys = chunk.keys
+            first, last = chunk.first_key, chunk.last_key
+            self._digest_problems(
+                chunk.digests, stored, lambda seq: first <= seq <= last and (keys is None or seq in keys)
+            )
+        if not self.nodes:
+            return
+        lo = chunk.lo
+        want = chunk.tree
+        want.update(made)
+        ranges = [(k, k, lo >> k, (hi >> k) - 1) for k in range(hi.bit_length()) if lo >> k < hi >> k]
+        got = {(lv, ix): h for lv, ix, h in self.source.iter_node_rows(ranges)}
+        if got != want:
+            self._node_problems(want, got, hi)
+
+    def finish(self, size: int) -> None:
+        """Rows beyond what the entries imply: digest rows after the last entry, nodes
+        outside the tree of ``size`` leaves."""
+        self._digest_problems([], self._take_digests(None), lambda seq: False)
+        top = size.bit_length()  # no level from here up has a node in the tree
+        ranges: list[NodeRange] = [(_INT64_MIN, -1, _INT64_MIN, _INT64_MAX), (top, _INT64_MAX, _INT64_MIN, _INT64_MAX)]
+        for k in range(top):  # one level each, so that the key's index seeks
+            ranges += [(k, k, size >> k, _INT64_MAX), (k, k, _INT64_MIN, -1)]
+        for lv, ix, _ in self.source.iter_node_rows(ranges):
+            self._add(Problem(
+                None, "node",
+                f"Merkle node (level {lv}, index {ix}) is stored but is not part of the tree of the "
+                f"{size} records: {_NODE_FIX}",
+            ))
+
+    def _digest_problems(self, want: list[DigestRow], got: list[DigestRow], held: Callable[[int], bool]) -> None:
+        w, g = set(want), set(got)
+        for seq, role, sha in sorted(w - g):
+            self._add(Problem(
+                seq, "index",
+                f"record {seq}: the digest index has no row for its {_role(role)} {sha.hex()[:16]}… "
+                f"(a lookup by that digest does not find this record): {_INDEX_FIX}",
+            ))
+        for seq, role, sha in sorted(g - w):
+            if held(seq):
+                what = (f"record {seq}: the digest index holds a row ({_role(role)} {sha.hex()[:16]}…) "
+                        "that the record does not list")
+            else:
+                what = (f"the digest index holds a row ({_role(role)} {sha.hex()[:16]}…) for record {seq}, "
+                        "which storage does not hold")
+            self._add(Problem(seq, "index", f"{what}: {_INDEX_FIX}"))
+
+    def _node_problems(self, want: dict[Coord, bytes], got: dict[Coord, bytes], size: int) -> None:
+        for c in sorted(want.keys() | got.keys()):
+            lv, ix = c
+            first, last = ix << lv, ((ix + 1) << lv) - 1
+            where = f"Merkle node (level {lv}, index {ix}) over records {first}..{last}"
+            w, g = want.get(c), got.get(c)
+            if w == g:
+                continue
+            if g is None:
+                msg = f"{where} is missing from storage"
+            elif w is None:
+                msg = f"{where} is stored but is not part of the tree of the {size} records"
+            else:
+                msg = f"{where} has hash {g.hex()[:16]}…, the entries give {w.hex()[:16]}…"
+            self._add(Problem(min(last, size - 1), "node", f"{msg}: {_NODE_FIX}"))
 
 
 def _workers(requested: int | None, n: int) -> int:
@@ -535,6 +787,8 @@ def verify_entries(
     digest_uri: DigestUri | None = None,
     workers: int | None = None,
     batch: int = BATCH,
+    derived: DerivedRows | None = None,
+    stored_last_hash: str | None = None,
 ) -> Report:
     """Verify a log given as ``(storage seq, entry bytes)`` pairs in order.
 
@@ -542,11 +796,14 @@ def verify_entries(
     earlier tree and expects the entries after it. ``stored_size``/``stored_root`` are
     what the storage claims (its head); a difference is a problem. ``checkpoint`` must be
     a tree the log extends. ``digest_uri`` digests an artifact URI (hex SHA-256).
+    ``derived`` (the store) is compared with the rows the entries imply: the digest
+    index rows (sha256, role, seq) of every entry read, and every Merkle node over them.
+    ``stored_last_hash`` is the head's hash of the last entry (the next append's prev).
 
     Entries are read in jobs of ``batch`` while worker processes check earlier ones, so
     at most a few jobs are held in memory, whatever the log's size.
     """
-    global _TRUST, _PARSE_ALL
+    global _TRUST, _PARSE_ALL, _DERIVED
     problems: list[Problem] = []
     start = 0
     frontier = _Frontier()
@@ -567,9 +824,14 @@ def verify_entries(
     first = _take(it, PARALLEL_THRESHOLD)
     n_workers = _workers(workers, len(first))
     jobs = _jobs(itertools.chain(first, it), pos, max(batch, 1), checkpoint.size if checkpoint else None)
-    _TRUST, _PARSE_ALL = trust, parse_all
+    _TRUST, _PARSE_ALL, _DERIVED = trust, parse_all, derived is not None
+    check: _DerivedCheck | None = None
     try:
         with contextlib.ExitStack() as stack:
+            if derived is not None:
+                check = _DerivedCheck(derived, start)
+                stack.callback(check.close)
+                check.nodes = not problems  # a refused anchor leaves positions unknown
             if n_workers > 1:
                 pool = stack.enter_context(multiprocessing.get_context("fork").Pool(n_workers))
                 # the pool's feeder thread pulls jobs (reading storage) as workers free up
@@ -585,18 +847,32 @@ def verify_entries(
                 for seq, name, uri, sha in chunk.outputs:
                     outputs[uri] = (seq, name, sha)
                 # (4) the Merkle tree, one perfect subtree at a time
+                made: dict[Coord, bytes] = {}
                 for level, h in chunk.nodes:
-                    frontier.push(level, h)
+                    frontier.push(level, h, made if check is not None else None)
                 pos = chunk.lo + sum(1 << lv for lv, _ in chunk.nodes)
                 if checkpoint is not None and pos == checkpoint.size:
                     cp_root = frontier.root()
+                # (7) the derived rows over these entries
+                if check is not None:
+                    check.chunk(chunk, pos, made)
+            if check is not None:
+                check.finish(pos)
     finally:
-        _TRUST = None
+        _TRUST, _DERIVED = None, False
     size = pos
     root = frontier.root()
     if stored_size is not None and stored_size != size:
         problems.append(Problem(
             None, "size", f"storage says the log has {stored_size} records, but {size} were read"
+        ))
+    if (stored_last_hash is not None and (stored_size is None or stored_size == size)
+            and stored_last_hash.encode() != expected_prev):
+        problems.append(Problem(
+            None, "head",
+            f"storage's head names {stored_last_hash[:16]}… as the hash of record {size - 1}, whose entry hashes "
+            f"to {expected_prev.decode()[:16]}…: the next record would link to the wrong entry; restore the "
+            "database from a backup taken before the change",
         ))
     if stored_root is not None and stored_root != root and (stored_size is None or stored_size == size):
         problems.append(Problem(
@@ -610,15 +886,20 @@ def verify_entries(
     # (6) artifacts, each URI against the latest record that wrote it
     if digest_uri is not None:
         problems += _check_artifacts(outputs, digest_uri)
-    problems.sort(key=lambda p: (p.seq if p.seq is not None else size, p.kind))
+    omitted = 0
+    if check is not None:
+        problems += check.problems
+        omitted = check.omitted
+    # records' own problems first (the first is the first bad record), then derived rows'
+    problems.sort(key=lambda p: (p.kind in DERIVED_KINDS, p.seq if p.seq is not None else size, p.kind))
     return Report(
-        ok=not problems,
+        ok=not problems and not omitted,
         size=size,
         root=root,
         problems=tuple(problems[:MAX_PROBLEMS]),
         checked=size - start,
         start=start,
-        omitted=max(0, len(problems) - MAX_PROBLEMS),
+        omitted=omitted + max(0, len(problems) - MAX_PROBLEMS),
     )
 
 
@@ -693,11 +974,14 @@ def verify_ledger(
     from_checkpoint: bool = False,
     digest_uri: DigestUri | None = None,
     workers: int | None = None,
+    derived: bool = True,
 ) -> Report:
     """Read the ledger's entries (all, or only those after ``checkpoint``) and verify them.
 
     ``from_checkpoint`` trusts the checkpoint (verify its signature first!) and reads
-    only the entries after it, plus O(log n) stored nodes.
+    only the entries after it, plus O(log n) stored nodes. ``derived`` also proves the
+    derived rows (digest index, Merkle nodes) are exactly what the entries read imply
+    (with ``from_checkpoint``: the rows of the entries after it, and no row beyond them).
     """
     head = led.head()
     anchor = None
@@ -721,11 +1005,15 @@ def verify_ledger(
         checkpoint=checkpoint,
         digest_uri=digest_uri,
         workers=workers,
+        derived=led._store if derived else None,
+        stored_last_hash=head.last_entry_hash if derived else None,
     )
 
 
 __all__ = [
+    "DERIVED_KINDS",
     "Anchor",
+    "DerivedRows",
     "Problem",
     "Report",
     "verify_entries",
