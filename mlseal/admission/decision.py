@@ -25,6 +25,8 @@ class Reason(StrEnum):
     GATE_FAILED = "gate_failed"
     URI_MISMATCH = "uri_mismatch"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
+    LEDGER_FORKED = "ledger_forked"
+    LEDGER_ROLLED_BACK = "ledger_rolled_back"
     INTERNAL_ERROR = "internal_error"
 
 
