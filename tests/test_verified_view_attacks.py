@@ -87,7 +87,7 @@ def _admit_cli(w: World, *extra: str) -> tuple[int, dict[str, Any]]:
     manifest = w.dir / "isvc.json"
     manifest.write_text(json.dumps(isvc(w.model)))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "mlseal", "admit", str(manifest), "--policy", str(w.policy_path),
+    p = subprocess.run([sys.executable, "-m", "mlseal.cli", "admit", str(manifest), "--policy", str(w.policy_path),
                         "--json", *extra], capture_output=True, text=True, env=env, timeout=120, check=False)
     return p.returncode, json.loads(p.stdout) if p.stdout.strip() else {"stderr": p.stderr}
 
@@ -143,7 +143,7 @@ def test_extra_digest_row_does_not_change_an_answer(world: World) -> None:
 def test_trace_cli_lists_the_hidden_record(world: World) -> None:
     delete_digest_row(world.url, world.model.sha256, 1, world.failed_eval)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "mlseal", "ledger", "trace", world.model.sha256, "--ledger", world.url,
+    p = subprocess.run([sys.executable, "-m", "mlseal.cli", "ledger", "trace", world.model.sha256, "--ledger", world.url,
                         "--trust", str(world.dir / "trust.yaml"), "--json"],
                        capture_output=True, text=True, env=env, timeout=120, check=False)
     out = json.loads(p.stdout)
