@@ -14,8 +14,8 @@ import pytest
 from mlseal.admission import decide, load_policy
 from mlseal.admission.engine import _trusted_producer
 from mlseal.ledger import open_ledger, trusted
-from mlseal.ledger.lineage import trace
 from mlseal.ledger.entry import parse_entry
+from mlseal.ledger.lineage import trace
 from mlseal.ledger.record import Component, InputRef, Record, RecordDraft, Status
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.signing.digest import digest_path

@@ -143,8 +143,8 @@ def test_extra_digest_row_does_not_change_an_answer(world: World) -> None:
 def test_trace_cli_lists_the_hidden_record(world: World) -> None:
     delete_digest_row(world.url, world.model.sha256, 1, world.failed_eval)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "mlseal.cli", "ledger", "trace", world.model.sha256, "--ledger", world.url,
-                        "--trust", str(world.dir / "trust.yaml"), "--json"],
+    p = subprocess.run([sys.executable, "-m", "mlseal.cli", "ledger", "trace", world.model.sha256,
+                        "--ledger", world.url, "--trust", str(world.dir / "trust.yaml"), "--json"],
                        capture_output=True, text=True, env=env, timeout=120, check=False)
     out = json.loads(p.stdout)
     assert world.failed_eval in [r["seq"] for r in out["descendants"]], out

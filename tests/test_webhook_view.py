@@ -16,9 +16,9 @@ from mlseal.admission import load_policy
 from mlseal.errors import InfrastructureError
 from mlseal.ledger import open_ledger
 from mlseal.ledger.record import RecordDraft, Status
-from tests.fixtures_admission import review, isvc
+from tests.fixtures_admission import isvc, review
 from tests.test_verified_view import World, evaluate, truncate
-from tests.test_verified_view import world as world  # noqa: F401  (the fixture)
+from tests.test_verified_view import world as world  # the fixture
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:

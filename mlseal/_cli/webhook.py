@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default: 10)")
     s.add_argument("--max-connections", type=int, default=256,
                    help="connections and requests in progress beyond which the server answers 503 (default: 256)")
+    s.add_argument("--inline-max", type=int, default=64 * 1024, metavar="BYTES",
+                   help="reviews up to this size are decided on the event loop, larger ones by the decision "
+                   "threads (default: 64 KiB; 0: every review on a thread)")
     s.add_argument("--decision-backlog", type=int, default=16, metavar="N",
                    help="reviews that may wait for a busy decision thread; more are denied at once (default: 16)")
     s.set_defaults(func=run)
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigurationError(f"--port must be 1-65535, got {args.port}")
     for flag, value, least in (("--threads", args.threads, 1), ("--cache-size", args.cache_size, 0),
-                               ("--cache-ttl", args.cache_ttl, 0), ("--max-staleness", args.max_staleness, 0)):
+                               ("--cache-ttl", args.cache_ttl, 0), ("--max-staleness", args.max_staleness, 0),
+                               ("--inline-max", args.inline_max, 0)):
         if value < least:
             raise ConfigurationError(f"{flag} must be at least {least}, got {value}")
     if not args.reload_interval > 0:
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,
-        cache_ttl=args.cache_ttl, max_staleness=args.max_staleness, reload_interval=args.reload_interval,
-        threads=args.threads, limits=limits,
+        cache_ttl=args.cache_ttl, max_staleness=args.max_staleness, inline_max=args.inline_max,
+        reload_interval=args.reload_interval, threads=args.threads, limits=limits,
     )
     return 0

@@ -459,6 +459,7 @@ def build_server(
     cache_size: int = 4096,
     cache_ttl: float = 60.0,
     max_staleness: float = MAX_STALENESS,
+    inline_max: int = INLINE_MAX,
     reload_interval: float = 10.0,
     threads: int = 4,
     ledger_factory: Callable[[], Any] | None = None,
@@ -481,7 +482,7 @@ def build_server(
         max_staleness=max_staleness,
     )
     app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads,
-                     decision_timeout=decision_timeout, limits=limits)
+                     decision_timeout=decision_timeout, limits=limits, inline_max=inline_max)
     limits = limits or ServeLimits()
 
     def ssl_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:

@@ -10,7 +10,8 @@
 Every record comes from a `mlseal.ledger.verified.VerifiedView` of the ledger: its
 entries, verified once, indexed by the view itself (the ledger's digest index is never
 read, so a deleted index row hides nothing). The producer of a digest is chosen by
-`mlseal.ledger.trusted.TrustedReader`'s rule, the one stage input checks and admission use: the newest record with status ok that outputs
+`mlseal.ledger.trusted.TrustedReader`'s rule, the one stage input checks and admission
+use: the newest record with status ok that outputs
 it, verified against the trust file and hash-linked to its successor. Every record on
 the way is checked the same way. What is wrong is
 reported as a problem instead of raising: a broken lineage (an input nobody recorded,

@@ -41,9 +41,6 @@ candidates is refused with `TooManyRecords` rather than tying up the caller.
     >>> from mlseal.ledger.record import RecordDraft, OutputRef, Sha256Hex
     >>> from mlseal.signing.keys import LocalKeySigner
     >>> from mlseal.signing.trust import TrustRoot
-
-if TYPE_CHECKING:
-    from mlseal.ledger.verified import VerifiedView
     >>> key = LocalKeySigner.generate()
     >>> led = open_ledger("sqlite:///" + tempfile.mkdtemp() + "/l.db")
     >>> raw = OutputRef(name="raw", uri="file:///raw.csv", sha256=Sha256Hex("ab" * 32))
@@ -66,6 +63,9 @@ from mlseal.ledger.entry import parse_entry, record_of, split_entry
 from mlseal.ledger.record import Record, Status, is_sha256_hex
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
+
+if TYPE_CHECKING:
+    from mlseal.ledger.verified import VerifiedView
 
 #: candidate records examined per question (per digest); more is refused
 MAX_CANDIDATES = 1_000
@@ -167,6 +167,12 @@ def verify_entry(seq: int, data: bytes, trust: TrustRoot | None, *,
     return rec
 
 
+#: records verified by views that readers built in this process, so that a stage checking
+#: several inputs, or a caller asking many questions of one ledger, checks each signature
+#: once (the entries are still read, hashed and hash-linked by every view)
+SHARED = VerifiedRecords(100_000)
+
+
 class TrustedReader:
     """Applies the module's selection rule to a verified view of one ledger.
 
@@ -175,7 +181,8 @@ class TrustedReader:
     and verifying every entry once, when the first question is asked. The candidates
     come from the view's own digest index, never from the ledger's derived tables.
     `record` raises; `producer_of` and `newest_about` apply the rule. `verified` lets
-    views built by several readers share signature checks (see VerifiedRecords).
+    views built by several readers share signature checks (see VerifiedRecords; default:
+    the process-wide `SHARED`).
     """
 
     def __init__(
@@ -205,7 +212,8 @@ class TrustedReader:
         if self._view is None:
             from mlseal.ledger.verified import VerifiedView
 
-            self._view = VerifiedView(self._source, self._trust, parse=self._parse, verified=self._verified)
+            verified = self._verified if self._verified is not None else SHARED
+            self._view = VerifiedView(self._source, self._trust, parse=self._parse, verified=verified)
         return self._view
 
     def size(self) -> int:

@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -87,6 +86,7 @@ TAMPERED = "tampered"
 BATCH = 2000
 
 Parse = Callable[[bytes, TrustRoot], Record]
+_EMPTY: dict[str, Any] = {}
 
 
 class ViewFailed(VerificationError):
@@ -123,8 +123,9 @@ class VerifiedView:
     ``entry``, ``size``) plus ``head``, ``record``, ``refresh``, all from memory except
     ``refresh``. Building reads the whole ledger (an unreadable ledger raises
     `InfrastructureError`); a ledger found rolled back or forked while building gives a
-    failed view, whose reads raise `ViewFailed`. ``trust=None`` checks hash chain, positions and Merkle tree only (records
-    are read without checking signatures), for ``trace`` without a trust file.
+    failed view, whose reads raise `ViewFailed`. ``trust=None`` checks hash chain,
+    positions and Merkle tree only (records are read without checking signatures), for
+    ``trace`` without a trust file.
     """
 
     def __init__(self, ledger: Any, trust: TrustRoot | None, *, parse: Parse = parse_entry,
@@ -136,7 +137,8 @@ class VerifiedView:
         self.parse = parse
         self._clock = clock
         self._records: list[Record | VerificationError] = []
-        self._sigs: list[tuple[str, bytes]] = []  # (keyid, signature) per entry, to give its bytes back
+        self._sigs: list[bytes] = []  # each entry's signature, to give its exact bytes back
+        self._memo: dict[Any, Any] = {}  # one object per equal value (signer, component, digest, URI)
         self._producers: dict[str, list[int]] = {}
         self._consumers: dict[str, list[int]] = {}
         self._tree = merkle.MemoryTree()
@@ -199,10 +201,10 @@ class VerifiedView:
     def entry(self, seq: int) -> bytes:
         """The exact bytes of a verified entry, rebuilt from memory and checked against its leaf hash."""
         rec = self.record(seq)
-        keyid, sig = self._sigs[seq]
         from mlseal.ledger.entry import envelope_bytes
 
-        data = envelope_bytes(rec.canonical(), keyid, sig)
+        # a verified record's signer.key_id is the key that signed it (parse_entry checks)
+        data = envelope_bytes(rec.canonical(), rec.signer.key_id, self._sigs[seq])
         if merkle.leaf_hash(data) != self._tree.levels[0][seq]:
             raise VerificationError(f"record {seq} could not be rebuilt from the verified view")
         return data
@@ -230,7 +232,7 @@ class VerifiedView:
     def _refresh(self) -> int:
         led = self.ledger
         head = led.head() if hasattr(led, "head") else None
-        size = head.size if head is not None else led.size()
+        size = int(head.size if head is not None else led.size())
         old = self._size
         if size < old:
             raise ViewFailed(ROLLED_BACK, (
@@ -313,9 +315,9 @@ class VerifiedView:
 
         try:
             part = split_entry(data)
-            self._sigs.append((sys.intern(part.keyid), part.sig))
+            self._sigs.append(part.sig)
         except VerificationError as exc:
-            self._sigs.append(("", b""))
+            self._sigs.append(b"")
             return VerificationError(f"entry {seq}: {exc}"), None
         key = None
         if self._verified is not None and self.trust is not None:
@@ -324,7 +326,7 @@ class VerifiedView:
             if known is not None:
                 return known, known.prev
         try:
-            rec = verify_entry(seq, data, self.trust, parse=self.parse)
+            rec = self._compact(verify_entry(seq, data, self.trust, parse=self.parse))
             if key is not None:
                 self._verified.put(key, rec)  # type: ignore[union-attr]
         except VerificationError as exc:
@@ -334,6 +336,22 @@ class VerifiedView:
                 prev = None
             return exc, prev
         return rec, rec.prev
+
+    def _compact(self, rec: Record) -> Record:
+        """The same record, its repeated parts shared with earlier ones (memory: a lineage
+        repeats its signer, component, digests and URIs in every record)."""
+        memo = self._memo
+        share = object.__setattr__  # frozen dataclasses; the values are equal, only the objects change
+        for name in ("signer", "component", "run", "stage"):
+            value = getattr(rec, name)
+            share(rec, name, memo.setdefault(value, value))
+        for ref in (*rec.inputs, *rec.outputs):
+            for name in ("name", "uri", "sha256"):
+                value = getattr(ref, name)
+                share(ref, name, memo.setdefault(value, value))
+        if not rec.params:
+            share(rec, "params", _EMPTY)
+        return rec
 
     def _index(self, seq: int, got: Record | VerificationError, data: bytes) -> None:
         """Index the digests an entry names; an entry that failed verification is indexed by
