@@ -124,3 +124,72 @@ def test_unreachable_ledger_keeps_the_last_verified_state_then_denies(webhook_fa
         _until(lambda: _response(hook, world)["allowed"] is True, "the view did not recover")
     finally:
         Switchable.down = False
+
+
+class Counting:
+    """A ledger that counts every call made to it after ``armed`` is set."""
+
+    def __init__(self, url: str) -> None:
+        self._led = open_ledger(url, create=False)
+        self.armed = False
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if self.armed:
+            self.calls.append(name)
+        return getattr(self._led, name)
+
+
+def test_decisions_never_read_the_ledger(world: World) -> None:
+    """Once the view is built, reviews (cached or not, allowed or denied) make no ledger call
+    at all: the one connection belongs to the follower."""
+    import json
+
+    from mlseal.admission.webhook import AdmissionController, DecisionCache
+
+    opened: list[Counting] = []
+
+    def factory() -> Any:
+        opened.append(Counting(world.url))
+        return opened[-1]
+
+    c = AdmissionController(load_policy(world.dir / "policy.yaml"), ledger_factory=factory, cache=DecisionCache(0))
+    body = json.dumps(review(isvc(world.model))).encode()
+    assert c.review(body)[1]["response"]["allowed"] is False  # before the view is built: denied, no ledger read
+    assert opened == []
+    c.follow()
+    opened[0].armed = True
+    for _ in range(3):
+        assert c.review(body)[1]["response"]["allowed"] is True
+    assert c.review(b"not json")[0] == 400
+    assert opened[0].calls == [] and len(opened) == 1
+
+
+def test_entries_rewritten_after_verification_are_not_believed(tmp_path: Any) -> None:
+    """The controller keeps the records it verified: editing stored entries afterwards (a
+    forged metric, a re-signed record) changes no decision; a fresh view (a restart) sees
+    the edits as tampering."""
+    import json
+
+    from mlseal.admission import decide
+    from mlseal.admission.webhook import AdmissionController, DecisionCache
+    from tests.fixtures_admission import make_world, resign_entry, tamper_metrics
+
+    w = make_world(tmp_path)
+    c = AdmissionController(w.policy, ledger_factory=lambda: open_ledger(w.ledger_url, create=False),
+                            cache=DecisionCache(0))
+    c.follow()
+    good = json.dumps(review(isvc(w.models["good"]))).encode()
+    low = json.dumps(review(isvc(w.models["lowacc"]))).encode()
+    assert c.review(good)[1]["response"]["allowed"] is True
+    tamper_metrics(w.ledger_url, w.models["good"].seqs["evaluate"], accuracy=0.1)
+    resign_entry(w.ledger_url, w.models["lowacc"].seqs["evaluate"], w.signer,
+                 metrics={"accuracy": 0.99, "robust_accuracy": 0.99})
+    c.follow()
+    assert c.review(good)[1]["response"]["allowed"] is True
+    out = c.review(low)[1]["response"]
+    assert out["allowed"] is False and "accuracy = 0.52" in out["status"]["message"]
+    fresh = decide(isvc(w.models["good"]), w.policy)
+    assert not fresh.allowed and any("ledger tampering" in r for r in fresh.reasons), fresh.reasons
+    fresh = decide(isvc(w.models["lowacc"]), w.policy)
+    assert not fresh.allowed and any("prev" in r for r in fresh.reasons), fresh.reasons
