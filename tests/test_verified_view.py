@@ -248,3 +248,39 @@ def test_view_without_trust_checks_chain_and_tree_only(world: World) -> None:
         view = VerifiedView(led, None)
         assert view.size() == led.size() and view.head().root == led.head().root
         assert view.record(0).stage == "ingest"
+
+
+def test_a_read_that_fails_half_way_leaves_the_view_as_it_was(world: World) -> None:
+    """The ledger connection drops while the tail is read: nothing half-read stays, and the
+    next refresh reads the same entries again into the same state as a fresh view."""
+    from mlseal.errors import InfrastructureError
+
+    class Flaky:
+        def __init__(self, led: Ledger) -> None:
+            self._led, self.fail_after = led, None
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._led, name)
+
+        def entries(self, start: int, end: int) -> Any:
+            for n, row in enumerate(self._led.entries(start, end)):
+                if self.fail_after is not None and n >= self.fail_after:
+                    raise InfrastructureError("ledger: connection lost")
+                yield row
+
+    with open_ledger(world.url) as led:
+        flaky = Flaky(led)
+        view = VerifiedView(flaky, world.trust)
+        size = view.size()
+        for _ in range(3):
+            build_lineage(led, world.signer, f"more{_}")
+        flaky.fail_after = 5
+        with pytest.raises(InfrastructureError):
+            view.refresh()
+        assert view.failure is None and view.size() == size and view.head().root == led.root(size)
+        flaky.fail_after = None
+        assert view.refresh() == led.size() - size
+        fresh = VerifiedView(led, world.trust)
+        assert view.head() == fresh.head()
+        assert view.producers_of(world.model.sha256) == fresh.producers_of(world.model.sha256)
+        assert [view.entry(s) for s in range(view.size())] == [led.entry(s) for s in range(led.size())]

@@ -267,6 +267,7 @@ class AdmissionController:
         self._follow_error: str | None = None
         #: set once the first attempt to build the view has finished (either way)
         self.attempted = threading.Event()
+        self._following = threading.Lock()
 
     # --- following the ledger (one background thread) ------------------------------
     @property
@@ -276,6 +277,10 @@ class AdmissionController:
 
     def follow(self) -> None:
         """Build the verified view, or read the ledger's new entries into it. Never raises."""
+        with self._following:
+            self._follow()
+
+    def _follow(self) -> None:
         try:
             if self._led is None:
                 self._led = self._open()

@@ -251,7 +251,11 @@ class VerifiedView:
                     f"the ledger's root at {old} records is now {before.hex()[:16]}…, it was "
                     f"{self._store_root.hex()[:16]}… when they were verified: the log was rewritten (forked)"))
         if size > old:
-            self._extend(old, size)
+            try:
+                self._extend(old, size)
+            except BaseException:
+                self._forget(old)  # a read that failed half way leaves nothing behind
+                raise
             if head is not None:
                 root = self._tree.root(size)
                 if head.root != root:
@@ -308,6 +312,17 @@ class VerifiedView:
                                        f"{pos}..{end - 1} were deleted from storage")
         self._records.extend(pending)
         self._last_hash = prev_hash
+
+    def _forget(self, size: int) -> None:
+        """Drop whatever a failed `_extend` added beyond ``size`` (never published)."""
+        del self._records[size:]
+        del self._sigs[size:]
+        for level, row in enumerate(self._tree.levels):
+            del row[size >> level:]
+        for index in (self._producers, self._consumers):
+            for seqs in index.values():
+                while seqs and seqs[-1] >= size:
+                    seqs.pop()
 
     def _verify(self, seq: int, data: bytes) -> tuple[Record | VerificationError, str | None]:
         """(the verified record or why not, the entry's prev as stored)."""
