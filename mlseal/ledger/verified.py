@@ -38,9 +38,10 @@ is reached by reading the tail first; if the store cannot, it was rolled back.
 A view is safe to read from many threads while one thread refreshes it: a refresh
 publishes new entries only after verifying them (the size is set last).
 
-Memory: per entry, the parsed record (~1.4-1.9 KB for a typical 5-stage pipeline
-record), its index slots and two Merkle hashes (~0.3 KB); ~2.1 KB per entry measured,
-so a 100,000-entry ledger takes ~210 MB (docs/admission.md, "Memory").
+Memory: per entry, the parsed record (its signer, component, digests and URIs shared with
+earlier records), its signature, its index slots and two Merkle hashes: ~1.5 KB for
+typical pipeline records (tracemalloc); a webhook holding a 100,000-entry ledger measured
+210 MB resident (docs/admission.md, "Memory").
 
     >>> import tempfile
     >>> from mlseal.ledger import open_ledger
