@@ -349,6 +349,16 @@ class RunningWebhook:
         out: dict[str, Any] = json.loads(data)
         return out
 
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until /readyz answers 200 (a server without /readyz is ready once it answers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.request("GET", "/readyz")[0]
+            if status in (200, 404):
+                return
+            assert time.monotonic() < deadline, f"/readyz still answers {status}"
+            time.sleep(0.05)
+
     def peer_serial(self) -> int:
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw, \
                 self.pki.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
@@ -358,8 +368,9 @@ class RunningWebhook:
 
 
 @contextlib.contextmanager
-def run_webhook(policy: Policy, tls_dir: Path, **kwargs: Any) -> Iterator[RunningWebhook]:
-    """The real server (uvicorn + TLS) in a thread, on a random 127.0.0.1 port."""
+def run_webhook(policy: Policy, tls_dir: Path, *, wait_view: bool = True, **kwargs: Any) -> Iterator[RunningWebhook]:
+    """The real server (uvicorn + TLS) in a thread, on a random 127.0.0.1 port; with
+    `wait_view`, returns once the first attempt to build its verified ledger view ended."""
     from mlseal.admission._server import build_server
 
     pki = make_pki(tls_dir)
@@ -379,6 +390,9 @@ def run_webhook(policy: Policy, tls_dir: Path, **kwargs: Any) -> Iterator[Runnin
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("webhook server did not start")
         time.sleep(0.02)
+    attempted = getattr(controller, "attempted", None)
+    if attempted is not None and wait_view:  # the first attempt to build the verified ledger view
+        attempted.wait(30)
     try:
         yield RunningWebhook(port, pki, cert, key, controller)
     finally:

@@ -259,6 +259,7 @@ def test_webhook_denials_and_logs_carry_no_password(webhook_factory: Any, admiss
         load_policy(write_policy(admission_world.dir, "dsn-webhook.yaml", ledger={"url_file": str(url_file)})))
     for i, form in enumerate(FORMS):
         url_file.write_text(form.dsn + "\n")  # read again at each connect
+        server.controller.follow()  # connect now (the server's follower thread does so every 0.1 s)
         debug_logs.clear()
         out = server.validate(review(isvc(admission_world.models["good"]), uid=f"dsn-{i}"))
         r = out["response"]

@@ -14,11 +14,13 @@ import pytest
 from mlseal.admission import decide, load_policy
 from mlseal.admission.engine import _trusted_producer
 from mlseal.ledger import open_ledger, trusted
+from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.lineage import trace
-from mlseal.ledger.record import Component, InputRef, RecordDraft, Status
+from mlseal.ledger.record import Component, InputRef, Record, RecordDraft, Status
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
+from mlseal.signing.trust import TrustRoot
 from mlseal.stage import InputRefused, Stage
 from tests.fixtures_admission import build_lineage, isvc, resign_entry, write_policy
 from tests.fixtures_pipeline import SealedEnv
@@ -156,17 +158,24 @@ def test_too_many_evaluations_deny_admission(tmp_path: Path, monkeypatch: pytest
 
 
 def test_shared_cache_still_fills_and_is_reused(tmp_path: Path) -> None:
+    """Readers build a verified view of every entry; a shared cache makes the second build
+    check no signature again."""
     url, signer = _world(tmp_path)
     with open_ledger(url) as led:
         model = build_lineage(led, signer, "m")
         build_lineage(led, signer, "tail")
         policy = load_policy(tmp_path / "policy.yaml")
         cache = trusted.VerifiedRecords()
-        assert TrustedReader(led, policy.trust, cache).producer_of(model.sha256).record is not None
-        assert len(cache) == 1
-        assert TrustedReader(led, policy.trust, cache).producer_of(model.sha256).record is not None
-        assert len(cache) == 1
+        parsed: list[bytes] = []
 
+        def parse(data: bytes, trust: TrustRoot) -> Record:
+            parsed.append(data)
+            return parse_entry(data, trust)
+
+        assert TrustedReader(led, policy.trust, cache, parse=parse).producer_of(model.sha256).record is not None
+        assert len(cache) == led.size() == len(parsed)
+        assert TrustedReader(led, policy.trust, cache, parse=parse).producer_of(model.sha256).record is not None
+        assert len(cache) == led.size() == len(parsed)
 
 
 def test_the_same_bytes_recorded_twice_keep_both_bundles_valid(sealed_env: SealedEnv) -> None:

@@ -216,44 +216,48 @@ def test_ledger_url_file_is_read_at_connect(webhook_factory: Any, admission_worl
     r = response(server.validate(review(isvc(admission_world.models["good"]))))
     assert r["allowed"] is False and "cannot read the ledger URL file" in r["status"]["message"]
     url_file.write_text(admission_world.ledger_url + "\n")
+    server.wait_ready()  # the next refresh tick reads the file and verifies the ledger
     assert response(server.validate(review(isvc(admission_world.models["good"]))))["allowed"] is True
 
 
-def test_slow_ledger_denies_before_the_api_server_times_out(webhook_factory: Any,
+def test_slow_ledger_denies_at_once_until_the_view_is_built(webhook_factory: Any,
                                                             admission_world: AdmissionWorld) -> None:
+    """Decisions never wait for the ledger: while the view is being built they deny at once,
+    /readyz says not ready; once built, decisions come from it."""
     release = threading.Event()
 
     def hanging() -> Any:
         release.wait(20)
         return open_ledger(admission_world.ledger_url, create=False)
 
-    server = webhook_factory(admission_world.policy, ledger_factory=hanging, decision_timeout=0.5)
+    server = webhook_factory(admission_world.policy, ledger_factory=hanging, wait_view=False)
     try:
+        assert server.request("GET", "/readyz")[0] == 503
+        assert server.request("GET", "/healthz")[0] == 200  # alive, not ready
         t = time.monotonic()
         r = response(server.validate(review(isvc(admission_world.models["good"]), uid="slow-1")))
         assert time.monotonic() - t < 4
         assert r["uid"] == "slow-1" and r["allowed"] is False
-        assert "no decision within 0.5s" in r["status"]["message"]
+        assert "still reading and verifying the ledger" in r["status"]["message"]
     finally:
         release.set()
+    server.wait_ready()
+    assert response(server.validate(review(isvc(admission_world.models["good"]))))["allowed"] is True
 
 
 def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionWorld,
-                               caplog: pytest.LogCaptureFixture) -> None:
-    class Broken:
-        def head(self) -> Any:
-            return open_ledger(admission_world.ledger_url, create=False).head()
+                               caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlseal.admission import webhook as webhook_module
 
-        def producers_of(self, sha256_hex: str) -> list[int]:
-            raise ZeroDivisionError("bug")
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("bug")
 
-        def close(self) -> None:
-            pass
-
-    server = webhook_factory(admission_world.policy, ledger_factory=Broken)
+    monkeypatch.setattr(webhook_module, "check_model", broken)
+    server = webhook_factory(admission_world.policy, cache_size=0)
     r = response(server.validate(review(isvc(admission_world.models["good"]))))
     assert r["allowed"] is False
-    assert "internal error while reading the ledger (ZeroDivisionError)" in r["status"]["message"]
+    assert "internal error while deciding from the verified ledger view (ZeroDivisionError)" in \
+        r["status"]["message"]
     # the deny says "see the webhook's log": the bug's traceback is there
     logged = [rec for rec in caplog.records if rec.name == "mlseal.admission.webhook" and rec.exc_info]
     assert any(rec.exc_info[0] is ZeroDivisionError for rec in logged if rec.exc_info)
@@ -264,7 +268,7 @@ def test_internal_error_denies(webhook_factory: Any, admission_world: AdmissionW
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--cache-size", "-1"], "--cache-size must be at least 0, got -1"),
     (["--cache-ttl", "-5"], "--cache-ttl must be at least 0, got -5.0"),
-    (["--verified-records", "-3"], "--verified-records must be at least 0, got -3"),
+    (["--max-staleness", "-3"], "--max-staleness must be at least 0, got -3.0"),
     (["--reload-interval", "0"], "--reload-interval must be a positive number of seconds, got 0.0"),
     (["--port", "0"], "--port must be 1-65535, got 0"),
 ])

@@ -127,6 +127,7 @@ def controller(admission_world: AdmissionWorld, good_review: dict[str, Any]) -> 
     c = AdmissionController(admission_world.policy,
                             ledger_factory=lambda: open_ledger(admission_world.ledger_url, create=False),
                             cache=DecisionCache(256))
+    c.follow()  # build the verified ledger view (the server's background thread does this)
     status, out = c.review(json.dumps(good_review).encode())
     assert status == 200 and out["response"]["allowed"] is True, out  # the unmutated review is allowed
     return c

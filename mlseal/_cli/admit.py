@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from mlseal.admission import decide, load_policy
     from mlseal.errors import ConfigurationError
     from mlseal.ledger import open_ledger
+    from mlseal.ledger.verified import VerifiedView
 
     if args.manifest == "-":
         text, source = sys.stdin.read(), "<stdin>"
@@ -80,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     results = []
     with open_ledger(args.ledger or policy.resolve_ledger_url(), create=False) as led:
+        # every entry read and verified once; decisions read only this view, never the
+        # ledger's derived index
+        view = VerifiedView(led, policy.trust)
         for doc in docs:
             manifest = doc if isinstance(doc, dict) else {"_": doc}
-            decision = decide(manifest, policy, ledger=led, namespace=args.namespace)
+            decision = decide(manifest, policy, ledger=view, namespace=args.namespace)
             results.append((_describe(doc), decision))
     allowed = all(d.allowed for _, d in results)
     if args.json:

@@ -323,7 +323,7 @@ def _trace(args: argparse.Namespace) -> int:
     sha = _target_digest(args.artifact)
     trust = _trust(args.trust)
     with _open(args) as led:
-        lin = trace(led, sha, trust)
+        lin = trace(led, sha, trust)  # reads and verifies every entry once (a VerifiedView)
     if args.json:
         emit_json(lin.to_json() | {"signatures_checked": trust is not None})
     if trust is None:

@@ -14,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="serve POST /validate, /healthz, /metrics over TLS",
         description="Answer admission.k8s.io/v1 AdmissionReviews for KServe InferenceServices and annotated "
-        "Deployments/StatefulSets. Certificate files are re-read when they change.",
+        "Deployments/StatefulSets from a verified, in-memory view of the ledger (every entry verified once at "
+        "start, /readyz answers 200 once it is built; new entries followed every 0.1 s). Certificate files are "
+        "re-read when they change.",
     )
     add_policy(s)
     s.add_argument("--tls-cert", required=True, metavar="PEM", help="serving certificate chain (PEM)")
@@ -23,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--port", type=int, default=8443, help="listen port (default: 8443)")
     s.add_argument("--cache-size", type=int, default=4096, help="decisions kept (0 disables the cache)")
     s.add_argument("--cache-ttl", type=float, default=60.0, help="seconds a cached decision lives")
-    s.add_argument("--verified-records", type=int, default=100_000,
-                   help="ledger records kept verified by entry hash (0: verify every time)")
+    s.add_argument("--max-staleness", type=float, default=30.0, metavar="SECONDS",
+                   help="while the ledger cannot be read, keep deciding from the last verified state for this long, "
+                   "then deny every model (default: 30)")
     s.add_argument("--reload-interval", type=float, default=10.0, help="seconds between certificate checks")
     s.add_argument("--threads", type=int, default=4, help="decision worker threads")
     s.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
@@ -37,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default: 10)")
     s.add_argument("--max-connections", type=int, default=256,
                    help="connections and requests in progress beyond which the server answers 503 (default: 256)")
+    s.add_argument("--inline-max", type=int, default=64 * 1024, metavar="BYTES",
+                   help="reviews up to this size are decided on the event loop, larger ones by the decision "
+                   "threads (default: 64 KiB; 0: every review on a thread)")
     s.add_argument("--decision-backlog", type=int, default=16, metavar="N",
                    help="reviews that may wait for a busy decision thread; more are denied at once (default: 16)")
     s.set_defaults(func=run)
@@ -50,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigurationError(f"--port must be 1-65535, got {args.port}")
     for flag, value, least in (("--threads", args.threads, 1), ("--cache-size", args.cache_size, 0),
-                               ("--cache-ttl", args.cache_ttl, 0), ("--verified-records", args.verified_records, 0)):
+                               ("--cache-ttl", args.cache_ttl, 0), ("--max-staleness", args.max_staleness, 0),
+                               ("--inline-max", args.inline_max, 0)):
         if value < least:
             raise ConfigurationError(f"{flag} must be at least {least}, got {value}")
     if not args.reload_interval > 0:
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,
-        cache_ttl=args.cache_ttl, verified_records=args.verified_records, reload_interval=args.reload_interval,
-        threads=args.threads, limits=limits,
+        cache_ttl=args.cache_ttl, max_staleness=args.max_staleness, inline_max=args.inline_max,
+        reload_interval=args.reload_interval, threads=args.threads, limits=limits,
     )
     return 0

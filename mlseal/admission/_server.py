@@ -1,8 +1,11 @@
 """The webhook's HTTP side: a Starlette app served by uvicorn over TLS only.
 
 Endpoints (DESIGN.md, "Admission"): ``POST /validate`` (AdmissionReview v1 in and out),
-``GET /healthz``, ``GET /metrics`` (Prometheus text). Decisions run in a small thread
-pool (one ledger connection per thread) with a deadline below the API server's
+``GET /healthz`` (liveness), ``GET /readyz`` (200 once the verified ledger view is
+built), ``GET /metrics`` (Prometheus text). One background thread keeps the
+controller's verified view of the ledger up to date (every 0.1 s); a decision reads
+only that view, so reviews up to ``INLINE_MAX`` bytes are decided on the event loop and
+larger ones in a small thread pool with a deadline below the API server's
 ``timeoutSeconds``; a decision that misses it is denied.
 
 The serving certificate is re-read when its files change (cert-manager rotates them in
@@ -20,11 +23,11 @@ ledger cannot exhaust the pod:
 - a body is capped at ``max_body`` bytes (refused by Content-Length before it is read,
   and while streaming), and all bodies being read at once share ``max_buffered`` bytes:
   beyond it a review is denied with 503 rather than buffered;
-- decisions run on exactly ``threads`` daemon threads; at most ``decision_backlog``
-  more reviews wait for one (each within the decision deadline), and beyond that a
-  review is denied at once. A stalled ledger therefore fills the pool and the backlog
-  and makes the server deny, never grow: threads and ledger connections never exceed
-  ``threads``;
+- large reviews are decided on exactly ``threads`` daemon threads; at most
+  ``decision_backlog`` more wait for one (each within the decision deadline), and beyond
+  that a review is denied at once. No decision reads the ledger: one thread and one
+  ledger connection follow it, so a stalled ledger makes the server deny (once its last
+  verified state is older than ``max_staleness``), never grow;
 - uvicorn's ``limit_concurrency`` answers 503 beyond ``max_connections``, idle
   keep-alive connections close after ``keep_alive`` seconds, and SIGTERM stops the
   server within ``graceful_shutdown`` seconds whatever the clients are doing.
@@ -58,9 +61,8 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mlseal.admission._metrics import CONTENT_TYPE, WebhookMetrics
-from mlseal.admission.engine import VerifiedRecords
 from mlseal.admission.policy import Policy
-from mlseal.admission.webhook import MAX_BODY, AdmissionController, DecisionCache, audit_log
+from mlseal.admission.webhook import MAX_BODY, MAX_STALENESS, AdmissionController, DecisionCache, audit_log
 from mlseal.errors import ConfigurationError, InfrastructureError
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ log = logging.getLogger(__name__)
 #: below the ValidatingWebhookConfiguration's timeoutSeconds (5), so the API server
 #: hears our denial and its reason rather than a timeout
 DECISION_TIMEOUT = 4.0
-#: bodies up to this size may be answered on the event loop from the decision cache
+#: bodies up to this size are decided on the event loop (the decision itself reads only
+#: memory); larger ones go to the decision pool
 INLINE_MAX = 64 * 1024
 
 
@@ -334,9 +337,11 @@ def create_app(
     threads: int = 4,
     head_interval: float = 0.1,
     limits: ServeLimits | None = None,
+    inline_max: int | None = None,
 ) -> Starlette:
     limits = limits or ServeLimits()
     max_body = limits.max_body
+    inline_max = INLINE_MAX if inline_max is None else inline_max
     pool = DecisionPool(threads, limits.decision_backlog)
     budget = _Budget(limits.max_buffered)
 
@@ -382,42 +387,52 @@ def create_app(
         if not isinstance(read, bytes):
             return _json(*read)
         data = read
-        # Cache hits and requests that need no ledger are answered here, without a
-        # thread hop: pure CPU, no I/O (the ledger head comes from the refresher below).
-        result = controller.review(data, cached_only=True) if len(data) <= INLINE_MAX else None
-        if result is not None:
-            return _json(*result)
+        # A decision reads only the verified in-memory view (no I/O): small reviews are
+        # answered here, without a thread hop; large bodies (parsing them takes a while)
+        # go to the bounded pool so the event loop stays responsive.
+        if len(data) <= inline_max:
+            return _json(*controller.review(data))
         started, result = await run(controller.review, data)
         if not started:
             result = controller.deny_body(data, f"all {threads} decision threads are busy and "
-                                                f"{limits.decision_backlog} reviews wait (ledger slow or "
-                                                "unreachable); denied because the model could not be verified",
-                                          status=200, internal=True)
+                                                f"{limits.decision_backlog} reviews wait; denied because the "
+                                                "model could not be verified in time", status=200, internal=True)
         elif result is None:
-            result = controller.deny_body(data, f"no decision within {decision_timeout:g}s (ledger slow or "
-                                                "unreachable); denied because the model could not be verified",
-                                          status=200, internal=True)
+            result = controller.deny_body(data, f"no decision within {decision_timeout:g}s; denied because the "
+                                                "model could not be verified in time", status=200, internal=True)
         return _json(*result)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        # ready once the verified view is built; a failed or stale view stays ready, so
+        # its denials (which name the reason) reach the API server
+        if controller.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "verifying the ledger"}, status_code=503)
+
     async def metrics(request: Request) -> Response:
         return Response(controller.metrics.render(), media_type=CONTENT_TYPE)
 
-    async def refresh_head() -> None:
+    def follow(stop: threading.Event) -> None:
         while True:
-            await run(controller.refresh_head)
-            await asyncio.sleep(head_interval)
+            controller.follow()
+            if stop.wait(head_interval):
+                return
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(refresh_head())]
+        stop = threading.Event()
+        follower = threading.Thread(target=follow, args=(stop,), name="mlseal-ledger-view", daemon=True)
+        follower.start()
+        tasks = []
         if reloader:
             tasks.append(asyncio.create_task(reloader.watch(reload_interval)))
         try:
             yield
         finally:
+            stop.set()
             for task in tasks:
                 task.cancel()
 
@@ -425,6 +440,7 @@ def create_app(
         routes=[
             Route("/validate", validate, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
@@ -442,7 +458,8 @@ def build_server(
     port: int = 8443,
     cache_size: int = 4096,
     cache_ttl: float = 60.0,
-    verified_records: int = 100_000,
+    max_staleness: float = MAX_STALENESS,
+    inline_max: int = INLINE_MAX,
     reload_interval: float = 10.0,
     threads: int = 4,
     ledger_factory: Callable[[], Any] | None = None,
@@ -461,11 +478,11 @@ def build_server(
             return open_ledger(policy.resolve_ledger_url(), create=False)
 
     controller = AdmissionController(
-        policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl),
-        verified=VerifiedRecords(verified_records), metrics=metrics,
+        policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl), metrics=metrics,
+        max_staleness=max_staleness,
     )
     app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads,
-                     decision_timeout=decision_timeout, limits=limits)
+                     decision_timeout=decision_timeout, limits=limits, inline_max=inline_max)
     limits = limits or ServeLimits()
 
     def ssl_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:

@@ -34,6 +34,8 @@ class Reason(StrEnum):
     RUNTIME_NOT_ALLOWED = "runtime_not_allowed"
     COMPONENT_NOT_ALLOWED = "component_not_allowed"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
+    LEDGER_FORKED = "ledger_forked"
+    LEDGER_ROLLED_BACK = "ledger_rolled_back"
     INTERNAL_ERROR = "internal_error"
 
 

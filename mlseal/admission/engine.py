@@ -38,6 +38,7 @@ from mlseal.ledger._dsn import redact_text
 from mlseal.ledger.record import Record, Status
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader, UntrustedSigner
 from mlseal.ledger.trusted import VerifiedRecords as VerifiedRecords  # re-exported: webhook, server
+from mlseal.ledger.verified import ViewFailed
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
@@ -311,7 +312,7 @@ def _check_evaluation(rules: Rules, reader: _Reader, view: LedgerReader, trust: 
         )))
     sha = held_out[0].sha256
     validated = False
-    for seq in sorted(set(view.consumers_of(sha)), reverse=True):
+    for seq in sorted(set(reader.view.consumers_of(sha)), reverse=True):
         rec, _problem = _load(reader, seq)
         if (rec is not None and rec.stage == "process" and rec.component.name == "validate"
                 and rec.status is Status.OK and rec.seq < train.seq):
@@ -379,6 +380,11 @@ def decide_model(ref: ModelRef, policy: Policy, *, ledger: LedgerReader | None =
                 findings = check_model(ref, rules, led, trust)
         else:
             findings = check_model(ref, rules, ledger, trust)
+    except ViewFailed as exc:
+        # The ledger was rolled back, forked or tampered with: nothing it says is believed.
+        return Decision.deny(Finding(Reason(exc.code), (
+            f"{exc}; no model is admitted from this ledger until it is restored from a verified copy "
+            "(`mlseal ledger verify`)")))
     except InfrastructureError as exc:
         # Fail closed even in warn mode: nothing was verified.
         return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (

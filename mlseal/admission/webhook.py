@@ -2,10 +2,12 @@
 
 `AdmissionController.review(body)` is synchronous and does all the work the HTTP server
 delegates to it: parse the ``admission.k8s.io/v1`` AdmissionReview, find the model, run
-the engine against the ledger (through a bounded cache keyed by digest, URI, policy and
-ledger head), count the decision, write one JSON audit line. It never raises: any
-failure, including a bug or an unreachable ledger, becomes a denial with a reason
-(fail closed). `mlseal.admission._server` puts it behind TLS.
+the engine against the controller's verified, in-memory view of the ledger (through a
+bounded cache keyed by digest, URI, policy and the view's size and root), count the
+decision, write one JSON audit line. It does no I/O and never raises: any failure,
+including a bug, an unreachable ledger or a ledger found rolled back or forked, becomes
+a denial with a reason (fail closed). `AdmissionController.follow` keeps the view up to
+date; `mlseal.admission._server` calls it from one thread and puts `review` behind TLS.
 
     >>> from mlseal.admission import Decision
     >>> review_response("uid-1", Decision(allowed=False, reasons=["model sha256 ab… is not in the ledger"]))
@@ -25,15 +27,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason
-from mlseal.admission.engine import VerifiedRecords, apply_mode, check_model
+from mlseal.admission.engine import apply_mode, check_model
 from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
 from mlseal.admission.policy import Policy, Rules, Unannotated
 from mlseal.errors import Error
 from mlseal.ledger._dsn import redact_text
+from mlseal.ledger.verified import VerifiedView, ViewFailed
 from mlseal.ledger.view import LedgerReader
 
 REVIEW_API = "admission.k8s.io/v1"
@@ -42,6 +45,9 @@ REVIEW_API = "admission.k8s.io/v1"
 #: StatefulSet) are a few KiB; an UPDATE carries the object twice, and etcd allows
 #: objects up to 1.5 MiB, so a cluster with huge workload objects must raise it.
 MAX_BODY = 1024 * 1024
+#: seconds the webhook keeps deciding from its last verified state while the ledger cannot
+#: be read; beyond that it denies ``ledger_unavailable``
+MAX_STALENESS = 30.0
 #: Kubernetes shows at most a few KiB of warnings; keep each readable
 _MAX_WARNING = 400
 
@@ -225,17 +231,17 @@ def _log_unexpected(what: str, exc: BaseException) -> None:
         log.error("unexpected error while %s", what, exc_info=exc)
 
 
-class _NeedsLedger(Exception):
-    """The cache-only path cannot answer; the request must go to a worker thread."""
-
-
 class AdmissionController:
-    """Decides AdmissionReviews against one policy; one ledger connection per thread.
+    """Decides AdmissionReviews against one policy, from a verified view of the ledger.
 
-    Two paths: `review(body, cached_only=True)` answers from memory alone (requests
-    that need no ledger, and cache hits keyed by the ledger head last seen by
-    `refresh_head`, which the server calls every ~0.1 s) so the event loop can call it
-    inline; anything else returns None and goes to `review(body)` in a worker thread.
+    `follow` (called every ~0.1 s by one background thread of the server) builds a
+    `mlseal.ledger.verified.VerifiedView` of the ledger once, reading and verifying every
+    entry, then reads only the new entries each time. Decisions read that view alone:
+    no ledger connection, no I/O, so `review` can run on the event loop. Until the view
+    is built, and once the last successful refresh is older than ``max_staleness``
+    seconds (the ledger unreachable), every model is denied ``ledger_unavailable``; a view
+    that saw the ledger rolled back or forked denies every model with that reason until
+    the process restarts.
     """
 
     def __init__(
@@ -244,93 +250,117 @@ class AdmissionController:
         *,
         ledger_factory: Callable[[], ServedLedger],
         cache: DecisionCache | None = None,
-        verified: VerifiedRecords | None = None,
         metrics: WebhookMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
-        head_max_age: float = 1.0,
+        max_staleness: float = MAX_STALENESS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
-        self._head_max_age = head_max_age
-        self._known_head: tuple[float, Any] | None = None
         self._open = ledger_factory
         self.cache = cache if cache is not None else DecisionCache()
-        self.verified = verified if verified is not None else VerifiedRecords()
         self.metrics = metrics or WebhookMetrics()
         self._clock = clock
-        self._local = threading.local()
+        self._monotonic = monotonic
+        self.max_staleness = max_staleness
+        self.view: VerifiedView | None = None
+        self._led: ServedLedger | None = None
+        self._follow_error: str | None = None
+        #: set once the first attempt to build the view has finished (either way)
+        self.attempted = threading.Event()
+        self._following = threading.Lock()
 
-    # --- ledger per thread ----------------------------------------------------------
-    def _ledger(self) -> ServedLedger:
-        led: ServedLedger | None = getattr(self._local, "ledger", None)
-        if led is None:
-            led = self._open()
-            self._local.ledger = led
-        return led
+    # --- following the ledger (one background thread) ------------------------------
+    @property
+    def ready(self) -> bool:
+        """The view is built: decisions come from verified entries."""
+        return self.view is not None
+
+    def follow(self) -> None:
+        """Build the verified view, or read the ledger's new entries into it. Never raises."""
+        with self._following:
+            self._follow()
+
+    def _follow(self) -> None:
+        try:
+            if self._led is None:
+                self._led = self._open()
+            if self.view is None:
+                self.view = VerifiedView(self._led, self.policy.trust, clock=self._monotonic)
+                log.info("verified ledger view built: %d records", self.view.size())
+            else:
+                self.view.ledger = self._led
+                self.view.refresh()
+            self._follow_error = None
+        except ViewFailed:
+            pass  # the view keeps its failure; every decision names it
+        except Exception as exc:
+            if self._follow_error is None:
+                _log_unexpected("reading the ledger", exc)
+                log.warning("cannot read the ledger: %s", _detail(exc))
+            self._follow_error = _detail(exc)
+            self._drop_ledger()
+        finally:
+            self.attempted.set()
 
     def _drop_ledger(self) -> None:
-        led = getattr(self._local, "ledger", None)
-        self._local.ledger = None
+        led, self._led = self._led, None
         if led is not None:
             with contextlib.suppress(Exception):  # the connection is being discarded anyway
                 led.close()
 
-    # --- the ledger head the cache-only path keys on --------------------------------
-    def refresh_head(self) -> None:
-        """Read the ledger head (call from a worker thread); forget it if unreadable."""
-        try:
-            head = self._ledger().head()
-        except Exception as exc:
-            _log_unexpected("reading the ledger head", exc)
-            self._known_head = None
-            self._drop_ledger()
-            return
-        self._known_head = (self._clock(), head)
-
-    def _fresh_head(self) -> Any:
-        known = self._known_head
-        if known is None or self._clock() - known[0] > self._head_max_age:
-            return None
-        return known[1]
+    def close(self) -> None:
+        self._drop_ledger()
 
     # --- the decision ---------------------------------------------------------------
     def _key(self, ref: ModelRef, rules: Rules, head: Any) -> Hashable:
         return (self.policy.fingerprint, rules, ref.sha256, ref.uri, ref.where, head.size, head.root)
 
-    def _decide_model(self, ref: ModelRef, rules: Rules, *, cached_only: bool = False) -> tuple[Decision, bool]:
-        """(decision, cache hit) for one model; ledger failures deny (fail closed)."""
-        if cached_only:
-            head = self._fresh_head()
-            hit = self.cache.get(self._key(ref, rules, head)) if head is not None else None
-            if hit is None:
-                raise _NeedsLedger
-            return hit, True
-        try:
-            led = self._ledger()
-            head = led.head()
-            self._known_head = (self._clock(), head)
-        except Exception as exc:
-            _log_unexpected("opening the ledger", exc)
-            self._drop_ledger()
-            detail = _detail(exc)
+    def _unavailable(self) -> Decision | None:
+        """The denial while nothing verified can be read, or None."""
+        view = self.view
+        if view is None:
+            if self._follow_error is not None:
+                why = (f"the ledger is unreachable ({self._follow_error}); no model can be verified, so admission "
+                       "is denied until the webhook can read the ledger")
+            else:
+                why = ("the webhook is still reading and verifying the ledger; no model can be verified until it "
+                       "has, so admission is denied (retry shortly)")
+            return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, why))
+        failure = view.failure
+        if failure is not None:
+            return _failed(failure)
+        age = self._monotonic() - view.verified_at
+        if age > self.max_staleness:
             return Decision.deny(Finding(Reason.LEDGER_UNAVAILABLE, (
-                f"the ledger is unreachable ({detail}); no model can be verified, so admission is denied "
-                "until the webhook can read the ledger"
-            ))), False
-        key = self._key(ref, rules, head)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached, True
+                f"the ledger could not be read for {age:.0f}s ({self._follow_error or 'no answer'}); the last "
+                f"verified state is older than {self.max_staleness:g}s, so no model is admitted until the "
+                "webhook can read the ledger again")))
+        return None
+
+    def _decide_model(self, ref: ModelRef, rules: Rules) -> tuple[Decision, bool]:
+        """(decision, cache hit) for one model, from the verified view; failures deny."""
+        denied = self._unavailable()
+        if denied is not None:
+            return denied, False
+        view = self.view
+        assert view is not None
         try:
-            findings = check_model(ref, rules, led, self.policy.trust, verified=self.verified)
+            head = view.head()
+            key = self._key(ref, rules, head)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, True
+            findings = check_model(ref, rules, view, self.policy.trust)
+        except ViewFailed as exc:
+            return _failed(exc), False
         except Exception as exc:
-            _log_unexpected("reading the ledger", exc)
-            self._drop_ledger()
-            return Decision.deny(_internal("reading the ledger", exc)), False
+            _log_unexpected("deciding from the verified ledger view", exc)
+            return Decision.deny(_internal("deciding from the verified ledger view", exc)), False
         decision = apply_mode(findings, rules)
         self.cache.put(key, decision)
         return decision, False
 
-    def decide_request(self, req: _Request, *, cached_only: bool = False) -> tuple[Decision, ModelRef | None, bool]:
+    def decide_request(self, req: _Request) -> tuple[Decision, ModelRef | None, bool]:
         namespace = req.namespace
         if req.operation in ("DELETE", "CONNECT"):
             return Decision.allow(), None, False  # removing a model deploys nothing
@@ -354,20 +384,11 @@ class AdmissionController:
                     "the workload names no model (no mlseal.dev/model-sha256 annotation) and this namespace "
                     "admits model workloads only; add the annotations"))], rules), None, False
             return Decision.allow(), None, False
-        decision, hit = self._decide_model(ref, rules, cached_only=cached_only)
+        decision, hit = self._decide_model(ref, rules)
         return decision, ref, hit
 
-    @overload
-    def review(self, body: bytes) -> tuple[int, dict[str, Any]]: ...
-
-    @overload
-    def review(self, body: bytes, *, cached_only: bool) -> tuple[int, dict[str, Any]] | None: ...
-
-    def review(self, body: bytes, *, cached_only: bool = False) -> tuple[int, dict[str, Any]] | None:
-        """(HTTP status, AdmissionReview response). Never raises; failures deny.
-
-        With `cached_only`, returns None instead of reading the ledger.
-        """
+    def review(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, AdmissionReview response). Never raises; failures deny. No I/O."""
         start = self._clock()
         uid = ""
         req: _Request | None = None
@@ -377,9 +398,7 @@ class AdmissionController:
         try:
             req = parse_review(body)
             uid = req.uid
-            decision, ref, hit = self.decide_request(req, cached_only=cached_only)
-        except _NeedsLedger:
-            return None
+            decision, ref, hit = self.decide_request(req)
         except BadReview as exc:
             status = 400
             uid = _salvage_uid(body)
@@ -433,6 +452,12 @@ class AdmissionController:
         if ref is not None:
             line.update(model_sha256=ref.sha256, model_uri=redact_uri(ref.uri) if ref.uri else None)
         audit_log.info(json.dumps(line, sort_keys=True))
+
+
+def _failed(exc: ViewFailed) -> Decision:
+    return Decision.deny(Finding(Reason(exc.code), (
+        f"{redact_text(str(exc))}; the webhook no longer believes this ledger and denies every model until the "
+        "ledger is restored from a verified copy (`mlseal ledger verify`) and the webhook is restarted")))
 
 
 def _salvage_uid(body: bytes) -> str:

@@ -122,11 +122,15 @@ class RecordTemplate:
 
 
 def _envelope(payload: bytes, signer: Signer) -> bytes:
-    sig = signer.sign(pae(payload))
+    return envelope_bytes(payload, signer.key_id, signer.sign(pae(payload)))
+
+
+def envelope_bytes(payload: bytes, keyid: str, sig: bytes) -> bytes:
+    """The canonical one-signature entry for a record payload and its signature."""
     return b'{"payload":"%s","payloadType":"%s","signatures":[{"keyid":"%s","sig":"%s"}]}' % (
         base64.b64encode(payload),
         RECORD_PAYLOAD_TYPE.encode(),
-        signer.key_id.encode(),
+        keyid.encode(),
         base64.b64encode(sig),
     )
 

@@ -7,8 +7,11 @@
   consumed, until every path reaches an ``ingest`` record;
 - forward through every record that consumed one of the outputs, transitively.
 
-The producer of a digest is chosen by `mlseal.ledger.trusted.TrustedReader`'s rule, the
-one stage input checks and admission use: the newest record with status ok that outputs
+Every record comes from a `mlseal.ledger.verified.VerifiedView` of the ledger: its
+entries, verified once, indexed by the view itself (the ledger's digest index is never
+read, so a deleted index row hides nothing). The producer of a digest is chosen by
+`mlseal.ledger.trusted.TrustedReader`'s rule, the one stage input checks and admission
+use: the newest record with status ok that outputs
 it, verified against the trust file and hash-linked to its successor. Every record on
 the way is checked the same way. What is wrong is
 reported as a problem instead of raising: a broken lineage (an input nobody recorded,
@@ -36,13 +39,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
-from mlseal.ledger.entry import record_of
 from mlseal.ledger.record import Record, StageKind, Status
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
+from mlseal.ledger.verified import VerifiedView, ViewFailed, trust_key
 from mlseal.signing.trust import TrustRoot
 
 if TYPE_CHECKING:
-    from mlseal.ledger import Ledger
+    from mlseal.ledger.view import LedgerReader
 
 #: stop walking after this many records (a lineage is a pipeline, not the whole log)
 MAX_RECORDS = 100_000
@@ -101,24 +104,22 @@ class Lineage:
 
 
 class _Reader:
-    """Fetches and checks records once each (TrustedReader), noting problems."""
+    """Reads records from a verified view of the ledger (TrustedReader's rule), noting problems."""
 
-    def __init__(self, led: Ledger, trust: TrustRoot | None) -> None:
-        self.led, self.trust = led, trust
-        self.trusted = TrustedReader(led, trust) if trust is not None else None
+    def __init__(self, led: LedgerReader, trust: TrustRoot | None) -> None:
+        self.view = led if isinstance(led, VerifiedView) and led.trust_key == trust_key(trust) else \
+            VerifiedView(led, trust)
+        self.trust = trust
+        self.trusted = TrustedReader(self.view, trust) if trust is not None else None
         self.cache: dict[int, Record | None] = {}
         self.problems: list[LineageProblem] = []
 
     def get(self, seq: int) -> Record | None:
         if seq not in self.cache:
             try:
-                if self.trusted is not None:
-                    record = self.trusted.record(seq)
-                else:
-                    record = record_of(self.led.entry(seq))
-                    if record.seq != seq:
-                        raise VerificationError(f"record stored at {seq} says seq {record.seq}")
-                self.cache[seq] = record
+                self.cache[seq] = self.view.record(seq)
+            except ViewFailed:
+                raise
             except VerificationError as exc:
                 self.cache[seq] = None
                 self.problems.append(LineageProblem(seq, "signature", f"record {seq}: {exc}"))
@@ -127,7 +128,7 @@ class _Reader:
     def producer_of(self, sha: str, before: int | None = None) -> Record | None:
         """The producer by the TrustedReader rule (unchecked, the same rule, with ``trust=None``)."""
         if self.trusted is None:
-            for seq in sorted(self.led.producers_of(sha), reverse=True):
+            for seq in sorted(self.view.producers_of(sha), reverse=True):
                 rec = self.get(seq) if before is None or seq < before else None
                 if rec is not None and rec.status is Status.OK and any(o.sha256 == sha for o in rec.outputs):
                     return rec
@@ -146,10 +147,15 @@ class _Reader:
         return answer.record
 
 
-def trace(led: Ledger, sha256: str, trust: TrustRoot | None) -> Lineage:
-    """Lineage of the artifact with this digest. ``trust=None`` skips signature checks."""
+def trace(led: LedgerReader, sha256: str, trust: TrustRoot | None) -> Lineage:
+    """Lineage of the artifact with this digest. ``trust=None`` skips signature checks.
+
+    ``led`` is an open ledger (a `VerifiedView` of it is built for the call, reading and
+    verifying every entry once) or a view already built with the same trust. Raises
+    `mlseal.ledger.verified.ViewFailed` if the ledger was rolled back or forked.
+    """
     rd = _Reader(led, trust)
-    producers = led.producers_of(sha256)
+    producers = rd.view.producers_of(sha256)
     producer = rd.producer_of(sha256)
     if producer is None:
         if not producers:
@@ -227,7 +233,7 @@ def _walk_forward(start: Record, rd: _Reader) -> list[Record]:
     while queue and len(seen) < MAX_RECORDS:
         rec = queue.popleft()
         for o in rec.outputs:
-            for seq in rd.led.consumers_of(o.sha256):
+            for seq in rd.view.consumers_of(o.sha256):
                 if seq in seen or seq <= rec.seq:
                     continue
                 seen.add(seq)

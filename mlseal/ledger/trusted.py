@@ -6,8 +6,8 @@ the same ledger gives them the same answer.
 The selection rule
 ------------------
 
-Among the records the ledger's index names for a digest (``producers_of`` for
-`producer_of`, ``consumers_of`` for `newest_about`), newest first, the first that
+Among the records that name a digest (as an output for `producer_of`, as an input for
+`newest_about`), newest first, the first that
 
 1. verifies against the trust file: its signature, by a listed key, under that key's
    grant (`mlseal.ledger.entry.parse_entry`), and sits at the seq it claims;
@@ -18,6 +18,10 @@ Among the records the ledger's index names for a digest (``producers_of`` for
 
 decides. A record failing 1 or 2 is skipped and reported as a `Problem` (callers decide
 whether a tampered candidate denies); older records are then considered.
+
+Which records name a digest comes from a `mlseal.ledger.verified.VerifiedView`, which
+indexes the entries themselves: the ledger's own digest index and Merkle nodes are
+derived tables nobody signs, so deleting or adding a row there changes no answer.
 
 Status:
 
@@ -47,19 +51,21 @@ candidates is refused with `TooManyRecords` rather than tying up the caller.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
-from mlseal.ledger.entry import parse_entry, split_entry
+from mlseal.ledger.entry import parse_entry, record_of, split_entry
 from mlseal.ledger.record import Record, Status, is_sha256_hex
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
+
+if TYPE_CHECKING:
+    from mlseal.ledger.verified import VerifiedView
 
 #: candidate records examined per question (per digest); more is refused
 MAX_CANDIDATES = 1_000
@@ -105,25 +111,26 @@ class Answer:
 class VerifiedRecords:
     """Records already verified, keyed by the SHA-256 of their exact entry bytes.
 
-    The same bytes under the same trusted keys verify the same way, so a lineage shared
-    by many models (one dataset, many trainings) is verified once. A record is kept only
-    once its hash link to a successor was checked; changed bytes are a miss. Bounded
-    (least recently used goes first) and thread-safe.
+    The same bytes under the same trusted keys verify the same way, so views of one
+    ledger built one after another in a process (a stage checking several inputs) check
+    each signature once. The key holds the trust, the seq and the SHA-256 of the entry's
+    exact bytes: changed bytes are a miss. Hash links are checked by every view anew.
+    Bounded (least recently used goes first) and thread-safe.
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._max = max_entries
-        self._items: OrderedDict[tuple[frozenset[Any], int, bytes], Record] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], Record] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[frozenset[Any], int, bytes]) -> Record | None:
+    def get(self, key: tuple[Any, ...]) -> Record | None:
         with self._lock:
             rec = self._items.get(key)
             if rec is not None:
                 self._items.move_to_end(key)
             return rec
 
-    def put(self, key: tuple[frozenset[Any], int, bytes], rec: Record) -> None:
+    def put(self, key: tuple[Any, ...], rec: Record) -> None:
         if self._max <= 0:
             return
         with self._lock:
@@ -135,12 +142,47 @@ class VerifiedRecords:
         return len(self._items)
 
 
-class TrustedReader:
-    """Loads and verifies records of one ledger view against one trust file.
+def verify_entry(seq: int, data: bytes, trust: TrustRoot | None, *,
+                 parse: Callable[[bytes, TrustRoot], Record] = parse_entry) -> Record:
+    """Step 1 of the selection rule for the entry stored at `seq`: its record, verified.
 
-    `record` raises; `producer_of` and `newest_about` apply the module's selection rule.
-    One reader serves one decision (it remembers the records and the ledger size it saw);
-    `verified` may be shared across readers.
+    Signed by a key the trust file lists (else `UntrustedSigner`), under that key's grant,
+    canonical (`parse`, default `parse_entry`), and holding the seq it is stored at.
+    ``trust=None`` reads the record without checking its signature (display only).
+    """
+    if trust is None:
+        rec = record_of(data)
+    else:
+        part = split_entry(data)
+        if part.keyid not in trust.signers:
+            raise UntrustedSigner(
+                f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list"
+            )
+        try:
+            rec = parse(data, trust)
+        except VerificationError as exc:
+            raise VerificationError(f"entry {seq}: {exc}") from None
+    if rec.seq != seq:
+        raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
+    return rec
+
+
+#: records verified by views that readers built in this process, so that a stage checking
+#: several inputs, or a caller asking many questions of one ledger, checks each signature
+#: once (the entries are still read, hashed and hash-linked by every view)
+SHARED = VerifiedRecords(100_000)
+
+
+class TrustedReader:
+    """Applies the module's selection rule to a verified view of one ledger.
+
+    ``view`` is a `mlseal.ledger.verified.VerifiedView` built with the same trust (and
+    parse), or any `LedgerReader` (an open `Ledger`): then a view of it is built, reading
+    and verifying every entry once, when the first question is asked. The candidates
+    come from the view's own digest index, never from the ledger's derived tables.
+    `record` raises; `producer_of` and `newest_about` apply the rule. `verified` lets
+    views built by several readers share signature checks (see VerifiedRecords; default:
+    the process-wide `SHARED`).
     """
 
     def __init__(
@@ -152,15 +194,27 @@ class TrustedReader:
         parse: Callable[[bytes, TrustRoot], Record] = parse_entry,
         max_candidates: int | None = None,
     ) -> None:
-        self.view = view
+        from mlseal.ledger.verified import VerifiedView, trust_key
+
+        self._source = view
         self._trust = trust
-        # the keys and what each may sign: a narrower grant is another trust
-        self._trust_key = frozenset((k, trust.grants.get(k)) for k in trust.signers)
         self._verified = verified
         self._parse = parse
         self._max = MAX_CANDIDATES if max_candidates is None else max_candidates
-        self._records: dict[int, Record] = {}
+        self._view: VerifiedView | None = None
+        if isinstance(view, VerifiedView) and view.trust_key == trust_key(trust) and view.parse is parse:
+            self._view = view
         self._size: int | None = None
+
+    @property
+    def view(self) -> VerifiedView:
+        """The verified view the answers come from (built on first use)."""
+        if self._view is None:
+            from mlseal.ledger.verified import VerifiedView
+
+            verified = self._verified if self._verified is not None else SHARED
+            self._view = VerifiedView(self._source, self._trust, parse=self._parse, verified=verified)
+        return self._view
 
     def size(self) -> int:
         if self._size is None:
@@ -168,49 +222,14 @@ class TrustedReader:
         return self._size
 
     def record(self, seq: int) -> Record:
-        """The verified record at `seq` (steps 1-2); raises UntrustedSigner or VerificationError."""
-        if seq in self._records:
-            return self._records[seq]
-        data = self.view.entry(seq)
-        key = (self._trust_key, seq, hashlib.sha256(data).digest())
-        if self._verified is not None:
-            known = self._verified.get(key)
-            if known is not None:
-                self._records[seq] = known
-                return known
-        # 1. signature by a listed key, under its grant, at the seq it claims
-        part = split_entry(data)
-        if part.keyid not in self._trust.signers:
-            raise UntrustedSigner(
-                f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list"
-            )
-        try:
-            rec = self._parse(data, self._trust)
-        except VerificationError as exc:
-            raise VerificationError(f"entry {seq}: {exc}") from None
-        if rec.seq != seq:
-            raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
-        # 2. the successor's prev
-        if self._check_link(seq, data) and self._verified is not None:
-            self._verified.put(key, rec)
-        self._records[seq] = rec
-        return rec
-
-    def _check_link(self, seq: int, data: bytes) -> bool:
-        """Check the successor's prev; False when there is no successor yet."""
-        if seq + 1 >= self.size():
-            return False
-        prev = _prev_of(self.view.entry(seq + 1))
-        h = hashlib.sha256(data).hexdigest()
-        if prev != h:
-            raise VerificationError(
-                f"record {seq + 1}'s prev {_short(prev)} does not match the hash of entry {seq} "
-                f"({_short(h)}): entry {seq} was altered after it was appended"
-            )
-        return True
+        """The verified, hash-linked record at `seq` (steps 1-2); raises UntrustedSigner or VerificationError."""
+        if not 0 <= seq < self.size():
+            raise VerificationError(f"the ledger has no record {seq} (size {self.size()})")
+        return self.view.record(seq)
 
     def _candidates(self, seqs: list[int], sha: str, before: int | None) -> list[int]:
-        out = sorted({s for s in seqs if before is None or s < before}, reverse=True)
+        limit = self.size() if before is None else min(before, self.size())
+        out = sorted({s for s in seqs if s < limit}, reverse=True)
         if len(out) > self._max:
             raise TooManyRecords(
                 f"{len(out)} ledger records name sha256 {_short(sha)}, more than the {self._max} a trusted "
@@ -254,7 +273,7 @@ class TrustedReader:
         return self.newest_about(sha, stage="evaluate")
 
 
-def _prev_of(entry: bytes) -> str:
+def prev_of(entry: bytes) -> str:
     """The `prev` field of an entry's record, read without building the whole record."""
     try:
         obj = json.loads(split_entry(entry).payload)
