@@ -45,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from mlseal.errors import Error
+    from mlseal.fetch import guard_logs
 
+    guard_logs()
     try:
         return _run(args)
     except Error as exc:

@@ -22,6 +22,7 @@ from mlseal.fetch.loader import (
     check_dest,
     expected_digest,
     fetch_model,
+    guard_logs,
     record_signer,
     scrub,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "check_dest",
     "expected_digest",
     "fetch_model",
+    "guard_logs",
     "parse_source",
     "record_signer",
     "scrub",

@@ -64,6 +64,33 @@ PLACEMENT_ENV = {
 _SENSITIVE = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE|SESSION", re.I)
 
 
+#: storage client loggers: at DEBUG they print request headers (the AWS access key id
+#: in Authorization) and credential lookups, so they stay at WARNING whatever -v says
+STORAGE_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "gcsfs", "fsspec", "aiohttp", "urllib3",
+                   "google", "google_auth_httplib2", "requests_oauthlib")
+
+
+class _ScrubFilter(logging.Filter):
+    """Replaces credential values from the environment in every log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = scrub(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+def guard_logs() -> None:
+    """Keep credentials out of the loader's log output (the CLI calls this first)."""
+    for name in STORAGE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    for h in root.handlers:
+        if not any(isinstance(f, _ScrubFilter) for f in h.filters):
+            h.addFilter(_ScrubFilter())
+
+
 class FetchDenied(PolicyDenied):
     """The model may not be served: the admission policy denies it."""
 
@@ -201,7 +228,10 @@ def _signed_manifest(data: bytes, producer: Record, out: OutputRef, sha: str, po
             f"({out.bundle_sha256[:16]}…): replaced or tampered"
         )
     bundle = parse_bundle(data, source=f"bundle {shown}")
-    auth = policy_from_trust(policy.trust).verify(bundle)
+    try:
+        auth = policy_from_trust(policy.trust).verify(bundle)
+    except VerificationError as exc:
+        raise VerificationError(f"signature bundle {shown!r} is not signed by a trusted key: {exc}") from None
     if auth.signer.key_id is not None:
         problem = policy.trust.authorization_problem(auth.signer.key_id, producer.stage)
         if problem is not None:
