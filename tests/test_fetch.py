@@ -486,3 +486,63 @@ def test_record_needs_the_downward_api_placement(world: World, dest: Path, capsy
     sha, uri, _ = world.models["good"]
     code, out, _ = run_fetch(world, uri, dest, "--record", sha=sha, capsys=capsys)
     assert code == 2 and "POD_NAMESPACE" in out["error"]
+
+
+# --- large files: ranged reads, the next range in flight ------------------------------------
+
+@pytest.fixture
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the 300 KB weights of the test models "large" (ranged reads of 64 KiB, an
+    unaligned tail), so the ranged path runs on real S3 and local storage."""
+    from mlseal.fetch import storage
+
+    monkeypatch.setattr(storage, "RANGE", 64 * 1024)
+    monkeypatch.setattr(storage, "SMALL", 100 * 1024)
+    monkeypatch.setattr(storage, "BATCH_FILES", 1)
+
+
+@pytest.mark.parametrize("model", ["good", "local", "mapped"])
+def test_large_files_are_read_in_ranges_and_verified(world: World, dest: Path, small_ranges: None,
+                                                     capsys: pytest.CaptureFixture[str], model: str) -> None:
+    sha, uri, local = world.models[model]
+    src = "s3://served/mapped/model" if model == "mapped" else uri
+    code, _, err = run_fetch(world, src, dest, sha=sha, capsys=capsys)
+    assert code == 0, err
+    assert tree(dest) == tree(local)
+
+
+def test_overwritten_large_file_is_refused_through_ranges(world: World, dest: Path, small_ranges: None,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    sha, uri, _ = world.models["overwritten"]
+    code, out, _ = run_fetch(world, uri, dest, sha=sha, capsys=capsys)
+    assert code == 1 and "1/model.onnx: content differs" in out["error"]
+    assert list(dest.iterdir()) == []
+
+
+def test_a_file_that_shrinks_during_the_download_is_refused(world: World, dest: Path, small_ranges: None,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object is replaced by a shorter one between the listing and the reads."""
+    from mlseal.fetch import storage
+
+    sha, uri, _ = world.models["good"]
+    real = storage.list_files
+
+    def listing_then_swap(src: storage.Source) -> tuple[bool, list[storage.RemoteFile]]:
+        out = real(src)
+        c = client(os.environ["AWS_ENDPOINT_URL"])
+        c.copy_object(Bucket="models", Key="good/model/1/model.onnx.bak",
+                      CopySource={"Bucket": "models", "Key": "good/model/1/model.onnx"})
+        c.put_object(Bucket="models", Key="good/model/1/model.onnx", Body=b"short")
+        return out
+
+    monkeypatch.setattr(storage, "list_files", listing_then_swap)
+    monkeypatch.setattr("mlseal.fetch.loader.list_files", listing_then_swap)
+    c = client(os.environ["AWS_ENDPOINT_URL"])
+    try:
+        code, out, _ = run_fetch(world, uri, dest, sha=sha, capsys=capsys)
+    finally:
+        c.copy_object(Bucket="models", Key="good/model/1/model.onnx",
+                      CopySource={"Bucket": "models", "Key": "good/model/1/model.onnx.bak"})
+    assert code == 1 and "changed while it was downloaded" in out["error"], out
+    assert list(dest.iterdir()) == []

@@ -292,7 +292,7 @@ def _fetch_ranged(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecu
 
         def submit(i: int) -> None:
             s = starts[i]
-            pending.append(pool.submit(src.fs.cat_file, f.path, s, min(s + RANGE, f.size)))
+            pending.append(pool.submit(src.fs.cat_file, f.path, start=s, end=min(s + RANGE, f.size)))
 
         for i in range(min(2, len(starts))):
             submit(i)
