@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -46,6 +47,7 @@ def moto_s3() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlseal.admission import load_policy
     from mlseal.fetch import fetch_model
     from mlseal.ledger import open_ledger
+    from mlseal.ledger.record import RecordDraft
     from mlseal.signing.keys import LocalKeySigner
 
     work = Path(tempfile.mkdtemp(prefix="mlseal-bench-fetch-", dir=args.tmp))
@@ -146,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 for tag, local in (("big", big), ("many", many)):
                     uri = f"s3://models/{tag}/model"
                     cases[tag] = (uri, record(led, key, tag, local, uri), local)
-                led.append(__import__("mlseal.ledger.record", fromlist=["RecordDraft"]).RecordDraft(stage="ingest"),
-                           key, signer_name="pipeline")
-            for tag, (uri, _, local) in cases.items():
+                led.append(RecordDraft(stage="ingest"), key, signer_name="pipeline")  # every record has a successor
+            for uri, _, local in cases.values():
                 upload(client, local, "models", uri.removeprefix("s3://models/"))
             shutil.rmtree(work / "src")  # the bytes live in S3 only from here on
             policy = load_policy(work / "policy.yaml")

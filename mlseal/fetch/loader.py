@@ -30,7 +30,9 @@ import logging
 import os
 import re
 import shutil
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -40,7 +42,7 @@ from mlseal.fetch.storage import Fetched, RemoteFile, Source, download, list_fil
 from mlseal.ledger.record import Sha256Hex, is_sha256_hex
 
 if TYPE_CHECKING:
-    from mlseal.admission import Policy
+    from mlseal.admission import Decision, Policy
     from mlseal.ledger.record import OutputRef, Record
     from mlseal.signing.digest import Manifest
     from mlseal.signing.keys import Signer
@@ -364,9 +366,6 @@ def fetch_model(
     signer: tuple[Signer, str] | None = None,
 ) -> FetchResult:
     """Verify and publish the model at `src_uri` into `dest` (see the module docstring)."""
-    from mlseal.admission import ModelRef, decide_model
-    from mlseal.ledger import open_ledger
-
     sha = expected_digest(sha256)
     src = parse_source(src_uri)
     bsrc = _bundle_source(src, bundle_uri)
@@ -379,44 +378,31 @@ def fetch_model(
                 "API (fieldRef metadata.namespace, metadata.name), and MLSEAL_WORKLOAD to the workload's name"
             )
         signer = signer or record_signer(policy)
-    rules = policy.rules_for(where.namespace)
-    try:
-        led_cm = open_ledger(policy.resolve_ledger_url(), create=False)
-    except InfrastructureError as exc:
-        from mlseal.ledger._dsn import redact_text
-
-        raise VerificationError(f"the ledger could not be read ({redact_text(str(exc))}); the model is not fetched") \
-            from None
-    with led_cm as led:
-        # 2. admission, before any byte of the model is read
-        ref = ModelRef(kind="Pod", name=where.workload or where.pod or "", namespace=where.namespace,
-                       sha256=Sha256Hex(sha), uri=_admission_uri(src),
-                       where="the loader's storage URI (mlseal fetch SRC)")
-        decision = decide_model(ref, policy, ledger=led, rules=rules)
-        if not decision.allowed:
-            raise FetchDenied("the admission policy denies this model: " + "; ".join(decision.reasons))
-        for w in decision.warnings:
-            log.warning("policy (warn mode): %s", w)
-        producer = _producer(led, policy, sha)
-    out = _output(producer, sha)
-    # 3. the bundle the producer bound, by a key granted its stage, over this digest
-    manifest, signer_shown = _signed_manifest(read_small(bsrc, bsrc.path, MAX_BUNDLE), producer, out, sha, policy,
-                                              bsrc.shown)
-    # 4. the listing names exactly the signed files
-    is_dir, files = list_files(src)
-    files = _check_listing(src, is_dir, files, manifest)
-    # 5. download + hash into DEST/.mlseal-fetch-*/model
     tmp = Path(os.path.join(d, TMP_PREFIX + os.urandom(6).hex()))
     staged = tmp / "model"
     moved: list[Path] = []
+    cancel = threading.Event()
     try:
         staged.mkdir(parents=True)
-        base = PurePosixPath(src.path.rstrip("/")).name or "model"
-
-        def target(f: RemoteFile) -> Path:
-            return staged / (base if f.name == "." else f.name)
-
-        got = download(src, files, target)
+        # The download (listing, bytes hashed as they arrive, into the private staging
+        # directory) runs while the ledger, the policy and the bundle are checked; nothing
+        # of it is published unless every check passed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlseal-fetch-download") as bg:
+            fut = bg.submit(_list_and_download, src, staged, cancel)
+            try:
+                producer, out, decision, manifest, signer_shown = _provenance(src, bsrc, sha, policy, where)
+            except BaseException:
+                cancel.set()
+                wait([fut])
+                raise
+            is_dir, files, got = fut.result()
+        # 4. the listing names exactly the signed files (ignored paths are not published)
+        kept = {f.name for f in _check_listing(src, is_dir, files, manifest)}
+        for f in got:
+            if f.name not in kept:
+                f.local.unlink(missing_ok=True)
+        got = [f for f in got if f.name in kept]
+        # 5. every file's digest and the model digest
         _check_bytes(src, is_dir, got, manifest, sha)
         # 6. publish
         moved = _publish(staged, d)
@@ -434,6 +420,50 @@ def fetch_model(
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _list_and_download(src: Source, staged: Path, cancel: threading.Event) -> tuple[bool, list[RemoteFile],
+                                                                                      list[Fetched]]:
+    from mlseal.signing.digest import DEFAULT_IGNORED
+
+    is_dir, files = list_files(src)
+    if is_dir:
+        files = [f for f in files if not _ignored(f.name, DEFAULT_IGNORED)]
+    base = PurePosixPath(src.path.rstrip("/")).name or "model"
+
+    def target(f: RemoteFile) -> Path:
+        return staged / (base if f.name == "." else f.name)
+
+    return is_dir, files, download(src, files, target, cancel)
+
+
+def _provenance(src: Source, bsrc: Source, sha: str, policy: Policy,
+                where: Placement) -> tuple[Record, OutputRef, Decision, Manifest, str]:
+    """Steps 2 and 3: the admission decision, the producing record and the signed manifest."""
+    from mlseal.admission import ModelRef, decide_model
+    from mlseal.ledger import open_ledger
+
+    try:
+        led_cm = open_ledger(policy.resolve_ledger_url(), create=False)
+    except InfrastructureError as exc:
+        from mlseal.ledger._dsn import redact_text
+
+        raise VerificationError(f"the ledger could not be read ({redact_text(str(exc))}); the model is not fetched") \
+            from None
+    with led_cm as led:
+        ref = ModelRef(kind="Pod", name=where.workload or where.pod or "", namespace=where.namespace,
+                       sha256=Sha256Hex(sha), uri=_admission_uri(src),
+                       where="the loader's storage URI (mlseal fetch SRC)")
+        decision = decide_model(ref, policy, ledger=led, rules=policy.rules_for(where.namespace))
+        if not decision.allowed:
+            raise FetchDenied("the admission policy denies this model: " + "; ".join(decision.reasons))
+        for w in decision.warnings:
+            log.warning("policy (warn mode): %s", w)
+        producer = _producer(led, policy, sha)
+    out = _output(producer, sha)
+    manifest, signer_shown = _signed_manifest(read_small(bsrc, bsrc.path, MAX_BUNDLE), producer, out, sha, policy,
+                                              bsrc.shown)
+    return producer, out, decision, manifest, signer_shown
 
 
 def _append_record(src: Source, sha: str, producer: Record, out: OutputRef, where: Placement, dest: Path,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -192,20 +193,24 @@ def list_files(src: Source) -> tuple[bool, list[RemoteFile]]:
     refuse them; empty directories carry no file and are not listed (as in OMS).
     """
     fs = src.fs
+    root = src.path.rstrip("/")
     try:
         if src.streamed:  # HTTP: one file, its size from the server
             info = fs.info(src.path)
             return False, [RemoteFile(".", src.path, int(info.get("size") or -1))]
-        info = fs.info(src.path)
-        if info.get("type") != "directory":
-            _refuse_link(src, info, src.path)
-            return False, [RemoteFile(".", src.path, int(info["size"]))]
         found = fs.find(src.path, detail=True, withdirs=False)
-    except (OSError, ValueError) as exc:
+        if not found:
+            raise FileNotFoundError(src.path)
+        if list(found) in ([root], [src.path]):  # SRC is a file
+            info = fs.info(src.path)
+            if info.get("type") == "directory":
+                raise FileNotFoundError(src.path)
+            _refuse_link(src, info, ".")
+            return False, [RemoteFile(".", src.path, int(info["size"]))]
+    except VerificationError:
+        raise
+    except Exception as exc:  # OSError, or botocore/aiohttp errors that fsspec does not translate
         raise _storage_error(src, "the model", exc) from None
-    except Exception as exc:  # botocore/aiohttp errors that fsspec does not translate
-        raise _storage_error(src, "the model", exc) from None
-    root = src.path.rstrip("/")
     out = []
     for path, info in sorted(found.items()):
         if info.get("type") == "directory":
@@ -232,23 +237,13 @@ def read_small(src: Source, path: str, limit: int) -> bytes:
         if src.streamed:
             with src.fs.open(path, "rb", block_size=0) as f:
                 data: bytes = f.read(limit + 1)
-        else:
-            size = int(src.fs.size(path))
-            if size > limit:
-                shown = shown_uri(_join_uri(src, path))
-                raise DownloadError(f"{shown!r} is {size} bytes, more than the {limit} allowed")
-            data = src.fs.cat_file(path)
-    except DownloadError:
-        raise
+        else:  # one bounded read, no separate size request
+            data = src.fs.cat_file(path, start=0, end=limit + 1)
     except Exception as exc:
         raise _storage_error(src, "the signature bundle", exc) from None
     if len(data) > limit:
         raise DownloadError(f"the signature bundle at {src.shown!r} is larger than {limit} bytes")
     return data
-
-
-def _join_uri(src: Source, path: str) -> str:
-    return src.uri if path == src.path else src.uri.rstrip("/") + path[len(src.path):]
 
 
 class _Writer:
@@ -283,7 +278,13 @@ class _Writer:
             self.fd = -1
 
 
-def _fetch_ranged(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecutor) -> Fetched:
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise DownloadError("download stopped: the model was refused")
+
+
+def _fetch_ranged(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecutor,
+                  cancel: threading.Event | None) -> Fetched:
     """A large file in `RANGE` reads, the next one in flight while this one is hashed."""
     w = _Writer(local)
     try:
@@ -297,6 +298,7 @@ def _fetch_ranged(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecu
         for i in range(min(2, len(starts))):
             submit(i)
         for i, s in enumerate(starts):
+            _check_cancel(cancel)
             data = pending.pop(0).result()
             if i + 2 < len(starts):
                 submit(i + 2)
@@ -309,11 +311,12 @@ def _fetch_ranged(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecu
         raise
 
 
-def _fetch_streamed(src: Source, f: RemoteFile, local: Path) -> Fetched:
+def _fetch_streamed(src: Source, f: RemoteFile, local: Path, cancel: threading.Event | None) -> Fetched:
     w = _Writer(local)
     try:
         with src.fs.open(f.path, "rb", block_size=0) as r:
             while chunk := r.read(RANGE):
+                _check_cancel(cancel)
                 w.add(chunk)
         return w.close(f.name)
     except BaseException:
@@ -338,13 +341,15 @@ def _batches(files: Sequence[RemoteFile]) -> Iterator[list[RemoteFile]]:
         yield batch
 
 
-def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteFile], Path]) -> list[Fetched]:
-    """Download and hash every file into ``target(file)``; raise `DownloadError` on any failure."""
+def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteFile], Path],
+             cancel: threading.Event | None = None) -> list[Fetched]:
+    """Download and hash every file into ``target(file)``; raise `DownloadError` on any
+    failure, or as soon as `cancel` is set."""
     out: list[Fetched] = []
     try:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlseal-fetch") as pool:
             if src.streamed:
-                return [_fetch_streamed(src, f, target(f)) for f in files]
+                return [_fetch_streamed(src, f, target(f), cancel) for f in files]
             small = [f for f in files if f.size <= SMALL]
             large = [f for f in files if f.size > SMALL]
             batches = list(_batches(small))
@@ -352,6 +357,7 @@ def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteF
                 pool.submit(src.fs.cat, [f.path for f in batches[0]], on_error="return") if batches else None
             )
             for i, batch in enumerate(batches):
+                _check_cancel(cancel)
                 assert nxt is not None
                 got = nxt.result()
                 nxt = pool.submit(src.fs.cat, [f.path for f in batches[i + 1]], on_error="return") \
@@ -372,7 +378,7 @@ def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteF
                         raise
                     out.append(w.close(f.name))
             for f in large:
-                out.append(_fetch_ranged(src, f, target(f), pool))
+                out.append(_fetch_ranged(src, f, target(f), pool, cancel))
     except (DownloadError, VerificationError, ConfigurationError):
         raise
     except Exception as exc:
