@@ -546,3 +546,43 @@ def test_a_file_that_shrinks_during_the_download_is_refused(world: World, dest: 
                       CopySource={"Bucket": "models", "Key": "good/model/1/model.onnx.bak"})
     assert code == 1 and "changed while it was downloaded" in out["error"], out
     assert list(dest.iterdir()) == []
+
+
+# --- names from the storage become paths before the signature is checked -------------------
+
+class _ListingFS:
+    """A filesystem whose listing holds the names an attacker-controlled store could."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def find(self, path: str, detail: bool = False, withdirs: bool = False) -> dict[str, dict[str, Any]]:
+        return {f"{path}/{n}": {"type": "file", "size": 1} for n in self.names}
+
+    def info(self, path: str) -> dict[str, Any]:
+        return {"type": "directory"}
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/../../b", "a//b", "./a", "a/./b"])
+def test_a_listed_name_that_would_escape_the_staging_directory_is_refused(name: str) -> None:
+    from mlseal.errors import VerificationError
+    from mlseal.fetch import storage
+
+    src = storage.Source("s3://b/m", "s3", _ListingFS(["ok.bin", name]), "b/m", "s3://b/m")
+    with pytest.raises(VerificationError, match="not a plain relative path"):
+        storage.list_files(src)
+
+
+def test_an_escaping_object_key_on_s3_is_refused_and_nothing_is_written_outside(
+        world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sha, uri, _ = world.models["good"]
+    c = client(os.environ["AWS_ENDPOINT_URL"])
+    c.put_object(Bucket="models", Key="good/model/a//escape.bin", Body=b"x")
+    dest = tmp_path / "mnt" / "models"
+    dest.mkdir(parents=True)
+    try:
+        code, out, _ = run_fetch(world, uri, dest, sha=sha, capsys=capsys)
+    finally:
+        c.delete_object(Bucket="models", Key="good/model/a//escape.bin")
+    assert code == 1 and "not a plain relative path" in out["error"], out
+    assert list(dest.iterdir()) == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["mnt", "models"]

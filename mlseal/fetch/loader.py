@@ -198,7 +198,9 @@ def _bundle_source(src: Source, bundle_uri: str | None) -> Source:
             f"storage URI {src.shown!r} has a query string, so the bundle's URI cannot be derived from it; "
             "pass --bundle URI"
         )
-    return parse_source(src.uri.rstrip("/") + ".sig")
+    # beside the model, through the same filesystem instance (one client, one credential lookup)
+    return replace(src, uri=src.uri.rstrip("/") + ".sig", path=src.path.rstrip("/") + ".sig",
+                   shown=src.shown.rstrip("/") + ".sig")
 
 
 def _producer(led: Any, policy: Policy, sha: str) -> Record:

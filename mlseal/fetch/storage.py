@@ -38,8 +38,8 @@ RANGE = 16 << 20
 #: files up to this size are fetched whole, in concurrent batches
 SMALL = 8 << 20
 #: a batch of small files: at most this many bytes and files in flight
-BATCH_BYTES = 64 << 20
-BATCH_FILES = 256
+BATCH_BYTES = 256 << 20
+BATCH_FILES = 1000
 
 _SCHEMES = ("s3", "gs", "https", "http", "pvc", "file")
 
@@ -219,9 +219,21 @@ def list_files(src: Source) -> tuple[bool, list[RemoteFile]]:
         if not norm.startswith(root + "/"):
             raise DownloadError(f"{src.shown!r}: the storage listed {norm!r}, outside the model")
         rel = norm[len(root) + 1:]
+        _check_name(src, rel)
         _refuse_link(src, info, rel)
         out.append(RemoteFile(rel, path, int(info.get("size") or 0)))
     return True, out
+
+
+def _check_name(src: Source, rel: str) -> None:
+    """A listed name must be a plain relative path: it becomes a path under the staging
+    directory before the signature is checked, so '..' or an absolute name would escape it."""
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\x00" in rel or "\\" in rel:
+        raise VerificationError(
+            f"{src.shown!r}: the storage lists an object named {rel[:120]!r}, which is not a plain relative path "
+            "('..', '.', empty or backslash parts); a model never holds one, so nothing is downloaded"
+        )
 
 
 def _refuse_link(src: Source, info: dict[str, Any], name: str) -> None:
@@ -341,10 +353,32 @@ def _batches(files: Sequence[RemoteFile]) -> Iterator[list[RemoteFile]]:
         yield batch
 
 
+def _hash_landed(src: Source, f: RemoteFile, local: Path) -> Fetched:
+    """Hash a small file fsspec just wrote into the private staging directory (no other
+    writer can reach it); the size must be the listed one."""
+    h = hashlib.sha256()
+    try:
+        with open(local, "rb", buffering=0) as r:
+            data = r.read()
+    except OSError as exc:
+        raise DownloadError(f"{_shown_file(src, f)} was not downloaded: {exc.strerror or exc}") from None
+    if len(data) != f.size:
+        raise DownloadError(
+            f"{_shown_file(src, f)} changed while it was downloaded (size {len(data)}, listed {f.size})"
+        )
+    h.update(data)
+    return Fetched(f.name, local, h.hexdigest(), len(data), data[:64])
+
+
 def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteFile], Path],
              cancel: threading.Event | None = None) -> list[Fetched]:
     """Download and hash every file into ``target(file)``; raise `DownloadError` on any
-    failure, or as soon as `cancel` is set."""
+    failure, or as soon as `cancel` is set.
+
+    Large files: ranged reads hashed as they arrive, the next range in flight. Small
+    files: concurrent batches through fsspec's own ``get`` (one request per file, as a
+    plain download), each batch hashed while the next one downloads.
+    """
     out: list[Fetched] = []
     try:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlseal-fetch") as pool:
@@ -353,30 +387,20 @@ def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteF
             small = [f for f in files if f.size <= SMALL]
             large = [f for f in files if f.size > SMALL]
             batches = list(_batches(small))
-            nxt: Future[Any] | None = (
-                pool.submit(src.fs.cat, [f.path for f in batches[0]], on_error="return") if batches else None
-            )
+
+            def get(batch: list[RemoteFile]) -> None:
+                locals_ = [target(f) for f in batch]
+                for lp in {p.parent for p in locals_}:
+                    lp.mkdir(parents=True, exist_ok=True)
+                src.fs.get([f.path for f in batch], [str(p) for p in locals_])
+
+            nxt: Future[None] | None = pool.submit(get, batches[0]) if batches else None
             for i, batch in enumerate(batches):
                 _check_cancel(cancel)
                 assert nxt is not None
-                got = nxt.result()
-                nxt = pool.submit(src.fs.cat, [f.path for f in batches[i + 1]], on_error="return") \
-                    if i + 1 < len(batches) else None
-                if not isinstance(got, dict):  # a batch of one path: fsspec returns its bytes
-                    got = {batch[0].path: got}
-                for f in batch:
-                    data = got.get(f.path)
-                    if isinstance(data, BaseException) or data is None:
-                        raise _storage_error(src, f"file {f.name!r}", data or FileNotFoundError(f.path))
-                    if len(data) != f.size:
-                        raise DownloadError(f"{_shown_file(src, f)} changed while it was downloaded (size)")
-                    w = _Writer(target(f))
-                    try:
-                        w.add(data)
-                    except BaseException:
-                        w.abort()
-                        raise
-                    out.append(w.close(f.name))
+                nxt.result()
+                nxt = pool.submit(get, batches[i + 1]) if i + 1 < len(batches) else None
+                out.extend(_hash_landed(src, f, target(f)) for f in batch)
             for f in large:
                 out.append(_fetch_ranged(src, f, target(f), pool, cancel))
     except (DownloadError, VerificationError, ConfigurationError):
