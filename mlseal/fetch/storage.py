@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -323,6 +324,79 @@ def _fetch_ranged(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecu
         raise
 
 
+async def _read_chunk(af: Any, n: int) -> bytes:
+    """Up to `n` bytes from an async streamed file (fewer only at the end)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        b = await af.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def _fetch_async_stream(src: Source, f: RemoteFile, local: Path, pool: ThreadPoolExecutor,
+                        cancel: threading.Event | None) -> Fetched | None:
+    """A large file as ONE streamed request (fsspec ``open_async``: s3fs streams a single
+    GET), read on the filesystem's event loop by a helper thread while this one hashes
+    and writes the previous chunk. None when the filesystem cannot stream (use ranges)."""
+    from fsspec.asyn import sync
+
+    fs = src.fs
+    if not getattr(fs, "async_impl", False):
+        return None
+    try:
+        af = sync(fs.loop, fs.open_async, f.path, "rb")
+    except NotImplementedError:
+        return None
+    chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=3)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                chunk = sync(fs.loop, _read_chunk, af, RANGE)
+                if not put(chunk) or not chunk:
+                    return
+        except BaseException as exc:  # handed to the hashing thread, which raises it
+            put(exc)
+
+    done = pool.submit(reader)
+    w = _Writer(local)
+    try:
+        while True:
+            _check_cancel(cancel)
+            item = chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                break
+            w.add(item)
+            if w.size > f.size:
+                break
+        if w.size != f.size:
+            raise DownloadError(f"{_shown_file(src, f)} changed while it was downloaded (size {w.size}, "
+                                f"listed {f.size})")
+        return w.close(f.name)
+    except BaseException:
+        w.abort()
+        raise
+    finally:
+        stop.set()
+        done.result()
+
+
 def _fetch_streamed(src: Source, f: RemoteFile, local: Path, cancel: threading.Event | None) -> Fetched:
     w = _Writer(local)
     try:
@@ -402,7 +476,8 @@ def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteF
                 nxt = pool.submit(get, batches[i + 1]) if i + 1 < len(batches) else None
                 out.extend(_hash_landed(src, f, target(f)) for f in batch)
             for f in large:
-                out.append(_fetch_ranged(src, f, target(f), pool, cancel))
+                got = _fetch_async_stream(src, f, target(f), pool, cancel)
+                out.append(got if got is not None else _fetch_ranged(src, f, target(f), pool, cancel))
     except (DownloadError, VerificationError, ConfigurationError):
         raise
     except Exception as exc:
