@@ -586,3 +586,29 @@ def test_an_escaping_object_key_on_s3_is_refused_and_nothing_is_written_outside(
         c.delete_object(Bucket="models", Key="good/model/a//escape.bin")
     assert code == 1 and "not a plain relative path" in out["error"], out
     assert list(dest.iterdir()) == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["mnt", "models"]
+
+
+def test_gs_and_s3_uris_open_their_fsspec_filesystems(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gs:// goes to gcsfs and s3:// to s3fs (KServe's S3_ENDPOINT honoured), no network."""
+    from mlseal.fetch import storage
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(storage, "_filesystem", lambda proto, **kw: seen.append((proto, kw)) or object())
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("S3_ENDPOINT", "minio.kubeflow:9000")
+    monkeypatch.setenv("S3_USE_HTTPS", "0")
+    g = storage.parse_source("gs://bucket/models/m")
+    s = storage.parse_source("s3://bucket/models/m/")
+    p = storage.parse_source("pvc://models-claim/team/m")
+    assert (g.path, s.path, p.path) == ("bucket/models/m", "bucket/models/m", "/mnt/pvc/team/m")
+    assert [proto for proto, _ in seen] == ["gcs", "s3", "file"]
+    assert seen[1][1]["client_kwargs"]["endpoint_url"] == "http://minio.kubeflow:9000"
+
+
+def test_help_names_the_contract() -> None:
+    from mlseal.cli import build_parser
+
+    args = build_parser().parse_args(["fetch", "s3://m/x", "/mnt/models", "--sha256", "ab" * 32, "--policy", "p",
+                                      "--record", "--json"])
+    assert (args.src, args.dest, args.sha256, args.policy, args.record, args.json) == (
+        "s3://m/x", "/mnt/models", "ab" * 32, "p", True, True)

@@ -1,26 +1,31 @@
 """`fetch_model`: download a model, verify it while streaming, publish it only if it passes.
 
-Order of the checks (any failure: nothing in DEST, `VerificationError` or
-`ConfigurationError` naming what failed):
+The checks (any failure: nothing in DEST, `VerificationError` or `ConfigurationError`
+naming what failed):
 
 1. the shape of a storage initializer / init container: DEST is an existing, empty
    directory (the model volume's mount point), the expected digest is given, SRC is a
-   supported URI without credentials in it;
+   supported URI without credentials in it; with ``record=True`` the loader's key is
+   granted ``serve`` records;
 2. admission: `mlseal.admission.decide_model` with the loaded policy and
    ``ModelRef(uri=SRC, sha256=…)`` (trusted producer, recorded URI or its serving
-   mapping, lineage, required stages, gates) — before a byte is downloaded;
+   mapping, lineage, required stages, gates);
 3. the OMS bundle (``SRC.sig`` unless given): its sha256 is the one the producing
    record bound, it verifies with a key the trust file grants the producing stage, and
    the file list it signs has the expected digest;
 4. the listing at SRC names exactly the signed files (a renamed, added or removed file
-   is refused before the download);
-5. every file is hashed as it is downloaded into a temporary directory inside DEST
-   (same filesystem); each file's sha256 must be the signed one, and the directory
+   is named; names that are not plain relative paths are refused before any write);
+5. every file is hashed as it is downloaded into a private staging directory inside
+   DEST (same filesystem); each file's sha256 must be the signed one, and the model
    digest (`mlseal.signing.digest.directory_digest`: names and kinds bound) the
    expected one;
 6. publish: the verified files are renamed into DEST;
 7. with ``record=True``: one ``serve`` record, signed by the loader's own identity, says
    which model (input: its digest and producer record) was served where.
+
+The download (listing and bytes, step 4-5's I/O) runs while steps 2-3 are checked, so
+verification costs little beyond the download itself; a refusal in 2-3 stops it, and
+nothing is published before every step passed.
 """
 
 from __future__ import annotations
