@@ -425,6 +425,7 @@ def test_missing_objects_are_named_without_credentials(
     finally:
         c.copy_object(Bucket="models", Key="good/model.sig",
                       CopySource={"Bucket": "models", "Key": "good/model.sig.bak"})
+        c.delete_object(Bucket="models", Key="good/model.sig.bak")
     assert list(dest.iterdir()) == []
 
 
@@ -544,6 +545,7 @@ def test_a_file_that_shrinks_during_the_download_is_refused(world: World, dest: 
     finally:
         c.copy_object(Bucket="models", Key="good/model/1/model.onnx",
                       CopySource={"Bucket": "models", "Key": "good/model/1/model.onnx.bak"})
+        c.delete_object(Bucket="models", Key="good/model/1/model.onnx.bak")
     assert code == 1 and "changed while it was downloaded" in out["error"], out
     assert list(dest.iterdir()) == []
 
@@ -612,3 +614,20 @@ def test_help_names_the_contract() -> None:
                                       "--record", "--json"])
     assert (args.src, args.dest, args.sha256, args.policy, args.record, args.json) == (
         "s3://m/x", "/mnt/models", "ab" * 32, "p", True, True)
+
+
+@pytest.mark.parametrize("model", ["good", "local", "renamed"])
+def test_small_files_in_several_batches(world: World, dest: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    """One file per batch: each batch hashed while the next one downloads."""
+    from mlseal.fetch import storage
+
+    monkeypatch.setattr(storage, "BATCH_FILES", 1)
+    sha, uri, local = world.models[model]
+    code, out, err = run_fetch(world, uri, dest, sha=sha, capsys=capsys)
+    if model == "renamed":
+        assert code == 1 and "config2.pbtxt" in out["error"]
+        assert list(dest.iterdir()) == []
+    else:
+        assert code == 0, err
+        assert tree(dest) == tree(local)

@@ -40,7 +40,7 @@ RANGE = 16 << 20
 SMALL = 8 << 20
 #: a batch of small files: at most this many bytes and files in flight
 BATCH_BYTES = 256 << 20
-BATCH_FILES = 1000
+BATCH_FILES = 10_000
 
 _SCHEMES = ("s3", "gs", "https", "http", "pvc", "file")
 
