@@ -631,3 +631,23 @@ def test_small_files_in_several_batches(world: World, dest: Path, capsys: pytest
     else:
         assert code == 0, err
         assert tree(dest) == tree(local)
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_symbolic_links_in_a_local_model_are_refused(world: World, dest: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """A claim's model directory holding a link (to a key file, another directory) is not a model."""
+    sha, _, local = world.models["pvc"]
+    root = tmp_path / "pvc"
+    shutil.copytree(local.parent.parent, root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----")
+    (root / "team" / "model" / "link").symlink_to(outside / "secret.pem" if kind == "file" else outside)
+    os.environ["MLSEAL_PVC_ROOT"] = str(root)
+    try:
+        code, out, _ = run_fetch(world, world.models["pvc"][1], dest, sha=sha, capsys=capsys)
+    finally:
+        del os.environ["MLSEAL_PVC_ROOT"]
+    assert code == 1 and "symbolic link" in out["error"], out
+    assert list(dest.iterdir()) == []

@@ -215,6 +215,7 @@ def list_files(src: Source) -> tuple[bool, list[RemoteFile]]:
     out = []
     for path, info in sorted(found.items()):
         if info.get("type") == "directory":
+            _refuse_link(src, info, path)
             continue
         norm = path.rstrip("/")
         if not norm.startswith(root + "/"):
