@@ -651,3 +651,32 @@ def test_symbolic_links_in_a_local_model_are_refused(world: World, dest: Path, t
         del os.environ["MLSEAL_PVC_ROOT"]
     assert code == 1 and "symbolic link" in out["error"], out
     assert list(dest.iterdir()) == []
+
+
+def test_a_listing_that_is_not_the_signed_model_stops_the_download(world: World, dest: Path,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files added beside the signed ones (say 100 GB of them) are not downloaded to the end:
+    once the bundle is verified, the listing is compared and the download is stopped."""
+    from mlseal.fetch import loader
+    from mlseal.fetch.storage import DownloadError
+
+    started = threading.Event()
+    real_provenance = loader._provenance
+
+    def slow_download(src: Any, files: Any, target: Any, cancel: threading.Event | None = None) -> Any:
+        started.set()
+        assert cancel is not None
+        cancel.wait(30)
+        raise DownloadError("the download ran to its end")
+
+    def provenance_after_listing(*args: Any, **kw: Any) -> Any:
+        started.wait(30)
+        return real_provenance(*args, **kw)
+
+    monkeypatch.setattr(loader, "download", slow_download)
+    monkeypatch.setattr(loader, "_provenance", provenance_after_listing)
+    sha, uri, _ = world.models["renamed"]
+    code, out, _ = run_fetch(world, uri, dest, sha=sha, capsys=capsys)
+    assert code == 1 and "config2.pbtxt" in out["error"], out  # not "ran to its end"
+    assert list(dest.iterdir()) == []

@@ -395,9 +395,12 @@ def fetch_model(
         # directory) runs while the ledger, the policy and the bundle are checked; nothing
         # of it is published unless every check passed.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlseal-fetch-download") as bg:
-            fut = bg.submit(_list_and_download, src, staged, cancel)
+            listing: dict[str, tuple[bool, list[RemoteFile]]] = {}
+            fut = bg.submit(_list_and_download, src, staged, cancel, listing)
             try:
                 producer, out, decision, manifest, signer_shown = _provenance(src, bsrc, sha, policy, where)
+                if "files" in listing:  # listed already: stop now if it is not the signed model
+                    _check_listing(src, *listing["files"], manifest)
             except BaseException:
                 cancel.set()
                 wait([fut])
@@ -429,13 +432,15 @@ def fetch_model(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _list_and_download(src: Source, staged: Path, cancel: threading.Event) -> tuple[bool, list[RemoteFile],
-                                                                                      list[Fetched]]:
+def _list_and_download(src: Source, staged: Path, cancel: threading.Event,
+                       listing: dict[str, tuple[bool, list[RemoteFile]]]) -> tuple[bool, list[RemoteFile],
+                                                                                  list[Fetched]]:
     from mlseal.signing.digest import DEFAULT_IGNORED
 
     is_dir, files = list_files(src)
     if is_dir:
         files = [f for f in files if not _ignored(f.name, DEFAULT_IGNORED)]
+    listing["files"] = (is_dir, files)
     base = PurePosixPath(src.path.rstrip("/")).name or "model"
 
     def target(f: RemoteFile) -> Path:
