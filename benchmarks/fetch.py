@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    print("$ python " + " ".join(["benchmarks/fetch.py", *(sys.argv[1:] if argv is None else argv)]))
     print(f"mlseal fetch vs plain s3fs download, moto S3 on 127.0.0.1, median of {args.repeat} "
           f"(interleaved), {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"{'model':<22} {'bytes':>12} {'plain s':>9} {'plain cpu':>10} {'fetch s':>9} {'fetch cpu':>10} "
