@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "sign": "mlseal._cli.sign",
     "verify": "mlseal._cli.verify",
     "admit": "mlseal._cli.admit",
+    "fetch": "mlseal._cli.fetch",
     "webhook": "mlseal._cli.webhook",
     "vault": "mlseal._cli.vault",
 }

@@ -1,0 +1,82 @@
+"""`mlseal fetch SRC DEST`: the verifying model loader (KServe storage initializer or init container).
+
+    mlseal fetch s3://models/churn/model /mnt/models            # digest from $MLSEAL_MODEL_SHA256
+    mlseal fetch SRC DEST --sha256 HEX --policy policy.yaml --record --json
+
+Downloads the model at SRC (s3://, gs://, https://, pvc://, file://) through fsspec,
+verifies it while streaming — admission policy (trusted producer, recorded URI,
+lineage, gates), the OMS bundle (SRC.sig) signed by a key granted the producing stage,
+every file's digest and the model digest — and only then moves it into DEST, which
+must be an existing, empty directory. Exit 0 published, 1 refused (nothing in DEST),
+2 configuration error (nothing in DEST).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mlseal._cli._common import add_json, emit_json, say
+
+DEFAULT_POLICY = "/etc/mlseal/policy.yaml"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help="verifying model loader: download, verify while streaming, publish only what verified",
+        description=(__doc__ or "").split("\n\n")[-1].replace("\n", " "),
+    )
+    p.add_argument("src", metavar="SRC", help="the model's storage URI (KServe passes storageUri)")
+    p.add_argument("dest", metavar="DEST", help="the model volume's mount point, an empty directory (/mnt/models)")
+    p.add_argument("--sha256", metavar="HEX",
+                   help="the model digest to verify (default: $MLSEAL_MODEL_SHA256; required one way or the other)")
+    p.add_argument("--policy", metavar="FILE",
+                   help=f"admission policy (default: $MLSEAL_POLICY, else {DEFAULT_POLICY})")
+    p.add_argument("--bundle", metavar="URI", help="the model's OMS bundle (default: SRC.sig)")
+    p.add_argument("--record", action="store_true",
+                   help="append a signed 'serve' record of what was served where (POD_NAMESPACE, POD_NAME, "
+                        "MLSEAL_WORKLOAD), with the loader's own key")
+    p.add_argument("--ledger", metavar="URL",
+                   help="ledger to append the --record to (default: $MLSEAL_LEDGER, else the policy's ledger)")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlseal.errors import Error
+    from mlseal.fetch import guard_logs
+
+    guard_logs()
+    try:
+        return _run(args)
+    except Error as exc:
+        from mlseal.fetch import scrub
+
+        text = scrub(str(exc))
+        if args.json:
+            emit_json({"ok": False, "error": text, "exit": exc.exit_code})
+        say(f"mlseal fetch: refused, nothing published: {text}")
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlseal.admission import load_policy
+    from mlseal.fetch import fetch_model
+
+    sha = args.sha256 if args.sha256 is not None else os.environ.get("MLSEAL_MODEL_SHA256")
+    policy = load_policy(args.policy or os.environ.get("MLSEAL_POLICY") or DEFAULT_POLICY)
+    result = fetch_model(
+        args.src, args.dest, sha256=sha, policy=policy, bundle_uri=args.bundle, record=args.record,
+        record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None,
+    )
+    if args.json:
+        emit_json(result.to_json())
+    say(f"mlseal fetch: {result.uri} verified (sha256 {result.sha256[:16]}…, {result.files} file(s), "
+        f"{result.bytes} bytes, producer record {result.producer_seq}, signed by {result.signer}); "
+        f"published to {result.dest}")
+    for w in result.warnings:
+        say(f"  warning: {w}")
+    if result.record_seq is not None:
+        say(f"  served record: ledger entry {result.record_seq}")
+    return 0
