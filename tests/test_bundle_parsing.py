@@ -197,6 +197,8 @@ def test_key_bundle_fields(key_bundle: Obj, signing_key: KeyFiles) -> None:
     b = parse_bundle(_dumps(key_bundle))
     assert b.tlog_entries == 0 and b.message_signature is None and b.envelope is not None
     assert b.key_hint is not None and len(b.key_hint) == 64
+    del key_bundle["verificationMaterial"]["publicKey"]["hint"]
+    assert parse_bundle(_dumps(key_bundle)).key_hint is None  # no hint: None, not ""
 
 
 # --- DSSE ------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from mlseal.errors import VerificationError
-from mlseal.signing.bundle import verify_path
-from mlseal.signing.policy import IdentityPolicy
+from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.keys import LocalKeySigner
+from mlseal.signing.policy import AllOf, IdentityPolicy, UnsafeNoSignatureCheck
 from mlseal.signing.trust import load_trust
+from tests.fixtures_signing import KeyFiles
 
 IDENTITY = "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"
 ISSUER = "https://token.actions.githubusercontent.com"
@@ -72,3 +74,37 @@ def test_malformed_certificate_is_refused(wheel: tuple[Path, Path], tmp_path: Pa
     bad.write_text(json.dumps(obj))
     with pytest.raises(VerificationError, match=r"^keyless bundle is malformed: \S"):
         verify_path(whl, bad, IdentityPolicy(IDENTITY, ISSUER))
+
+
+def test_keyless_identity_and_integrity_check_agree_on_what_a_message_signature_signs(
+    wheel: tuple[Path, Path],
+) -> None:
+    whl, bundle = wheel
+    v = verify_path(whl, bundle, AllOf([IdentityPolicy(IDENTITY, ISSUER, name="r"), UnsafeNoSignatureCheck()]))
+    assert v.signer_name == "r"
+
+
+def test_trust_file_identity_with_another_issuer_is_refused(wheel: tuple[Path, Path], tmp_path: Path) -> None:
+    """The issuer is part of the identity: the same SAN from another OIDC issuer is not the signer."""
+    whl, bundle = wheel
+    t = tmp_path / "trust.yaml"
+    t.write_text(f"signers: [{{name: r, identity: '{IDENTITY}', issuer: 'https://accounts.google.com'}}]\n")
+    with pytest.raises(VerificationError, match="keyless signature not accepted"):
+        verify_path(whl, bundle, load_trust(t))
+
+
+def test_trust_file_with_keys_and_keyless_identities(
+    wheel: tuple[Path, Path], model_dir: Path, signing_key: KeyFiles, tmp_path: Path
+) -> None:
+    """Every signer a trust file lists may sign, whatever its kind; no other key may."""
+    whl, bundle = wheel
+    t = tmp_path / "trust.yaml"
+    t.write_text(
+        f"signers:\n  - {{name: ci, public_key: {signing_key.public}}}\n"
+        f"  - {{name: release, identity: '{IDENTITY}', issuer: '{ISSUER}'}}\n"
+    )
+    trust = load_trust(t)
+    assert verify_path(whl, bundle, trust).signer_name == "release"
+    assert verify_path(model_dir, sign_path(model_dir, signing_key.signer), trust).signer_name == "ci"
+    with pytest.raises(VerificationError, match="no trusted signer accepts the bundle"):
+        verify_path(model_dir, sign_path(model_dir, LocalKeySigner.generate()), trust)

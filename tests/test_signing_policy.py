@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -25,6 +26,7 @@ from mlseal.signing.policy import (
 )
 from mlseal.signing.sigbundle import BUNDLE_MEDIA_TYPE, SigstoreBundle, key_bundle_bytes, key_hint
 from mlseal.signing.trust import TrustRoot
+from tests.test_bundle_parsing import message_bundle
 
 
 def test_empty_compositions_are_refused() -> None:
@@ -102,7 +104,9 @@ def test_any_of_joins_every_reason(model_dir: Path) -> None:
         verify_path(model_dir, sig, p)
     head, reasons = str(err.value).split(": ", 1)
     assert head == "no trusted signer accepts the bundle"
-    assert [r.split(", not by key ")[1].split(" ")[0] for r in reasons.split("; ")] == ["alice", "bob"]
+    parts = reasons.split("; ")
+    assert all(r.startswith("bundle says it was signed by key ") for r in parts)
+    assert [r.split(", not by key ")[1].split(" ")[0] for r in parts] == ["alice", "bob"]
 
 
 def test_unnamed_key_is_named_by_its_key_id(model_dir: Path) -> None:
@@ -164,3 +168,21 @@ def test_unsafe_bypass_refuses_a_bundle_with_nothing_signed() -> None:
     empty = SigstoreBundle(b"{}", BUNDLE_MEDIA_TYPE, None, None, None, False, 0)
     with pytest.raises(VerificationError, match=r"^bundle has nothing signed$"):
         UnsafeNoSignatureCheck().verify(empty)
+
+
+def test_all_of_refuses_children_that_authenticate_different_file_digests(tmp_path: Path) -> None:
+    """For a plain message signature what is signed is the file's sha256: children must agree on it."""
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights")
+    sig = tmp_path / "w.bin.sigstore"
+    sig.write_text(json.dumps(message_bundle(hashlib.sha256(b"weights").digest())))
+
+    class Other:
+        def verify(self, bundle: SigstoreBundle) -> Authenticated:
+            return Authenticated("", b"", SignedBy(name="other"), message_sha256=hashlib.sha256(b"evil").hexdigest())
+
+    unsafe = UnsafeNoSignatureCheck()
+    assert verify_path(f, sig, AllOf([unsafe, unsafe])).signer_name == "UNVERIFIED"
+    other: BundlePolicy = Other()
+    with pytest.raises(VerificationError, match=r"^policies authenticated different payloads$"):
+        verify_path(f, sig, AllOf([unsafe, other]))

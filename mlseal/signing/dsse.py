@@ -92,9 +92,7 @@ def _b64(value: object, what: str) -> bytes:
     try:
         # DSSE allows URL-safe base64 too; either way every character must belong to the
         # alphabet (a non-validating decoder would skip junk and accept, say, "%%%" as b"")
-        if "-" in value or "_" in value:
-            value = value.translate(_URLSAFE)
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(value.translate(_URLSAFE), validate=True)
     except (binascii.Error, ValueError):
         raise VerificationError(f"DSSE {what} is not valid base64") from None
 
