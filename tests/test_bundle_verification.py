@@ -335,3 +335,16 @@ def test_fifo_is_not_taken_for_a_directory(tmp_path: Path, signing_key: KeyFiles
     os.mkfifo(fifo)
     with pytest.raises(ConfigurationError, match=rf"^{re.escape(str(fifo))} is neither a regular file nor a directory"):
         verify_path(fifo, sig, signing_key.signer.verifier())
+
+
+def test_changed_single_file_is_named_by_its_path(tmp_path: Path, signing_key: KeyFiles) -> None:
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights")
+    for shard_size in (None, 4):
+        sig = sign_path(f, signing_key.signer, shard_size=shard_size)
+        f.write_bytes(b"weighty")
+        with pytest.raises(VerificationError) as err:
+            verify_path(f, sig, signing_key.signer.verifier())
+        shown = f"{f} bytes 4-7" if shard_size else f"{f}"
+        assert str(err.value).startswith(f"{shown}: content differs (signed sha256 ")
+        f.write_bytes(b"weights")

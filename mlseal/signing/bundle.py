@@ -240,7 +240,7 @@ def _shown(src: Path, name: str, sharded: int | None) -> str:
     if sharded is not None:
         name, start, end = name.rsplit(":", 2)
         rng = f" bytes {start}-{end}"
-    return f"{src if name == '.' else src / name}{rng}"
+    return f"{src / name}{rng}"  # (a single file's resource is ".", and src / "." is src)
 
 
 def _verify_message_digest(src: Path, signed: str, signer: SignedBy) -> VerifiedArtifact:
