@@ -30,6 +30,7 @@ from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing import dsse, oms
 from mlseal.signing.digest import Manifest, manifest_of
+from mlseal.signing.digest import _check_kind as check_kind
 from mlseal.signing.keys import PublicKeyVerifier, Signer, public_pem
 from mlseal.signing.policy import (
     BundlePolicy,
@@ -175,7 +176,7 @@ def verify_path(
     src = Path(path)
     bpath = Path(bundle_path) if bundle_path is not None else default_bundle_path(src)
     try:
-        st = src.lstat()
+        src.lstat()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {src}: {exc.strerror}") from None
     bundle = read_bundle(bpath)  # (1)
@@ -190,7 +191,9 @@ def verify_path(
         )
     expected = oms.parse_statement(auth.payload)  # (3)
 
-    is_file = stat.S_ISREG(st.st_mode) or (expected.allow_symlinks and src.is_file())
+    # what the path is, by the statement's symlink rule: a symbolic link the bundle does not
+    # allow is refused as such (not reported as a directory), a FIFO or device likewise
+    is_file = stat.S_ISREG(check_kind(src, expected.allow_symlinks).st_mode)
     names = [r.name for r in expected.resources]
     signs_file = bool(names) and all(n == "." or n.startswith(".:") for n in names)
     if is_file and names and not signs_file:
@@ -237,7 +240,7 @@ def _shown(src: Path, name: str, sharded: int | None) -> str:
     if sharded is not None:
         name, start, end = name.rsplit(":", 2)
         rng = f" bytes {start}-{end}"
-    return f"{src if name == '.' else src / name}{rng}"
+    return f"{src / name}{rng}"  # (a single file's resource is ".", and src / "." is src)
 
 
 def _verify_message_digest(src: Path, signed: str, signer: SignedBy) -> VerifiedArtifact:

@@ -83,17 +83,18 @@ def sign(signer: Signer, payload_type: str, payload: bytes) -> bytes:
     return sign_envelope([signer], payload_type, payload).to_bytes()
 
 
+_URLSAFE = str.maketrans("-_", "+/")
+
+
 def _b64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise VerificationError(f"DSSE {what} must be a base64 string, got {type(value).__name__}")
     try:
-        return base64.b64decode(value, validate=True)
+        # DSSE allows URL-safe base64 too; either way every character must belong to the
+        # alphabet (a non-validating decoder would skip junk and accept, say, "%%%" as b"")
+        return base64.b64decode(value.translate(_URLSAFE), validate=True)
     except (binascii.Error, ValueError):
-        # DSSE allows URL-safe base64 too
-        try:
-            return base64.urlsafe_b64decode(value)
-        except (binascii.Error, ValueError):
-            raise VerificationError(f"DSSE {what} is not valid base64") from None
+        raise VerificationError(f"DSSE {what} is not valid base64") from None
 
 
 def envelope_from_obj(obj: object) -> Envelope:

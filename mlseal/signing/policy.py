@@ -151,7 +151,9 @@ class AllOf:
     def verify(self, bundle: SigstoreBundle) -> Authenticated:
         results = [p.verify(bundle) for p in self.policies]
         first = results[0]
-        if any((r.payload_type, r.payload) != (first.payload_type, first.payload) for r in results[1:]):
+        # what is signed: a DSSE payload, or (message signature) the artifact's sha256
+        signed = (first.payload_type, first.payload, first.message_sha256)
+        if any((r.payload_type, r.payload, r.message_sha256) != signed for r in results[1:]):
             raise VerificationError("policies authenticated different payloads")
         return first
 

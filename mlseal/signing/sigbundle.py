@@ -114,6 +114,8 @@ def _message_signature(ms: dict[str, Any], source: str) -> MessageSignature:
         raise VerificationError(f"{source}: messageSignature is not valid base64") from None
     if len(digest) != 32:
         raise VerificationError(f"{source}: messageDigest has {len(digest)} bytes, expected 32")
+    if not sig:
+        raise VerificationError(f"{source}: messageSignature has no signature")
     return MessageSignature(digest.hex(), sig)
 
 
