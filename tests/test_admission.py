@@ -154,7 +154,7 @@ def test_ledger_unreachable_denies(admission_world: AdmissionWorld) -> None:
             raise AssertionError
 
         def size(self) -> int:
-            return 0
+            return len(self.producers_of(""))
 
     d = decide(isvc(admission_world.models["good"]), admission_world.policy, ledger=Down())
     assert not d.allowed and d.codes == (Reason.LEDGER_UNAVAILABLE,)
@@ -333,45 +333,3 @@ def test_decision_cache_is_bounded_and_expires() -> None:
     assert off.get("a") is None
 
 
-def test_cache_only_path_never_reads_the_ledger(admission_world: AdmissionWorld) -> None:
-    from mlseal.admission.webhook import AdmissionController
-    from tests.fixtures_admission import review
-
-    opened: list[int] = []
-
-    def factory() -> Any:
-        opened.append(1)
-        return open_ledger(admission_world.ledger_url, create=False)
-
-    c = AdmissionController(admission_world.policy, ledger_factory=factory)
-    body = json.dumps(review(isvc(admission_world.models["good"]))).encode()
-    assert c.review(body, cached_only=True) is None  # no head known yet: must go to a worker
-    assert opened == []
-    status, out = c.review(body)
-    assert status == 200 and out["response"]["allowed"] is True and opened == [1]
-    cached = c.review(body, cached_only=True)
-    assert cached is not None and cached[1]["response"]["allowed"] is True
-    # requests that need no ledger are answered on the cache-only path
-    bad = c.review(b"not json", cached_only=True)
-    assert bad is not None and bad[0] == 400
-
-
-def test_verified_record_cache_never_hides_tampering(tmp_path: Path) -> None:
-    from mlseal.admission.webhook import AdmissionController, DecisionCache
-    from tests.fixtures_admission import make_world, resign_entry, review, tamper_metrics
-
-    w = make_world(tmp_path)
-    c = AdmissionController(w.policy, ledger_factory=lambda: open_ledger(w.ledger_url, create=False),
-                            cache=DecisionCache(0))
-    body = json.dumps(review(isvc(w.models["good"]))).encode()
-    assert c.review(body)[1]["response"]["allowed"] is True
-    assert len(c.verified) >= 4  # the lineage's records are now known-good
-    assert c.review(body)[1]["response"]["allowed"] is True
-    tamper_metrics(w.ledger_url, w.models["good"].seqs["evaluate"], accuracy=0.1)
-    out = c.review(body)[1]["response"]
-    assert out["allowed"] is False and "ledger tampering" in out["status"]["message"]
-    body = json.dumps(review(isvc(w.models["lowacc"]))).encode()
-    assert "accuracy = 0.52" in c.review(body)[1]["response"]["status"]["message"]
-    resign_entry(w.ledger_url, w.models["lowacc"].seqs["train"], w.signer, params={"n_estimators": 99})
-    out = c.review(body)[1]["response"]
-    assert out["allowed"] is False and "prev" in out["status"]["message"]

@@ -32,8 +32,9 @@ from typing import Any, Protocol
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason
 from mlseal.admission.engine import apply_mode, check_model
-from mlseal.admission.manifest import ManifestError, ModelRef, model_ref, redact_uri
-from mlseal.admission.policy import Policy, Rules, Unannotated
+from mlseal.admission.manifest import ManifestError, ModelRef, redact_uri
+from mlseal.admission.policy import Policy, Rules
+from mlseal.admission.workload import WorkloadDenied, workload_model
 from mlseal.errors import Error
 from mlseal.ledger._dsn import redact_text
 from mlseal.ledger.verified import VerifiedView, ViewFailed
@@ -375,15 +376,13 @@ class AdmissionController:
             # An object being deleted only loses finalizers; blocking that would hang deletion.
             return Decision.allow(), None, False
         try:
-            ref = model_ref(obj)
+            ref = workload_model(obj, rules)  # whole-workload policy first (pure, no ledger)
+        except WorkloadDenied as exc:
+            return apply_mode(exc.findings, rules), None, False
         except ManifestError as exc:
             return apply_mode([Finding(Reason.MALFORMED, str(exc))], rules), None, False
         if ref is None:
-            if rules.unannotated_workloads is Unannotated.DENY:
-                return apply_mode([Finding(Reason.NO_MODEL, (
-                    "the workload names no model (no mlseal.dev/model-sha256 annotation) and this namespace "
-                    "admits model workloads only; add the annotations"))], rules), None, False
-            return Decision.allow(), None, False
+            return Decision.allow(), None, False  # serves no model, and the rules admit that
         decision, hit = self._decide_model(ref, rules)
         return decision, ref, hit
 
