@@ -29,8 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mlseal._uris import redact_uri
 from mlseal.admission.decision import Decision, Finding, Reason
-from mlseal.admission.manifest import ModelRef, redact_uri
+from mlseal.admission.manifest import ModelRef
 from mlseal.admission.policy import Mode, Policy, Rules
 from mlseal.admission.workload import check_workload
 from mlseal.errors import InfrastructureError, VerificationError

@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from mlseal._uris import redact_uri
 from mlseal.errors import VerificationError
 from mlseal.ledger.record import Sha256Hex, is_sha256_hex
 
@@ -66,17 +66,6 @@ class ModelRef:
     uri: str | None
     #: the field path the URI came from (for reasons a person can act on)
     where: str
-
-
-def redact_uri(uri: str) -> str:
-    """Drop credentials and query strings a URI may carry, before it is logged or shown."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable uri>"
-    netloc = parts.netloc.rpartition("@")[2]
-    query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _typed(v: object, t: type, where: str, what: str) -> Any:

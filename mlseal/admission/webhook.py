@@ -29,10 +29,11 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mlseal._uris import redact_uri
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason
 from mlseal.admission.engine import apply_mode, check_model
-from mlseal.admission.manifest import ManifestError, ModelRef, redact_uri
+from mlseal.admission.manifest import ManifestError, ModelRef
 from mlseal.admission.policy import Policy, Rules
 from mlseal.admission.workload import WorkloadDenied, workload_model
 from mlseal.errors import Error

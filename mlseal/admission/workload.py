@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlseal._uris import redact_uri
 from mlseal.admission.decision import Finding, Reason
 from mlseal.admission.manifest import (
     _PREDICTOR_NON_MODEL,
@@ -63,7 +64,6 @@ from mlseal.admission.manifest import (
     container,
     containers_of,
     model_ref,
-    redact_uri,
     volumes_of,
     workload,
 )

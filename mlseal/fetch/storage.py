@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlseal._uris import redact_uri
 from mlseal.errors import ConfigurationError, VerificationError
 
 #: where KServe mounts a ``pvc://`` source claim in the storage initializer
@@ -83,16 +84,6 @@ class Fetched:
     head: bytes
 
 
-def shown_uri(uri: str) -> str:
-    """The URI without user info, query string or fragment (never a credential in a message)."""
-    try:
-        p = urlsplit(uri)
-    except ValueError:
-        return "<unparseable uri>"
-    netloc = p.netloc.rpartition("@")[2]
-    return f"{p.scheme}://{netloc}{p.path}" if p.scheme else p.path
-
-
 def _s3_options() -> dict[str, Any]:
     opts: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -124,7 +115,9 @@ def _filesystem(protocol: str, **options: Any) -> Any:
 
 def _check_relative(path: str, uri: str) -> None:
     if any(part in ("..",) for part in PurePosixPath(path).parts):
-        raise ConfigurationError(f"storage URI {shown_uri(uri)!r} holds a '..' path component; name the model directly")
+        raise ConfigurationError(
+            f"storage URI {redact_uri(uri)!r} holds a '..' path component; name the model directly"
+        )
 
 
 def parse_source(uri: str, *, pvc_root: str | None = None) -> Source:
@@ -138,7 +131,7 @@ def parse_source(uri: str, *, pvc_root: str | None = None) -> Source:
     except ValueError:
         raise ConfigurationError("SRC is not a parseable storage URI") from None
     scheme = p.scheme.lower()
-    shown = shown_uri(uri)
+    shown = redact_uri(uri)
     if scheme not in _SCHEMES:
         raise ConfigurationError(
             f"storage URI {shown!r}: scheme {scheme or '(none)'!r} is not supported; "
