@@ -155,7 +155,7 @@ def test_unchecked_trace_refuses_a_record_stored_at_another_seq(
         lin = trace(led, d("2"), None)
     assert not lin.ok
     assert [(p.seq, p.kind) for p in lin.problems] == [(0, "signature")]
-    assert "record stored at 0 says seq 1" in lin.problems[0].detail
+    assert "entry stored at 0 holds record seq 1" in lin.problems[0].detail
 
 
 def test_unchecked_trace_takes_only_earlier_producers(sqlite_url: str, ledger_signer: LocalKeySigner) -> None:
