@@ -46,6 +46,15 @@ FORMS = [
          ("HunterKw3",)),
     Form("keyword-oauth-secret", "host=127.0.0.1 port=1 oauth_client_secret=HunterKw4 dbname=ledgerdb",
          ("HunterKw4",)),
+    # parameters written with another separator (ADO.NET/JDBC habits): libpq reads
+    # "127.0.0.1;password=…" as the host, and the message would show it
+    Form("keyword-semicolons", "host=127.0.0.1;password=HunterSep1;dbname=ledgerdb port=1", ("HunterSep1",),
+         ("127.0.0.1",)),
+    Form("keyword-commas", "host=127.0.0.1,password=HunterSep2 port=1 dbname=ledgerdb", ("HunterSep2",)),
+    Form("keyword-in-user", "host=127.0.0.1 port=1 user=ledger_ro;Password=HunterSep3 dbname=ledgerdb",
+         ("HunterSep3",)),
+    Form("keyword-in-options", "host=127.0.0.1 port=1 options='-c password=HunterSep4' dbname=ledgerdb",
+         ("HunterSep4",)),
     Form("uri-userinfo", "postgresql://ledger_ro:HunterUri1@127.0.0.1:1/ledgerdb", ("HunterUri1",)),
     Form("uri-percent-encoded", "postgresql://ledger_ro:Hunter%40Uri%2F2%20x@127.0.0.1:1/ledgerdb",
          ("Hunter", "Uri%2F2", "Uri/2")),
@@ -114,6 +123,9 @@ def test_redact_dsn_hides_every_form(form: Form) -> None:
     ("host=db user=app password=x dbname=ledger sslmode=verify-full",
      "host=db user=app password=*** dbname=ledger sslmode=verify-full"),
     ("host = db  password = 'a b'  dbname=ledger", "host=db password=*** dbname=ledger"),
+    ("host=h1,h2 port=1,2 options='-c search_path=x' dbname=ledger",
+     "host=h1,h2 port=1,2 options='-c search_path=x' dbname=ledger"),
+    ("host=db;password=x;dbname=ledger", "host=db;***"),
     ("postgresql://h/db?frobnicate=zz", "postgresql://h/db?frobnicate=***"),  # unknown key: hidden
     ("postgresql://h/db?%7Ez=zz", "postgresql://h/db?***"),
     ("postgresql:user:pw@host", "postgresql:***"),

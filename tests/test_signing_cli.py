@@ -90,6 +90,30 @@ def test_trust_file_keyless_entry_needs_identity_and_issuer(tmp_path: Path) -> N
         load_trust(trust)
 
 
+def test_key_material_where_a_path_belongs_is_never_echoed(
+    signing_key: KeyFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$MLSEAL_SIGNING_KEY set to the PEM itself (a common slip in a Secret-to-env mapping):
+    the refusal says so and prints no part of the key, from the library, the stages and the CLI."""
+    from mlseal.stage import stage_signer
+
+    pem = signing_key.private.read_text()
+    body = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    monkeypatch.setenv("MLSEAL_SIGNING_KEY", pem)
+    with pytest.raises(ConfigurationError, match="holds key material, not a path") as lib:
+        resolve_signer()
+    with pytest.raises(ConfigurationError, match="holds key material, not a path") as stage:
+        stage_signer({"MLSEAL_SIGNING_KEY": pem, "MLSEAL_DEV_SECRETS": str(signing_key.private.parent)}, "train")
+    target = signing_key.private.parent / "m.bin"
+    target.write_bytes(b"m")
+    assert main(["sign", str(target)]) != 0
+    shown = str(lib.value) + str(stage.value) + "".join(capsys.readouterr())
+    assert "holds key material" in shown
+    for line in body:
+        assert line not in shown
+        assert line[:16] not in shown
+
+
 def test_resolve_signer_sources(signing_key: KeyFiles, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLSEAL_SIGNING_KEY", raising=False)
     assert resolve_signer(key=str(signing_key.private)).key_id == signing_key.signer.key_id

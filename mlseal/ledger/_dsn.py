@@ -329,7 +329,14 @@ def _parse_keywords(dsn: str) -> _Parsed:
                     value.append(dsn[i])
                     i += 1
         raw, text = dsn[vstart:i], "".join(value)
-        if closed and key in SAFE_KEYS:
+        if closed and key in SAFE_KEYS and (cut := _smuggled(key, raw)) is not None:
+            # another separator's parameters inside a harmless one's value
+            # (``host=h;password=pw``, ``host=h,password=pw``): libpq reads them as part of
+            # the value, a person meant a password; show only what comes before them
+            shown.append(f"{key}={raw[:cut]}{MASK}")
+            visible |= {key, raw[:cut].rstrip(",;")}
+            secrets += [raw[cut:], text, raw]
+        elif closed and key in SAFE_KEYS:
             shown.append(f"{key}={raw}")
             visible |= {key, raw, text}
         else:
@@ -344,6 +351,23 @@ def _parse_keywords(dsn: str) -> _Parsed:
             break
     display = " ".join(shown) + (_HIDDEN_REST if malformed else "")
     return _Parsed(display.strip(), _nonempty(secrets), frozenset(v for v in visible if v))
+
+
+_SMUGGLED = re.compile(r"[,;]\s*[^\s,;=]+\s*=")
+_SECRET_WORD = re.compile(r"(?i)passw|secret|token")
+
+
+def _smuggled(key: str, raw: str) -> int | None:
+    """Where, in the value ``raw`` of the harmless keyword ``key``, a hidden part starts:
+    at a ``,``/``;``-separated ``name=`` (a parameter written with another separator),
+    or, for ``options`` (which legitimately holds ``-c name=value``), at the start when it
+    names a password, secret or token; None when all of it can be shown."""
+    if key == "options":
+        return 0 if _SECRET_WORD.search(raw) or _SMUGGLED.search(raw) else None
+    m = _SMUGGLED.search(raw)
+    if m is not None:
+        return m.start() + 1
+    return 0 if "=" in raw else None
 
 
 def _nonempty(values: list[str]) -> tuple[str, ...]:

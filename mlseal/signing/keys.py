@@ -84,6 +84,14 @@ class PublicKeyVerifier:
 
 
 def _read(path: str | os.PathLike[str]) -> bytes:
+    text = os.fspath(path)
+    if ("-----BEGIN" in text or "\n" in text or len(text) > 4096):
+        # The key itself where its path belongs (e.g. $MLSEAL_SIGNING_KEY set to the PEM):
+        # never echo it.
+        raise ConfigurationError(
+            "a key file setting holds key material, not a path: write the PEM to a file "
+            "(mode 0600) and give its path"
+        )
     try:
         return Path(path).read_bytes()
     except OSError as exc:
