@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlseal.admission import load_policy
 from mlseal.ledger import open_ledger
@@ -122,14 +123,19 @@ def test_healthz_and_metrics(webhook: RunningWebhook, admission_world: Admission
     conn.close()
     status, body = webhook.request("GET", "/metrics")
     assert status == 200
-    text = body.decode()
-    line = next(x for x in text.splitlines()
-                if x.startswith('mlseal_admission_decisions_total{result="denied",reason="gate_failed"}'))
-    assert float(line.split()[-1]) >= before + 3
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}  # the Prometheus parser
+    assert families["mlseal_admission_decisions"].type == "counter"
+    denied = [s.value for s in families["mlseal_admission_decisions"].samples
+              if s.name == "mlseal_admission_decisions_total"
+              and s.labels == {"result": "denied", "reason": "gate_failed"}]
+    assert denied and denied[0] >= before + 3
     assert webhook.controller.metrics.cache.value("hit") >= hits + 2
-    assert 'mlseal_admission_decision_duration_seconds_bucket{le="+Inf"}' in text
-    assert "# TYPE mlseal_admission_decision_duration_seconds histogram" in text
-    assert "mlseal_admission_decision_duration_seconds_count" in text
+    latency = families["mlseal_admission_decision_duration_seconds"]
+    assert latency.type == "histogram"
+    samples = {(s.name, s.labels.get("le")): s.value for s in latency.samples}
+    assert samples[("mlseal_admission_decision_duration_seconds_bucket", "+Inf")] == samples[
+        ("mlseal_admission_decision_duration_seconds_count", None)] >= 3
+    assert "process_resident_memory_bytes" in families  # the process collector
 
 
 def test_cache_follows_the_ledger_head(webhook: RunningWebhook, admission_world: AdmissionWorld) -> None:

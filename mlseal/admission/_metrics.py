@@ -1,102 +1,71 @@
-"""A few Prometheus metrics in the text exposition format (version 0.0.4), thread-safe.
+"""The webhook's Prometheus metrics, through ``prometheus-client`` with an app-local registry.
 
-Small on purpose: counters with labels and one histogram are all the webhook exports,
-and writing them here keeps the server free of a global metrics registry.
+Each `WebhookMetrics` owns its registry (no process-global state: two webhooks in one
+process, as in the tests, count separately). `render` is the exposition ``/metrics`` serves.
+The names are a contract with dashboards and alerts (docs/admission.md, "Metrics"):
+
+- ``mlseal_admission_decisions_total{result, reason}``: decisions by result (``allowed``,
+  ``denied``, ``warned``) and reason code (``none`` when there is none);
+- ``mlseal_admission_decision_duration_seconds``: histogram, body received to response ready;
+- ``mlseal_admission_cache_total{outcome}``: decision cache lookups that hit;
+- ``mlseal_admission_tls_reloads_total{outcome}``: serving certificate reloads (``ok``, ``failed``);
+- ``process_*``: the webhook process's CPU, memory and open files.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
 from collections.abc import Sequence
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.exposition import generate_latest
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "LabelledCounter", "WebhookMetrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: seconds; the API server gives a webhook at most timeoutSeconds (5 s here)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class LabelledCounter:
+    """A counter addressed by its label values in order, readable back (for tests and
+    health checks) from the same registry the exposition renders."""
 
+    def __init__(self, registry: CollectorRegistry, name: str, help_text: str, labels: Sequence[str]) -> None:
+        self._counter = Counter(name, help_text, tuple(labels), registry=registry)
+        self._registry = registry
+        self._sample = name if name.endswith("_total") else name + "_total"
+        self._labels = tuple(labels)
 
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
-
-
-class Counter:
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.labels = name, help_text, tuple(labels)
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, *label_values: str, by: float = 1.0) -> None:
-        with self._lock:
-            self._values[label_values] = self._values.get(label_values, 0.0) + by
+    def inc(self, *label_values: str) -> None:
+        self._counter.labels(*label_values).inc()
 
     def value(self, *label_values: str) -> float:
-        with self._lock:
-            return self._values.get(label_values, 0.0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        out += [f"{self.name}{_labels(self.labels, k)} {v:g}" for k, v in items]
-        return out
-
-
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = tuple(sorted(buckets))
-        self._counts = [0] * (len(self.buckets) + 1)
-        self._sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe(self, value: float) -> None:
-        i = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            self._counts[i] += 1
-            self._sum += value
-
-    def render(self) -> list[str]:
-        with self._lock:
-            counts, total = list(self._counts), self._sum
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        running = 0
-        for bound, c in zip(self.buckets, counts, strict=False):
-            running += c
-            out.append(f'{self.name}_bucket{{le="{bound:g}"}} {running}')
-        running += counts[-1]
-        out.append(f'{self.name}_bucket{{le="+Inf"}} {running}')
-        out.append(f"{self.name}_sum {total:.6f}")
-        out.append(f"{self.name}_count {running}")
-        return out
+        got = self._registry.get_sample_value(self._sample, dict(zip(self._labels, label_values, strict=True)))
+        return got or 0.0
 
 
 class WebhookMetrics:
     """Everything /metrics shows."""
 
     def __init__(self) -> None:
-        self.decisions = Counter(
-            "mlseal_admission_decisions_total",
-            "Admission decisions by result (allowed, denied, warned) and reason code.",
-            ("result", "reason"),
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = LabelledCounter(
+            self.registry, "mlseal_admission_decisions_total",
+            "Admission decisions by result (allowed, denied, warned) and reason code.", ("result", "reason"),
         )
         self.latency = Histogram(
-            "mlseal_admission_decision_duration_seconds",
-            "Time from request body received to response ready.",
+            "mlseal_admission_decision_duration_seconds", "Time from request body received to response ready.",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self.cache = Counter("mlseal_admission_cache_total", "Decision cache lookups by outcome.", ("outcome",))
-        self.tls_reloads = Counter(
-            "mlseal_admission_tls_reloads_total", "Serving certificate reloads by outcome.", ("outcome",)
+        self.cache = LabelledCounter(
+            self.registry, "mlseal_admission_cache_total", "Decision cache lookups by outcome.", ("outcome",)
         )
+        self.tls_reloads = LabelledCounter(
+            self.registry, "mlseal_admission_tls_reloads_total", "Serving certificate reloads by outcome.",
+            ("outcome",),
+        )
+        ProcessCollector(registry=self.registry)
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for m in (self.decisions, self.latency, self.cache, self.tls_reloads):
-            lines += m.render()
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -413,7 +413,7 @@ def create_app(
         return JSONResponse({"status": "verifying the ledger"}, status_code=503)
 
     async def metrics(request: Request) -> Response:
-        return Response(controller.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(controller.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def follow(stop: threading.Event) -> None:
         while True:
