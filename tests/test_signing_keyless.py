@@ -15,9 +15,9 @@ import pytest
 from mlseal.cli import main
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing.bundle import sign_path, verify_path
-from mlseal.signing.keyless import KeylessSigner
+from mlseal.signing.keyless import IdentityPolicy, KeylessSigner
 from mlseal.signing.keys import LocalKeySigner
-from mlseal.signing.policy import AnyOf, IdentityPolicy, KeyPolicy, policy_from_trust
+from mlseal.signing.policy import AnyOf, KeyPolicy, policy_from_trust
 from mlseal.signing.trust import load_trust
 
 IDENTITY = "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"

@@ -16,9 +16,9 @@ import pytest
 from mlseal.cli import main
 from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.signing.bundle import sign_path, verify_path
-from mlseal.signing.keyless import KeylessSigner
+from mlseal.signing.keyless import IdentityPolicy, KeylessSigner
 from mlseal.signing.keys import LocalKeySigner
-from mlseal.signing.policy import IdentityPolicy, KeyPolicy
+from mlseal.signing.policy import KeyPolicy
 from mlseal.signing.trust import load_trust
 from tests.fixtures_signing import SigstoreInstance, make_identity_token
 

@@ -15,8 +15,9 @@ import pytest
 
 from mlseal.errors import VerificationError
 from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.keyless import IdentityPolicy
 from mlseal.signing.keys import LocalKeySigner
-from mlseal.signing.policy import AllOf, IdentityPolicy, UnsafeNoSignatureCheck
+from mlseal.signing.policy import AllOf, UnsafeNoSignatureCheck
 from mlseal.signing.trust import load_trust
 from tests.fixtures_signing import KeyFiles
 

@@ -31,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mlseal.errors import ConfigurationError, VerificationError
+    from mlseal.signing.authenticated import BundlePolicy
     from mlseal.signing.bundle import verify_path
+    from mlseal.signing.keyless import IdentityPolicy
     from mlseal.signing.keys import PublicKeyVerifier
-    from mlseal.signing.policy import BundlePolicy, IdentityPolicy, KeyPolicy, policy_from_trust
+    from mlseal.signing.policy import KeyPolicy, policy_from_trust
     from mlseal.signing.trust import load_trust
 
     policy: BundlePolicy

@@ -12,7 +12,7 @@ from typing import Any
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from mlseal.components._image import IMAGE
+from mlseal.image import IMAGE
 from mlseal.kfp import sealed_component
 
 __all__ = ["COMPONENTS", "IMAGE", "anonymize", "deploy", "encrypt", "evaluate", "ingest", "train", "validate"]

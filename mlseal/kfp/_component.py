@@ -253,7 +253,7 @@ def sealed_component(
         wrapper = namespace[fn.__name__]
         wrapper.__module__ = fn.__module__
         wrapper.__qualname__ = fn.__qualname__
-        from mlseal.components._image import IMAGE
+        from mlseal.image import IMAGE
 
         component = dsl.component(
             wrapper,

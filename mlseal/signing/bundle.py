@@ -29,15 +29,11 @@ from typing import Protocol, runtime_checkable
 from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing import dsse, oms
+from mlseal.signing.authenticated import BundlePolicy, SignedBy
 from mlseal.signing.digest import Manifest, manifest_of
 from mlseal.signing.digest import _check_kind as check_kind
 from mlseal.signing.keys import PublicKeyVerifier, Signer, public_pem
-from mlseal.signing.policy import (
-    BundlePolicy,
-    KeyPolicy,
-    SignedBy,
-    policy_from_trust,
-)
+from mlseal.signing.policy import KeyPolicy, policy_from_trust
 from mlseal.signing.sigbundle import SigstoreBundle, key_bundle_bytes, parse_bundle
 from mlseal.signing.trust import TrustRoot
 

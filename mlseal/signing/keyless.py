@@ -22,14 +22,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
-from mlseal.signing.policy import Authenticated, SignedBy
+from mlseal.signing.authenticated import Authenticated, SignedBy
 from mlseal.signing.sigbundle import SigstoreBundle
 
-if TYPE_CHECKING:
-    from mlseal.signing.policy import IdentityPolicy
+__all__ = ["IdentityPolicy", "KeylessSigner", "verify_bundle"]
 
 _log = logging.getLogger(__name__)
 
@@ -77,6 +76,25 @@ def _load_trusted_root(path: Path | None, staging: bool, _mtime: int) -> Any:
         return TrustedRoot.from_file(str(path))
     except Exception as exc:  # sigstore raises pydantic/protobuf errors of many kinds
         raise ConfigurationError(f"Sigstore trusted root {path} is not valid: {exc}") from None
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    """Accepts a keyless bundle: Fulcio certificate for `identity` from `issuer`,
+    chained to `trusted_root`, with a Rekor entry (verified offline from the bundle).
+
+    `trusted_root` is a Sigstore trusted_root.json (a private instance) or None for the
+    public-good production root that sigstore-python ships.
+    """
+
+    identity: str
+    issuer: str
+    name: str = ""
+    trusted_root: Path | None = None
+    staging: bool = False
+
+    def verify(self, bundle: SigstoreBundle) -> Authenticated:
+        return verify_bundle(bundle, self)
 
 
 def verify_bundle(bundle: SigstoreBundle, policy: IdentityPolicy) -> Authenticated:

@@ -21,49 +21,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing import dsse
+from mlseal.signing.authenticated import Authenticated, BundlePolicy, SignedBy
+from mlseal.signing.keyless import IdentityPolicy
 from mlseal.signing.keys import PublicKeyVerifier, public_pem
 from mlseal.signing.sigbundle import SigstoreBundle, key_hint
 from mlseal.signing.trust import TrustRoot
 
+__all__ = ["AllOf", "AnyOf", "KeyPolicy", "UnsafeNoSignatureCheck", "policy_from_trust"]
+
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SignedBy:
-    """Who signed: a trusted key (`key_id`) or a keyless identity (`identity`, `issuer`)."""
-
-    name: str
-    key_id: str | None = None
-    identity: str | None = None
-    issuer: str | None = None
-
-    def __str__(self) -> str:
-        if self.identity:
-            return f"{self.name} ({self.identity} via {self.issuer})"
-        return f"{self.name} (key {self.key_id[:16] if self.key_id else '?'}…)"
-
-
-@dataclass(frozen=True)
-class Authenticated:
-    """What a bundle whose signature a policy accepted signs: a DSSE payload, or (for a
-    plain Sigstore message signature, no DSSE) the sha256 of one artifact."""
-
-    payload_type: str
-    payload: bytes
-    signer: SignedBy
-    message_sha256: str | None = None
-
-
-@runtime_checkable
-class BundlePolicy(Protocol):
-    def verify(self, bundle: SigstoreBundle) -> Authenticated:
-        """Return what the bundle signs if this policy accepts its signer; else raise."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -93,27 +62,6 @@ class KeyPolicy:
                 continue
             return Authenticated(env.payload_type, env.payload, SignedBy(name=who, key_id=self.verifier.key_id))
         raise VerificationError(f"bundle signature does not verify with key {who} (tampered, or another key)")
-
-
-@dataclass(frozen=True)
-class IdentityPolicy:
-    """Accepts a keyless bundle: Fulcio certificate for `identity` from `issuer`,
-    chained to `trusted_root`, with a Rekor entry (verified offline from the bundle).
-
-    `trusted_root` is a Sigstore trusted_root.json (a private instance) or None for the
-    public-good production root that sigstore-python ships.
-    """
-
-    identity: str
-    issuer: str
-    name: str = ""
-    trusted_root: Path | None = None
-    staging: bool = False
-
-    def verify(self, bundle: SigstoreBundle) -> Authenticated:
-        from mlseal.signing.keyless import verify_bundle
-
-        return verify_bundle(bundle, self)
 
 
 @dataclass(frozen=True)
