@@ -22,6 +22,7 @@ envelope-encrypted with Transit data keys (`mlseal.secrets.envelope`).
 
 from __future__ import annotations
 
+from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY
 from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.secrets.errors import (
     KeyTypeError,
@@ -34,7 +35,7 @@ from mlseal.secrets.errors import (
     VaultTLSError,
     VaultUnavailable,
 )
-from mlseal.secrets.source import DATA_KEY, SIGNING_KEY, SecretSource, open_secret_source
+from mlseal.secrets.source import SecretSource, open_secret_source
 
 __all__ = [
     "DATA_KEY",

@@ -29,11 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
+from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY, kv_path
 from mlseal.secrets._paths import key_name as _key_name
-from mlseal.secrets._paths import kv_path
 from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.secrets.errors import SecretNotFound
-from mlseal.secrets.source import DATA_KEY, SIGNING_KEY
 from mlseal.signing.keys import LocalKeySigner
 
 log = logging.getLogger("mlseal.secrets")

@@ -1,4 +1,5 @@
-"""KV path rules shared by both sources: every mlseal secret lives under ``mlseal/``."""
+"""Names shared by both sources: every mlseal secret lives under ``mlseal/``; the default
+Transit keys."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import re
 from mlseal.errors import ConfigurationError
 
 PREFIX = "mlseal/"
+#: the default Transit signing key and data key names
+SIGNING_KEY = "mlseal-signing"
+DATA_KEY = "mlseal-data"
 _SEGMENT = re.compile(r"^[A-Za-z0-9._@=+-]+$")
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 

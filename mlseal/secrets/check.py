@@ -36,7 +36,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlseal.errors import Error
-from mlseal.secrets.source import DATA_KEY, SIGNING_KEY, SecretSource
+from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY
+from mlseal.secrets.source import SecretSource
 
 PROBE = b"mlseal vault check probe"
 

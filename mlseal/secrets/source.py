@@ -21,14 +21,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY
 from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.signing.keys import Signer
 
 log = logging.getLogger("mlseal.secrets")
 
 DEFAULT_DEV_DIR = Path(".mlseal/secrets")
-SIGNING_KEY = "mlseal-signing"
-DATA_KEY = "mlseal-data"
 
 
 @runtime_checkable
