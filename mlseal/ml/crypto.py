@@ -31,8 +31,8 @@ from typing import cast
 
 from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError
-from mlseal.secrets import DATA_KEY, SecretSource, envelope
-from mlseal.secrets._values import DataKey, Secret
+from mlseal.secrets import DATA_KEY, DataKey, SecretSource, envelope
+from mlseal.sensitive import Secret
 
 #: Blobs start with the envelope's magic bytes (use `blob.startswith(MAGIC)` to detect them).
 MAGIC = envelope.MAGIC

@@ -23,7 +23,6 @@ envelope-encrypted with Transit data keys (`mlseal.secrets.envelope`).
 from __future__ import annotations
 
 from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY
-from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.secrets.errors import (
     KeyTypeError,
     SecretNotFound,
@@ -36,6 +35,8 @@ from mlseal.secrets.errors import (
     VaultUnavailable,
 )
 from mlseal.secrets.source import SecretSource, open_secret_source
+from mlseal.secrets.values import DataKey, KVSecret
+from mlseal.sensitive import Secret
 
 __all__ = [
     "DATA_KEY",

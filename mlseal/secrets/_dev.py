@@ -31,8 +31,9 @@ from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY, kv_path
 from mlseal.secrets._paths import key_name as _key_name
-from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.secrets.errors import SecretNotFound
+from mlseal.secrets.values import DataKey, KVSecret
+from mlseal.sensitive import Secret
 from mlseal.signing.keys import LocalKeySigner
 
 log = logging.getLogger("mlseal.secrets")

@@ -24,10 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlseal.errors import ConfigurationError
 from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY, kv_path
 from mlseal.secrets._paths import key_name as _key_name
-from mlseal.secrets._values import DataKey, KVSecret, Secret
 from mlseal.secrets._vault_config import VaultConfig
 from mlseal.secrets._vault_session import VaultSession, data_block
 from mlseal.secrets.errors import KeyTypeError, SecretNotFound, VaultRequestRefused, VaultResponseError
+from mlseal.secrets.values import DataKey, KVSecret
+from mlseal.sensitive import Secret
 from mlseal.signing.keys import KeyId, load_public_key
 from mlseal.signing.keys import key_id as _key_id
 

@@ -29,7 +29,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from mlseal.errors import ConfigurationError
-from mlseal.secrets._values import Secret
+from mlseal.sensitive import Secret
 
 log = logging.getLogger("mlseal.secrets")
 

@@ -33,8 +33,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mlseal.errors import VerificationError
-from mlseal.secrets._values import DataKey
 from mlseal.secrets.source import SecretSource
+from mlseal.secrets.values import DataKey
 
 MAGIC = b"MLSEALENV"
 VERSION = 1

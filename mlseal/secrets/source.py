@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY
-from mlseal.secrets._values import DataKey, KVSecret, Secret
+from mlseal.secrets.values import DataKey, KVSecret
+from mlseal.sensitive import Secret
 from mlseal.signing.keys import Signer
 
 log = logging.getLogger("mlseal.secrets")

@@ -25,26 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
+from mlseal.sensitive import Secret
 from mlseal.signing.authenticated import Authenticated, SignedBy
 from mlseal.signing.sigbundle import SigstoreBundle
 
 __all__ = ["IdentityPolicy", "KeylessSigner", "verify_bundle"]
 
 _log = logging.getLogger(__name__)
-
-
-class _Token:
-    """An OIDC identity token; `repr` never shows it (it is a bearer credential)."""
-
-    def __init__(self, value: str, source: str) -> None:
-        self._value = value
-        self.source = source
-
-    def __repr__(self) -> str:
-        return f"_Token('***', source={self.source!r})"
-
-    def reveal(self) -> str:
-        return self._value
 
 
 def _trusted_root(path: Path | None, staging: bool) -> Any:
@@ -150,7 +137,8 @@ class KeylessSigner:
     trust_config: Path | None = None
     staging: bool = False
 
-    def _token(self) -> _Token:
+    def _token(self) -> tuple[Secret[str], str]:
+        """The OIDC identity token (a bearer credential) and where it came from."""
         if self.identity_token_file is not None:
             try:
                 value = self.identity_token_file.read_text().strip()
@@ -160,7 +148,7 @@ class KeylessSigner:
                 ) from None
             if not value:
                 raise ConfigurationError(f"identity token file {self.identity_token_file} is empty")
-            return _Token(value, str(self.identity_token_file))
+            return Secret(value), str(self.identity_token_file)
         env_file = os.environ.get("MLSEAL_OIDC_TOKEN_FILE")
         if env_file:
             return KeylessSigner(Path(env_file), self.trust_config, self.staging)._token()
@@ -176,7 +164,7 @@ class KeylessSigner:
                 "keyless signing needs an OIDC identity token: pass --identity-token FILE, set "
                 "MLSEAL_OIDC_TOKEN_FILE, or run where an ambient credential is available"
             )
-        return _Token(found, "ambient credential")
+        return Secret(found), "ambient credential"
 
     def _trust_config(self) -> Any:
         from sigstore.models import ClientTrustConfig
@@ -195,11 +183,11 @@ class KeylessSigner:
         from sigstore.oidc import IdentityToken
         from sigstore.sign import SigningContext
 
-        token = self._token()
+        token, source = self._token()
         try:
             identity = IdentityToken(token.reveal())
         except Exception as exc:
-            raise ConfigurationError(f"identity token from {token.source} is not a valid OIDC JWT: {exc}") from None
+            raise ConfigurationError(f"identity token from {source} is not a valid OIDC JWT: {exc}") from None
         ctx = SigningContext.from_trust_config(self._trust_config())
         try:
             with ctx.signer(identity) as signer:

@@ -1,8 +1,10 @@
-"""Value types handed out by secret sources: `Secret`, `KVSecret`, `DataKey`.
+"""`Secret`: a value that does not show itself.
 
 A `Secret` hides its value from ``repr``/``str``/f-strings/logging; reading it is an
 explicit `.reveal()`, so a value reaches a log only if someone writes ``.reveal()`` next
-to a log call.
+to a log call. It sits at the bottom of the package (it imports nothing of mlseal), so
+every layer (signing's OIDC tokens, the secret sources, the stages) holds credentials in
+the same wrapper.
 
     >>> s = Secret("hunter2")
     >>> s, f"{s}"
@@ -14,9 +16,9 @@ to a log call.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, NoReturn
+
+__all__ = ["Secret"]
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -76,31 +78,3 @@ class Secret(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._value)
-
-
-@dataclass(frozen=True)
-class KVSecret:
-    """One version of a KV v2 secret: what a ledger records is ``path`` + ``version``."""
-
-    path: str
-    version: int
-    data: Mapping[str, Secret] = field(repr=False)
-
-    def __repr__(self) -> str:
-        return f"KVSecret(path={self.path!r}, version={self.version}, keys={sorted(self.data)!r})"
-
-    def ref(self) -> dict[str, Any]:
-        """The reference a ledger record stores (DESIGN.md ``secrets[{path, version}]``)."""
-        return {"path": self.path, "version": self.version}
-
-
-@dataclass(frozen=True)
-class DataKey:
-    """A fresh data-encryption key: use ``plaintext`` once, store only ``wrapped``."""
-
-    plaintext: Secret[bytes] = field(repr=False)
-    wrapped: str
-    key_name: str = "mlseal-data"
-
-    def __repr__(self) -> str:
-        return f"DataKey(key_name={self.key_name!r}, wrapped={self.wrapped[:16]!r}…)"
