@@ -10,8 +10,8 @@ import pytest
 
 from mlseal.cli import main
 from mlseal.errors import ConfigurationError
+from mlseal.secrets.signer import resolve_signer
 from mlseal.signing.keys import LocalKeySigner
-from mlseal.signing.signers import resolve_signer
 from tests.fixtures_signing import KeyFiles, make_key
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from mlseal.cli import main
 from mlseal.errors import VerificationError
+from mlseal.secrets.signer import resolve_signer
 from mlseal.signing.bundle import sign_path, verify_path
 from mlseal.signing.keys import PublicKeyVerifier
-from mlseal.signing.signers import resolve_signer
 from tests.fixtures_vault import VaultHarness
 
 pytestmark = pytest.mark.vault_real

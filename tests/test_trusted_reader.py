@@ -17,6 +17,7 @@ from mlseal.ledger import open_ledger, trusted
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.lineage import trace
 from mlseal.ledger.record import Component, InputRef, Record, RecordDraft, Status
+from mlseal.ledger.recordcache import VerifiedRecords
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
@@ -165,7 +166,7 @@ def test_shared_cache_still_fills_and_is_reused(tmp_path: Path) -> None:
         model = build_lineage(led, signer, "m")
         build_lineage(led, signer, "tail")
         policy = load_policy(tmp_path / "policy.yaml")
-        cache = trusted.VerifiedRecords()
+        cache = VerifiedRecords()
         parsed: list[bytes] = []
 
         def parse(data: bytes, trust: TrustRoot) -> Record:

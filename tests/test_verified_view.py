@@ -21,7 +21,8 @@ from mlseal.errors import VerificationError
 from mlseal.ledger import Ledger, open_ledger
 from mlseal.ledger.checkpoint import Checkpoint, sign_checkpoint
 from mlseal.ledger.record import Component, InputRef, RecordDraft, Status
-from mlseal.ledger.trusted import TrustedReader, VerifiedRecords
+from mlseal.ledger.recordcache import VerifiedRecords
+from mlseal.ledger.trusted import TrustedReader
 from mlseal.ledger.verified import FORKED, ROLLED_BACK, TAMPERED, VerifiedView, ViewFailed
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot

@@ -394,16 +394,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _resolve_signer(key: str | None, vault_transit: str | None) -> Any:
-    try:
-        from mlseal.signing.signers import resolve_signer
-    except ImportError:
-        from mlseal.signing.keys import LocalKeySigner
+    from mlseal.secrets.signer import resolve_signer
 
-        if key is None:
-            from mlseal.errors import ConfigurationError
-
-            raise ConfigurationError("--vault-transit is not available in this build") from None
-        return LocalKeySigner.from_file(key)
     return resolve_signer(key=key, vault_transit=vault_transit)
 
 

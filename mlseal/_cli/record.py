@@ -261,7 +261,7 @@ def _signer(args: argparse.Namespace) -> Signer:
     """As in a stage: `--key` / `--vault-transit`, else the stage's own identity from the
     environment (`MLSEAL_SIGNING_KEY`, or Transit `MLSEAL_VAULT_TRANSIT_KEY` /
     ``mlseal-signing-<stage>`` in Vault or the dev store `MLSEAL_DEV_SECRETS` names)."""
-    from mlseal.signing.signers import resolve_signer
+    from mlseal.secrets.signer import resolve_signer
     from mlseal.stage import stage_signer
 
     if args.key or args.vault_transit:

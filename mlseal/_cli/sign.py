@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.identity_token or args.trust_config or args.staging:
             raise ConfigurationError("--identity-token, --trust-config and --staging need --keyless")
-        from mlseal.signing.signers import resolve_signer
+        from mlseal.secrets.signer import resolve_signer
 
         signer = resolve_signer(key=args.key, vault_transit=args.vault_transit)
     out = sign_path(args.path, signer, out=args.out, allow_symlinks=args.allow_symlinks, shard_size=args.shard_size)

@@ -36,9 +36,10 @@ from mlseal.admission.policy import Mode, Policy, Rules
 from mlseal.admission.workload import check_workload
 from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.ledger._dsn import redact_text
+from mlseal.ledger.entry import UntrustedSigner
 from mlseal.ledger.record import Record, Status
-from mlseal.ledger.trusted import TooManyRecords, TrustedReader, UntrustedSigner
-from mlseal.ledger.trusted import VerifiedRecords as VerifiedRecords  # re-exported: webhook, server
+from mlseal.ledger.recordcache import VerifiedRecords as VerifiedRecords  # re-exported: webhook, server
+from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.ledger.verified import ViewFailed
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot

@@ -23,7 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlseal.errors import VerificationError
@@ -35,6 +37,7 @@ from mlseal.ledger.record import (
     RecordDraft,
     RecordFormatError,
     SignerRef,
+    is_sha256_hex,
 )
 from mlseal.signing import dsse
 from mlseal.signing.keys import KeyId, Signer
@@ -223,3 +226,45 @@ def parse_entry(data: bytes, trust: TrustRoot) -> Record:
     if why is not None:
         raise VerificationError(f"record {record.seq} ({record.stage}): {why}")
     return record
+
+
+class UntrustedSigner(VerificationError):
+    """The entry is signed, but by nobody the trust file names."""
+
+
+def verify_entry(seq: int, data: bytes, trust: TrustRoot | None, *,
+                 parse: Callable[[bytes, TrustRoot], Record] = parse_entry) -> Record:
+    """Step 1 of the selection rule for the entry stored at `seq`: its record, verified.
+
+    Signed by a key the trust file lists (else `UntrustedSigner`), under that key's grant,
+    canonical (`parse`, default `parse_entry`), and holding the seq it is stored at.
+    ``trust=None`` reads the record without checking its signature (display only).
+    """
+    if trust is None:
+        rec = record_of(data)
+    else:
+        part = split_entry(data)
+        if part.keyid not in trust.signers:
+            raise UntrustedSigner(
+                f"entry {seq} is signed by key {part.keyid[:16]}…, which the trust file does not list"
+            )
+        try:
+            rec = parse(data, trust)
+        except VerificationError as exc:
+            raise VerificationError(f"entry {seq}: {exc}") from None
+    if rec.seq != seq:
+        raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
+    return rec
+
+
+def prev_of(entry: bytes) -> str:
+    """The `prev` field of an entry's record, read without building the whole record."""
+    try:
+        obj = json.loads(split_entry(entry).payload)
+    except ValueError:
+        raise VerificationError("its successor's payload is not JSON") from None
+    prev = obj.get("prev") if isinstance(obj, dict) else None
+    if not is_sha256_hex(prev):
+        raise VerificationError("its successor's record has no valid prev hash")
+    assert isinstance(prev, str)
+    return prev

@@ -51,21 +51,16 @@ candidates is refused with `TooManyRecords` rather than tying up the caller.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
-from mlseal.ledger.entry import parse_entry, record_of, split_entry
-from mlseal.ledger.record import Record, Status, is_sha256_hex
+from mlseal.ledger.entry import UntrustedSigner, parse_entry
+from mlseal.ledger.record import Record, Status
+from mlseal.ledger.recordcache import SHARED, VerifiedRecords
+from mlseal.ledger.verified import VerifiedView, trust_key
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
-
-if TYPE_CHECKING:
-    from mlseal.ledger.verified import VerifiedView
 
 #: candidate records examined per question (per digest); more is refused
 MAX_CANDIDATES = 1_000
@@ -73,10 +68,6 @@ MAX_CANDIDATES = 1_000
 
 def _short(h: str) -> str:
     return h[:16] + "…"
-
-
-class UntrustedSigner(VerificationError):
-    """The entry is signed, but by nobody the trust file names."""
 
 
 class TooManyRecords(VerificationError):
@@ -108,71 +99,6 @@ class Answer:
     candidates: tuple[int, ...]
 
 
-class VerifiedRecords:
-    """Records already verified, keyed by the SHA-256 of their exact entry bytes.
-
-    The same bytes under the same trusted keys verify the same way, so views of one
-    ledger built one after another in a process (a stage checking several inputs) check
-    each signature once. The key holds the trust, the seq and the SHA-256 of the entry's
-    exact bytes: changed bytes are a miss. Hash links are checked by every view anew.
-    Bounded (least recently used goes first) and thread-safe.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[tuple[Any, ...], Record] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> Record | None:
-        with self._lock:
-            rec = self._items.get(key)
-            if rec is not None:
-                self._items.move_to_end(key)
-            return rec
-
-    def put(self, key: tuple[Any, ...], rec: Record) -> None:
-        if self._max <= 0:
-            return
-        with self._lock:
-            self._items[key] = rec
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def verify_entry(seq: int, data: bytes, trust: TrustRoot | None, *,
-                 parse: Callable[[bytes, TrustRoot], Record] = parse_entry) -> Record:
-    """Step 1 of the selection rule for the entry stored at `seq`: its record, verified.
-
-    Signed by a key the trust file lists (else `UntrustedSigner`), under that key's grant,
-    canonical (`parse`, default `parse_entry`), and holding the seq it is stored at.
-    ``trust=None`` reads the record without checking its signature (display only).
-    """
-    if trust is None:
-        rec = record_of(data)
-    else:
-        part = split_entry(data)
-        if part.keyid not in trust.signers:
-            raise UntrustedSigner(
-                f"entry {seq} is signed by key {_short(part.keyid)}, which the trust file does not list"
-            )
-        try:
-            rec = parse(data, trust)
-        except VerificationError as exc:
-            raise VerificationError(f"entry {seq}: {exc}") from None
-    if rec.seq != seq:
-        raise VerificationError(f"entry stored at {seq} holds record seq {rec.seq}: entries were moved")
-    return rec
-
-
-#: records verified by views that readers built in this process, so that a stage checking
-#: several inputs, or a caller asking many questions of one ledger, checks each signature
-#: once (the entries are still read, hashed and hash-linked by every view)
-SHARED = VerifiedRecords(100_000)
-
-
 class TrustedReader:
     """Applies the module's selection rule to a verified view of one ledger.
 
@@ -194,8 +120,6 @@ class TrustedReader:
         parse: Callable[[bytes, TrustRoot], Record] = parse_entry,
         max_candidates: int | None = None,
     ) -> None:
-        from mlseal.ledger.verified import VerifiedView, trust_key
-
         self._source = view
         self._trust = trust
         self._verified = verified
@@ -210,8 +134,6 @@ class TrustedReader:
     def view(self) -> VerifiedView:
         """The verified view the answers come from (built on first use)."""
         if self._view is None:
-            from mlseal.ledger.verified import VerifiedView
-
             verified = self._verified if self._verified is not None else SHARED
             self._view = VerifiedView(self._source, self._trust, parse=self._parse, verified=verified)
         return self._view
@@ -271,16 +193,3 @@ class TrustedReader:
     def latest_evaluation(self, sha: str) -> Answer:
         """`newest_about(sha, stage="evaluate")`: a newer failed evaluation supersedes a pass."""
         return self.newest_about(sha, stage="evaluate")
-
-
-def prev_of(entry: bytes) -> str:
-    """The `prev` field of an entry's record, read without building the whole record."""
-    try:
-        obj = json.loads(split_entry(entry).payload)
-    except ValueError:
-        raise VerificationError("its successor's payload is not JSON") from None
-    prev = obj.get("prev") if isinstance(obj, dict) else None
-    if not is_sha256_hex(prev):
-        raise VerificationError("its successor's record has no valid prev hash")
-    assert isinstance(prev, str)
-    return prev

@@ -6,7 +6,7 @@ write the database can delete one index row and hide a newer failed evaluation. 
 `VerifiedView` never reads them to decide. It reads every entry once and builds its own
 state from the entries alone:
 
-- each entry is verified as `mlseal.ledger.trusted.verify_entry` does (signature by a key
+- each entry is verified as `mlseal.ledger.entry.verify_entry` does (signature by a key
   the trust file lists, under that key's grant, canonical record, stored at the seq it
   claims); an entry whose successor's ``prev`` is not its SHA-256 was altered after it
   was appended. Entries that fail are kept as their error, so a decision that meets one
@@ -70,12 +70,12 @@ from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
 from mlseal.ledger import merkle
-from mlseal.ledger.entry import parse_entry, record_of, split_entry
+from mlseal.ledger.entry import parse_entry, prev_of, record_of, split_entry, verify_entry
 from mlseal.ledger.record import ZERO_HASH, Record
 from mlseal.signing.trust import TrustRoot
 
 if TYPE_CHECKING:
-    from mlseal.ledger.trusted import VerifiedRecords
+    from mlseal.ledger.recordcache import VerifiedRecords
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,6 @@ class VerifiedView:
 
     def _verify(self, seq: int, data: bytes) -> tuple[Record | VerificationError, str | None]:
         """(the verified record or why not, the entry's prev as stored)."""
-        from mlseal.ledger.trusted import prev_of, verify_entry
-
         try:
             part = split_entry(data)
             self._sigs.append(part.sig)

@@ -20,7 +20,10 @@ from __future__ import annotations
 import os
 
 from mlseal.errors import ConfigurationError
+from mlseal.secrets.source import open_secret_source
 from mlseal.signing.keys import LocalKeySigner, Signer
+
+__all__ = ["SIGNING_KEY_ENV", "resolve_signer"]
 
 SIGNING_KEY_ENV = "MLSEAL_SIGNING_KEY"
 
@@ -29,8 +32,6 @@ def resolve_signer(*, key: str | None = None, vault_transit: str | None = None) 
     if key and vault_transit:
         raise ConfigurationError("pass either --key or --vault-transit, not both")
     if vault_transit:
-        from mlseal.secrets import open_secret_source
-
         source = open_secret_source()
         if source.kind != "vault":
             # Asked for Vault explicitly: a silent fall-back to a local dev key would break
