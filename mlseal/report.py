@@ -1,7 +1,8 @@
 """A self-contained HTML lineage report: raw data → … → deployment manifest.
 
-The report shows one run's chain of ledger records as an inline SVG graph (one node per
-stage, edges labelled with the artifact digests that link them) followed by a card per
+The report shows one run's chain of ledger records: a table of every evaluation gate
+(metric, threshold, observed value, pass or FAIL), an inline SVG graph (one node per
+stage, edges labelled with the artifact digests that link them), then a card per
 stage: digests of inputs and outputs, signer, metrics, and the secrets it used by path
 and version. It has no external assets (no scripts, fonts, images or stylesheets from
 elsewhere), so it opens offline and can be archived with an audit.
@@ -22,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlseal.errors import ConfigurationError
+from mlseal.gates import parse_gates
 from mlseal.ledger.record import Record, Status
 
 _NODE_W = 124
@@ -165,6 +168,8 @@ svg .node.src rect,svg .node.dst rect{fill:#f1f8e9;stroke:#558b2f}
 svg .t1{font:600 13px system-ui,sans-serif;text-anchor:middle;fill:#0d47a1}
 svg .t2{font:11px ui-monospace,monospace;text-anchor:middle;fill:#37474f}
 svg .edge{stroke:#455a64;stroke-width:1.5;fill:none}
+tr.gate.pass td:last-child{color:#1b5e20;font-weight:600}tr.gate.fail td:last-child{color:#b71c1c;font-weight:700}
+tr.gate.fail{background:#ffebee}
 .card{background:#fff;border:1px solid #dde;border-radius:8px;padding:10px 16px;margin:10px 0}
 .card h3{margin:4px 0 8px;font-size:15px}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 8px;border-bottom:1px solid #eee;
@@ -206,6 +211,33 @@ def _card(r: Record) -> str:
     )
 
 
+def _gates(chain: Sequence[Record]) -> str:
+    """Each evaluation's gates at a glance: metric, threshold, observed value, pass or FAIL
+    (judged by `mlseal.gates`, as the evaluate stage and admission judge them)."""
+    rows: list[str] = []
+    for r in chain:
+        if "gates" not in r.params:
+            continue
+        where = f"#{r.seq} {_node_label(r)}"
+        try:
+            gates = parse_gates(r.params["gates"])
+        except ConfigurationError as exc:
+            rows.append(f'<tr class="gate fail"><td>{_e(where)}</td><td colspan="4">unreadable gates: {_e(exc)}'
+                        '</td><td>FAIL</td></tr>')
+            continue
+        for g in sorted(gates, key=lambda g: g.metric):
+            value = r.metrics.get(g.metric)
+            verdict = "pass" if g.met_by(value) else "FAIL"
+            threshold = g.describe()[len(g.metric) + 1:]
+            shown = "missing" if value is None else f"{value:.4g}"
+            rows.append(f'<tr class="gate {verdict.lower()}"><td>{_e(where)}</td><td>{_e(g.metric)}</td>'
+                        f"<td>{_e(threshold)}</td><td>{_e(shown)}</td><td>{verdict}</td></tr>")
+    if not rows:
+        return ""
+    head = "<tr><th>record</th><th>metric</th><th>threshold</th><th>value</th><th>verdict</th></tr>"
+    return f'<h2>Gates</h2><div class="summary"><table id="gates">{head}{"".join(rows)}</table></div>'
+
+
 def _param_text(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     return text if len(text) <= 200 else text[:200] + "…"
@@ -231,7 +263,7 @@ def render_report(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_e(title)}</h1><p class=\"{ok_class}\">{_e(stages)}</p>"
-        f'<div class="summary">{_kv_table(header)}</div>'
+        f'<div class="summary">{_kv_table(header)}</div>{_gates(chain)}'
         f'<h2>Lineage</h2><div class="graph">{render_svg(chain, source=source, manifest=manifest)}</div>'
         f"<h2>Stages</h2>{''.join(_card(r) for r in chain)}"
         "</body></html>\n"

@@ -49,6 +49,35 @@ def test_report_escapes_and_shows_secrets_by_reference() -> None:
     assert re.findall(r"https?://[^\"' ]+", html) == ["http://www.w3.org/2000/svg"]
 
 
+def gate_rows(html: str) -> list[tuple[str, str, str, str, str]]:
+    """(record, metric, threshold, value, verdict) for each row of the report's gate table."""
+    table = re.search(r'<table id="gates">(.*?)</table>', html, re.S)
+    assert table is not None, "no gate table"
+    rows = re.findall(r'<tr class="gate (\w+)"><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>',
+                      table.group(1))
+    for verdict_class, *_, verdict in rows:
+        assert verdict.lower() == verdict_class  # the colour and the word agree
+    return [tuple(r[1:]) for r in rows]  # type: ignore[misc]
+
+
+def test_report_shows_each_gate_threshold_value_and_verdict() -> None:
+    gates = {"accuracy": {"min": 0.9}, "mia_advantage": {"max": 0.2}, "loss": {"min": 0.05, "max": 0.35},
+             "robust_accuracy": {"min": 0.7}}
+    recs = [_rec(0, "train", "train"),
+            _rec(1, "evaluate", "evaluate", (0,), params={"gates": gates},
+                 metrics={"accuracy": 0.95, "mia_advantage": 0.31, "loss": 0.2})]
+    html = render_report(recs)
+    assert gate_rows(html) == [
+        ("#1 evaluate", "accuracy", "&gt;= 0.9", "0.95", "pass"),
+        ("#1 evaluate", "loss", "&gt;= 0.05 and &lt;= 0.35", "0.2", "pass"),
+        ("#1 evaluate", "mia_advantage", "&lt;= 0.2", "0.31", "FAIL"),
+        ("#1 evaluate", "robust_accuracy", "&gt;= 0.7", "missing", "FAIL"),
+    ]
+    # a gate spec the library cannot read is shown as such, not hidden
+    bad = render_report([_rec(0, "evaluate", "evaluate", params={"gates": {"accuracy": 0.9}})])
+    assert "unreadable gates" in bad and "bare number" in bad
+
+
 def test_svg_places_every_node_and_edge() -> None:
     recs = [_rec(0, "ingest", "reference"), _rec(1, "ingest", "ingest"), _rec(2, "process", "validate", (0, 1)),
             _rec(3, "deploy", "deploy", (2,))]
