@@ -171,7 +171,7 @@ def _prepare(wd: Workdir, env: Mapping[str, str], progress: Progress, gates: Map
     progress(f"secrets: {src.describe()}")
     if src.kind == "vault":
         # Vault keys are provisioned by an operator: fail now, with the fix, not mid-run.
-        from mlseal.components._steps import DEFAULT_HMAC_KEY_PATH
+        from mlseal.components.steps import DEFAULT_HMAC_KEY_PATH
 
         src.ensure_key(DEFAULT_HMAC_KEY_PATH)
     signers = {kind: src.transit_signer(signing_key_name(kind)) for kind in STAGE_KINDS}

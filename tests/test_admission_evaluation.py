@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from mlseal.admission import decide, load_policy
-from mlseal.components import _steps as s
+from mlseal.components import steps as s
 from mlseal.ml import serving
 from mlseal.signing.digest import digest_path
 from tests.fixtures_pipeline import SealedEnv

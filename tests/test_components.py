@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlseal.components import COMPONENTS
-from mlseal.components import _steps as s
+from mlseal.components import steps as s
 from mlseal.components.compile import (
     YAML_DIR,
     SecretLiteralError,

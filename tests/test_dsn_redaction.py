@@ -24,7 +24,7 @@ import pytest
 from mlseal.admission import load_policy
 from mlseal.errors import ConfigurationError, Error, InfrastructureError
 from mlseal.ledger import open_ledger, redact_url
-from mlseal.ledger._dsn import redact_dsn, redact_text, scrub
+from mlseal.ledger.dsn import redact_dsn, redact_text, scrub
 from tests.fixtures_admission import AdmissionWorld, RunningWebhook, isvc, review, write_policy
 
 

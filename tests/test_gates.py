@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from mlseal.admission import decide, load_policy, parse_policy
 from mlseal.admission.engine import _check_gates
-from mlseal.components import _steps as s
+from mlseal.components import steps as s
 from mlseal.errors import ConfigurationError, PolicyDenied
 from mlseal.ledger import open_ledger
 from mlseal.ledger.record import Component, Record, SignerRef

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlseal.components import _steps as s
+from mlseal.components import steps as s
 from mlseal.ledger import open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ml import data

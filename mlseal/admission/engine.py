@@ -35,7 +35,7 @@ from mlseal.admission.manifest import ModelRef
 from mlseal.admission.policy import Mode, Policy, Rules
 from mlseal.admission.workload import check_workload
 from mlseal.errors import InfrastructureError, VerificationError
-from mlseal.ledger._dsn import redact_text
+from mlseal.ledger.dsn import redact_text
 from mlseal.ledger.entry import UntrustedSigner
 from mlseal.ledger.record import Record, Status
 from mlseal.ledger.recordcache import VerifiedRecords as VerifiedRecords  # re-exported: webhook, server

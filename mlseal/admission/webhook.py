@@ -37,7 +37,7 @@ from mlseal.admission.manifest import ManifestError, ModelRef
 from mlseal.admission.policy import Policy, Rules
 from mlseal.admission.workload import WorkloadDenied, workload_model
 from mlseal.errors import Error
-from mlseal.ledger._dsn import redact_text
+from mlseal.ledger.dsn import redact_text
 from mlseal.ledger.verified import VerifiedView, ViewFailed
 from mlseal.ledger.view import LedgerReader
 

@@ -12,7 +12,7 @@ Import them into your own pipeline, or use `mlseal.pipelines.reference` as is:
     ['anonymize', 'deploy', 'encrypt', 'evaluate', 'ingest', 'train', 'validate']
 
 Each body is a few lines: it imports `mlseal.components._kfp_io` and calls the tested
-step in `mlseal.components._steps`. Secrets are parameters only as references (a Vault
+step in `mlseal.components.steps`. Secrets are parameters only as references (a Vault
 KV path ending in ``_path``, a Transit key ending in ``_name``), and
 `mlseal.components.compile.check_no_secret_literals` refuses a compiled spec where a
 secret-like parameter carries a literal value. The stage's services (ledger URL, trust

@@ -1,7 +1,7 @@
 """The built-in KFP components, each a `mlseal.kfp.sealed_component` (imported lazily).
 
 Inside a running task KFP sets `_KFP_RUNTIME=true`, where `kfp.dsl.component` does not
-exist; so the task-side code (`_kfp_io`, `_steps`, `mlseal.kfp._task`) never imports
+exist; so the task-side code (`_kfp_io`, `steps`, `mlseal.kfp._task`) never imports
 this module. Each body only hands its artifacts to the tested step: the stage is already
 open and the inputs verified when it runs.
 """

@@ -3,7 +3,7 @@
 Each built-in component is a `mlseal.kfp.sealed_component`: by the time its body runs,
 the stage is open and every input artifact has been verified. The body calls
 `step("train", data=..., model=..., ...)`, which hands the KFP artifacts to the step
-in `mlseal.components._steps` as `ArtifactIn` / `ArtifactOut` together with the open
+in `mlseal.components.steps` as `ArtifactIn` / `ArtifactOut` together with the open
 stage; the step writes its outputs through the stage, and the sealed component's runtime
 signs them, appends the record and puts digest, seq and bundle into each output
 artifact's metadata.
@@ -23,7 +23,7 @@ def _is_artifact(value: Any) -> bool:
 
 def step(name: str, **arguments: Any) -> None:
     """Run built-in step `name` inside the running sealed component's stage."""
-    from mlseal.components._steps import STEPS, ArtifactIn, ArtifactOut
+    from mlseal.components.steps import STEPS, ArtifactIn, ArtifactOut
     from mlseal.kfp._task import artifact_uri, current_stage, input_ref
 
     st = current_stage()

@@ -458,7 +458,7 @@ def _provenance(src: Source, bsrc: Source, sha: str, policy: Policy,
     try:
         led_cm = open_ledger(policy.resolve_ledger_url(), create=False)
     except InfrastructureError as exc:
-        from mlseal.ledger._dsn import redact_text
+        from mlseal.ledger.dsn import redact_text
 
         raise VerificationError(f"the ledger could not be read ({redact_text(str(exc))}); the model is not fetched") \
             from None

@@ -69,7 +69,7 @@ class Services:
     image: str | None = None
 
     def __post_init__(self) -> None:
-        from mlseal.ledger._dsn import secrets_of
+        from mlseal.ledger.dsn import secrets_of
         from mlseal.secrets.refs import secret_literal_kind
 
         if "@" in self.ledger_url.split("//", 1)[-1].split("/", 1)[0] or secrets_of(self.ledger_url):

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
 from mlseal.ledger import merkle
-from mlseal.ledger._dsn import is_keyword_dsn, redact_dsn
 from mlseal.ledger._store import ROLE_INPUT, ROLE_OUTPUT, Prepared, Store
+from mlseal.ledger.dsn import is_keyword_dsn, redact_dsn
 from mlseal.ledger.entry import RecordTemplate
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import Record, RecordDraft, SignerRef, is_sha256_hex
@@ -91,7 +91,7 @@ def redact_url(url: str) -> str:
     """The URL or libpq DSN with every possible secret hidden, for messages.
 
     One redaction for every form (URI userinfo and query, keyword/value strings,
-    malformed input): see `mlseal.ledger._dsn`. SQLite URLs are shown as given.
+    malformed input): see `mlseal.ledger.dsn`. SQLite URLs are shown as given.
     """
     return redact_dsn(url)
 

@@ -16,8 +16,8 @@ The tables live in the connection's current schema; pick one with the libpq URI
 option ``options=-csearch_path%3Dmyschema``.
 
 Messages never carry the DSN's secrets: they name the ledger by its redacted form
-(`mlseal.ledger._dsn.redact_dsn`), psycopg's error texts (libpq echoes fragments of a
-malformed DSN, even the whole URI) pass through `mlseal.ledger._dsn.scrub`, psycopg's
+(`mlseal.ledger.dsn.redact_dsn`), psycopg's error texts (libpq echoes fragments of a
+malformed DSN, even the whole URI) pass through `mlseal.ledger.dsn.scrub`, psycopg's
 own log records are scrubbed while this module connects, and a DSN whose host or port
 holds what must be part of an unencoded password is refused before it reaches DNS.
 """
@@ -38,7 +38,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
-from mlseal.ledger._dsn import redact_text, scrub
 from mlseal.ledger._sqlite import check_meta
 from mlseal.ledger._store import (
     CHECKPOINTS_SINCE,
@@ -53,6 +52,7 @@ from mlseal.ledger._store import (
     Prepared,
     batched_entries,
 )
+from mlseal.ledger.dsn import redact_text, scrub
 from mlseal.ledger.merkle import HASH_SIZE, Coord
 from mlseal.ledger.record import ZERO_HASH
 

@@ -5,8 +5,8 @@ its secrets come by reference, its outputs are signed and one ledger record is
 appended. The KFP components (`mlseal.components`) only translate KFP artifacts into
 `ArtifactIn` / `ArtifactOut` and call these.
 
-    >>> from mlseal.components import _steps
-    >>> sorted(_steps.STEPS)
+    >>> from mlseal.components import steps
+    >>> sorted(steps.STEPS)
     ['anonymize', 'deploy', 'encrypt', 'evaluate', 'ingest', 'train', 'validate']
 """
 
