@@ -5,7 +5,7 @@ Each subcommand lives in its own module under `mlseal._cli` and exposes
 imports the heavy library code only when it runs, so that `mlseal digest` on a large
 file starts in milliseconds.
 
-Exit codes (DESIGN.md): 0 ok, 1 verification failed or policy denied, 2 usage,
+Exit codes (docs/design.md#exit-codes): 0 ok, 1 verification failed or policy denied, 2 usage,
 configuration or environment error. Only mlseal's own errors are caught here; a bug
 keeps its traceback.
 """

@@ -4,7 +4,7 @@ The demo makes a dataset from data shipped with scikit-learn plus synthetic iden
 columns, runs `mlseal.pipelines.reference` with KFP's local runner
 (`SubprocessRunner(use_venv=False)`: each stage is a real KFP task in its own process),
 verifies the ledger including every artifact's bytes, and writes the workdir laid out in
-DESIGN.md:
+docs/design.md#the-demo-workdir:
 
     DIR/ledger.db        the ledger (SQLite)
     DIR/artifacts/       every artifact and its .sig bundle (KFP's pipeline root)

@@ -20,7 +20,7 @@ from __future__ import annotations
 class Error(Exception):
     """Root of every error mlseal raises on purpose."""
 
-    #: CLI exit code for this kind of error (DESIGN.md: 1 verification, 2 config/env).
+    #: CLI exit code for this kind of error (docs/design.md#exit-codes: 1 verification, 2 config/env).
     exit_code = 2
 
 

@@ -1,4 +1,4 @@
-"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency|witness` (DESIGN.md, "CLI").
+"""`mlseal ledger init|verify|log|trace|prove|checkpoint|consistency|witness` (docs/design.md#cli-reference).
 
 Thin: parse, call `mlseal.ledger`, print. Machine output (``--json``) on stdout, human
 text on stderr, the verdict in the exit code (0 ok, 1 verification failed, 2 usage or

@@ -1,6 +1,6 @@
 """The webhook's HTTP side: a Starlette app served by uvicorn over TLS only.
 
-Endpoints (DESIGN.md, "Admission"): ``POST /validate`` (AdmissionReview v1 in and out),
+Endpoints (docs/design.md#the-webhooks-http-interface): ``POST /validate`` (AdmissionReview v1 in and out),
 ``GET /healthz`` (liveness), ``GET /readyz`` (200 once the verified ledger view is
 built), ``GET /metrics`` (Prometheus text). One background thread keeps the
 controller's verified view of the ledger up to date (every 0.1 s); a decision reads

@@ -6,7 +6,7 @@ entry) and ``time``, signs the canonical record with the appender's key, and sto
 exact entry bytes. The entries are also the leaves of an RFC 9162 Merkle tree, so
 inclusion and consistency can be proved in O(log n).
 
-The URL selects the storage backend (DESIGN.md, "Ledger"):
+The URL selects the storage backend (docs/design.md#storage-verification-lineage):
 
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (the default is
   ``sqlite:///.mlseal/ledger.db``, or ``$MLSEAL_LEDGER``);

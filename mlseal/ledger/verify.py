@@ -1,6 +1,6 @@
 """Ledger verification: a pure core (entry bytes in, verdict out) and a thin driver.
 
-`verify_entries` checks, for every entry, in this order (DESIGN.md, "ledger verify"):
+`verify_entries` checks, for every entry, in this order (docs/design.md#storage-verification-lineage):
 
 1. the entry is a DSSE record envelope whose signature verifies with a signer in the
    trust file, and its payload is exactly the RFC 8785 encoding of the record it

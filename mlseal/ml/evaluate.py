@@ -35,7 +35,7 @@ from mlseal.ml.model import LinearModel
 from mlseal.ml.table import Table
 from mlseal.ml.train import DEFAULT_EPSILON
 
-#: The gates DESIGN.md's example policy sets; the demo model meets them at DEFAULT_EPSILON.
+#: The example policy's gates (docs/design.md#admission-policy-file); the demo model meets them at DEFAULT_EPSILON.
 DEFAULT_GATES: Mapping[str, Mapping[str, float]] = {"accuracy": {"min": 0.90}, "robust_accuracy": {"min": 0.70}}
 
 

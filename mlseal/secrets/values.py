@@ -26,7 +26,7 @@ class KVSecret:
         return f"KVSecret(path={self.path!r}, version={self.version}, keys={sorted(self.data)!r})"
 
     def ref(self) -> dict[str, Any]:
-        """The reference a ledger record stores (DESIGN.md ``secrets[{path, version}]``)."""
+        """The reference a ledger record stores (docs/design.md#record-fields-v1 ``secrets[{path, version}]``)."""
         return {"path": self.path, "version": self.version}
 
 
