@@ -90,6 +90,31 @@ def test_trust_file_keyless_entry_needs_identity_and_issuer(tmp_path: Path) -> N
         load_trust(trust)
 
 
+@pytest.mark.parametrize(("text", "named"), [
+    # a typo for `stages` would leave the key allowed to sign every stage
+    ("signers:\n  - name: train\n    public_key: k.pub.pem\n    stage: [train]\n",
+     "signers[0] (train): unknown key 'stage'"),
+    # a typo for `checkpoint_keys` would silently turn off rollback protection
+    ("signers:\n  - name: p\n    public_key: k.pub.pem\ncheckpoint_key: [k.pub.pem]\n", "unknown key 'checkpoint_key'"),
+    ("signers:\n  - name: p\n    public_key: k.pub.pem\nsigstore: {trusted_root: r.json, stagin: true}\n",
+     "sigstore: unknown key 'stagin'"),
+    ("signers:\n  - name: r\n    identity: https://ci.example/x\n    issuer: https://iss.example\n"
+     "    stages: [train]\n", "signers[0] (r): unknown key 'stages'"),
+    ("signers:\n  - name: p\n    public_key: k.pub.pem\ncheckpoint_origin: 7\n", "checkpoint_origin must be a string"),
+])
+def test_trust_file_refuses_what_it_does_not_know(tmp_path: Path, text: str, named: str) -> None:
+    """Every key of a trust file means something; one it does not know is a typo that would
+    widen trust or drop a check, so it is refused with the file, the key and the valid keys."""
+    from mlseal.signing.trust import load_trust
+
+    LocalKeySigner.generate().save(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(text)
+    with pytest.raises(ConfigurationError) as exc:
+        load_trust(trust)
+    assert named in str(exc.value) and str(trust) in str(exc.value)
+
+
 def test_key_material_where_a_path_belongs_is_never_echoed(
     signing_key: KeyFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -169,9 +169,27 @@ def load_yaml_file(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     return data
 
 
+#: every key a trust file may hold, where; any other is refused (a typo would widen trust,
+#: e.g. ``stage:`` for ``stages:``, or drop a check, e.g. ``checkpoint_key:``)
+_TOP_KEYS = ("signers", "checkpoint_keys", "checkpoint_origin", "sigstore")
+_KEY_SIGNER_KEYS = ("name", "public_key", "stages", "components", "images")
+_KEYLESS_SIGNER_KEYS = ("name", "identity", "issuer")
+_SIGSTORE_KEYS = ("trusted_root", "staging")
+
+
+def _known(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in obj if k not in allowed]
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown key {str(unknown[0])!r}; the keys here are {', '.join(allowed)} "
+            "(docs/design.md#trust-file)"
+        )
+
+
 def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
     path = Path(path)
     data = load_yaml_file(path, "trust file")
+    _known(data, _TOP_KEYS, f"trust file {path}")
     base = path.parent
     signers: dict[KeyId, PublicKeyVerifier] = {}
     grants: dict[KeyId, Grant] = {}
@@ -187,7 +205,10 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
                 raise ConfigurationError(
                     f"trust file {path}: signers[{i}] ({s['name']}) needs a public_key, or an identity and an issuer"
                 )
+            # (no grants: keyless identities sign artifact bundles, never ledger records)
+            _known(s, _KEYLESS_SIGNER_KEYS, f"trust file {path}: signers[{i}] ({s['name']})")
             continue
+        _known(s, _KEY_SIGNER_KEYS, f"trust file {path}: signers[{i}] ({s['name']})")
         if not isinstance(s["public_key"], str):
             raise ConfigurationError(f"trust file {path}: signers[{i}].public_key must be a path")
         v = PublicKeyVerifier.from_file(base / s["public_key"], name=s["name"])
@@ -214,6 +235,14 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
         isinstance(sig_cfg, dict) and isinstance(sig_cfg.get("trusted_root", ""), str)
     ):
         raise ConfigurationError(f"trust file {path}: sigstore must be a mapping with a trusted_root path")
+    if isinstance(sig_cfg, dict):
+        _known(sig_cfg, _SIGSTORE_KEYS, f"trust file {path}: sigstore")
+        if not isinstance(sig_cfg.get("staging", False), bool):
+            raise ConfigurationError(f"trust file {path}: sigstore.staging must be true or false")
+    if not isinstance(data.get("checkpoint_origin", ""), str):
+        raise ConfigurationError(
+            f"trust file {path}: checkpoint_origin must be a string, e.g. checkpoint_origin: mlseal.example/ledger"
+        )
     extra = {k: v for k, v in data.items() if k not in ("signers", "checkpoint_keys")}
     extra["signers"] = [s for s in raw_signers if isinstance(s, dict) and "public_key" not in s]
     if not signers and not extra["signers"]:
