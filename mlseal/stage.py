@@ -83,6 +83,7 @@ from mlseal.signing.keys import Signer
 
 if TYPE_CHECKING:
     from mlseal.secrets import DataKey, KVSecret, Secret, SecretSource
+    from mlseal.signing.authenticated import SignedBy
     from mlseal.signing.trust import TrustRoot
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,10 @@ def _default_sign(path: Path, signer: Signer) -> Path:
     return Path(sign_path(path, signer))
 
 
-def _default_verify(path: Path, bundle: Path, trust: TrustRoot) -> None:
+def _default_verify(path: Path, bundle: Path, trust: TrustRoot) -> SignedBy:
     from mlseal.signing.bundle import verify_path
 
-    verify_path(path, bundle, trust)
+    return verify_path(path, bundle, trust).signer
 
 
 def _default_parse_entry(data: bytes, trust: TrustRoot) -> Record:
@@ -149,7 +150,7 @@ class Sealing:
     run: RunInfo = field(default_factory=RunInfo)
     digest: Callable[[Path], str] = _default_digest
     sign_artifact: Callable[[Path, Signer], Path] = _default_sign
-    verify_artifact: Callable[[Path, Path, TrustRoot], None] = _default_verify
+    verify_artifact: Callable[[Path, Path, TrustRoot], SignedBy | None] = _default_verify
     parse_entry: Callable[[bytes, TrustRoot], Record] = _default_parse_entry
 
     @classmethod
@@ -510,8 +511,16 @@ class Stage:
                 raise VerificationError(
                     f"record {record.seq} bound bundle {out.bundle_sha256[:16]}…, found {bundle_sha[:16]}…"
                 )
-            # (4) the bundle verifies over these bytes with a trusted key
-            s.verify_artifact(path, bundle_path, s.trust)
+            # (4) the bundle verifies over these bytes with a trusted key, granted the stage
+            # that produced them (as the loader requires of a model's bundle)
+            signer = s.verify_artifact(path, bundle_path, s.trust)
+            if signer is not None and signer.key_id is not None:
+                problem = s.trust.authorization_problem(signer.key_id, record.stage)
+                if problem is not None:
+                    raise VerificationError(
+                        f"signature bundle {bundle_path} is signed by a key not granted the producing stage "
+                        f"{record.stage!r} (record {record.seq}): {problem}"
+                    )
             return VerifiedInput(name=name, path=path, sha256=sha, producer_seq=record.seq, producer=record)
         finally:
             if cleanup:

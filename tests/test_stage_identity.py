@@ -86,6 +86,38 @@ def test_stage_input_from_a_record_outside_its_signers_grant_is_refused(tmp_path
     assert train.ledger.size() == 1
 
 
+@pytest.mark.parametrize("bound", [True, False])
+def test_stage_input_bundle_signed_outside_the_producers_grant_is_refused(tmp_path: Path, bound: bool) -> None:
+    """The record is the ingest key's and holds; the artifact's bundle is the train key's.
+    A bundle signs the bytes for whoever reads them: it must come from a key granted the
+    stage that produced them, whether or not the record bound the bundle's digest (with a
+    binding, the record names the train key's bundle; without, any bundle would do)."""
+    keys, trust = _per_stage(tmp_path)
+    ingest = _sealing(tmp_path, keys["ingest"], "ingest", trust)
+    raw = tmp_path / "raw.csv"
+    raw.write_text("a\n1\n")
+    from mlseal.ledger.record import OutputRef, Sha256Hex
+    from mlseal.signing.bundle import sign_path
+    from mlseal.signing.digest import digest_path, file_sha256
+
+    bundle = Path(sign_path(raw, keys["train"]))  # a key granted train, not ingest
+    ingest.ledger.append(RecordDraft(stage="ingest", outputs=(OutputRef(
+        name="raw", uri=raw.as_uri(), sha256=Sha256Hex(digest_path(raw)),
+        bundle_sha256=Sha256Hex(file_sha256(bundle)) if bound else None),)), keys["ingest"], signer_name="ingest")
+    process = replace(ingest, signer=keys["process"], signer_name="process")
+    with (
+        pytest.raises(InputRefused, match=r"bundle .* signed by a key not granted the producing stage .ingest."),
+        Stage("process", name="p", sealing=process) as st,
+    ):
+        st.input("raw", raw)
+    assert ingest.ledger.size() == 1
+    if not bound:  # the same bytes with the ingest key's bundle are accepted
+        sign_path(raw, keys["ingest"])
+        with Stage("process", name="p", sealing=process) as st:
+            st.input("raw", raw)
+        assert ingest.ledger.size() == 2
+
+
 def test_grant_can_pin_component_digests_and_images(tmp_path: Path) -> None:
     key = LocalKeySigner.generate()
     (tmp_path / "k.pub.pem").write_bytes(public_pem(key.public_key()))
