@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "directory's manifest (each file's relative path and sha256). Directories ignore .git & co. "
         "--json also prints a directory's OMS subject digest (subject_sha256) and its files.",
     )
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="a file or a model directory")
     p.add_argument("--ignore", action="append", default=[], metavar="REL",
                    help="also ignore this path inside a directory (repeatable)")
     add_allow_symlinks(p)
