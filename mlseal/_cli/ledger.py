@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json, say
+from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_signing_key, emit_json, say
 
 if TYPE_CHECKING:
     from mlseal.ledger import Ledger
@@ -72,6 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     t.add_argument("artifact", metavar="ARTIFACT|SHA256")
     add_ledger(t)
     t.add_argument("--trust", metavar="FILE", help="check every record's signature against this trust file")
+    add_checkpoint(t)
     add_json(t)
     t.set_defaults(func=run, handler=_trace)
 
@@ -319,11 +320,28 @@ def _target_digest(text: str) -> str:
 
 def _trace(args: argparse.Namespace) -> int:
     from mlseal.ledger.lineage import trace
+    from mlseal.ledger.rollback import load_checkpoint
+    from mlseal.ledger.verified import VerifiedView, ViewFailed
 
     sha = _target_digest(args.artifact)
     trust = _trust(args.trust)
+    held = load_checkpoint(trust, path=args.checkpoint)
+    if held is not None and trust is None:
+        say(f"warning: checkpoint signature NOT checked (pass --trust FILE); the ledger must still extend the "
+            f"checkpoint from {held.source}")
     with _open(args) as led:
-        lin = trace(led, sha, trust)  # reads and verifies every entry once (a VerifiedView)
+        view = VerifiedView(led, trust)  # reads and verifies every entry once
+        try:
+            if held is not None:
+                view.require(held)
+            lin = trace(view, sha, trust)
+        except ViewFailed as exc:
+            if args.json:
+                emit_json({"sha256": sha, "ok": False, "code": exc.code, "error": str(exc),
+                           "signatures_checked": trust is not None})
+            say(f"ledger refused: {exc}; its lineage is not shown: restore the ledger from a verified copy "
+                "(`mlseal ledger verify --checkpoint`)")
+            return 1
     if args.json:
         emit_json(lin.to_json() | {"signatures_checked": trust is not None})
     if trust is None:

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -288,10 +288,12 @@ def require_included(led: CheckpointLedger, seq: int, head: Head, *, entry_sha25
 
 @dataclass(frozen=True)
 class Trusted:
-    """A checkpoint whose signature verified, with its note bytes."""
+    """A checkpoint whose signature verified, with its note bytes and, for messages, where
+    it came from (``--checkpoint FILE``, ``$MLSEAL_CHECKPOINT``, a state file)."""
 
     checkpoint: Checkpoint
     note: bytes
+    source: str = field(default="", compare=False)
 
 
 def newest_stored(led: CheckpointLedger, trust: TrustRoot, *, origin: str | None = None,
@@ -355,3 +357,4 @@ def accept(led: CheckpointLedger, trust: TrustRoot, *, known: Iterable[Trusted] 
         require_included(led, head.size - 1, head, entry_sha256=head.last_entry_hash or None)
     best = max(candidates, key=lambda t: t.checkpoint.size, default=None)
     return Accepted(best, head)
+
