@@ -14,10 +14,12 @@ what it actually verified.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -405,3 +407,108 @@ def test_webhook_refuses_to_start_with_a_state_file_it_cannot_verify(world: Worl
     with pytest.raises(VerificationError, match=rf"checkpoint state {state}.*not signed by a trusted"):
         build_server(load_policy(world.policy), cert=tmp_path / "tls" / "c.pem", key=tmp_path / "tls" / "k.pem",
                      port=0, checkpoint_state=state)
+
+
+# --- 5. ledger verify checks every stored checkpoint -----------------------------------------------
+
+def _insert(world: World, size: int, note: bytes) -> int:
+    with sqlite3.connect(world.db.path) as c:
+        cur = c.execute("INSERT INTO mlseal_checkpoints (size, note) VALUES (?, ?)", (size, note))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+
+def _verify(world: World, *extra: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
+    code = main(["ledger", "verify", "--ledger", world.url, "--trust", str(world.dir / "trust.yaml"), "--json",
+                 *extra])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def _garbage(world: World) -> dict[str, tuple[int, bytes, str]]:
+    with open_ledger(world.url, create=False) as led:
+        root3 = led.root(3)
+    body, sig = world.note.read_bytes().split(b"\n\n")
+    line = sig.decode().split(" ")
+    raw = bytearray(base64.b64decode(line[2]))
+    raw[-1] ^= 1  # the trusted key's ID, a signature that does not verify
+    line[2] = base64.b64encode(bytes(raw)).decode()
+    return {
+        "unparseable": (3, b"garbage\n", "does not parse"),
+        "wrong-signature": (world.size, body + b"\n\n" + " ".join(line).encode() + b"\n", "does not verify"),
+        "unknown-key": (3, sign_checkpoint(Checkpoint("mlseal.local/ledger", 3, root3), LocalKeySigner.generate()),
+                        "not signed by a trusted checkpoint key"),
+        "other-root": (3, sign_checkpoint(Checkpoint("mlseal.local/ledger", 3, bytes(32)), world.cp_key),
+                       "not the root of the ledger's first 3 records"),
+        "beyond-the-log": (world.size + 4, sign_checkpoint(
+            Checkpoint("mlseal.local/ledger", world.size + 4, bytes(32)), world.cp_key), "has only"),
+        "size-column-lies": (world.size + 100, sign_checkpoint(
+            Checkpoint("mlseal.local/ledger", 3, root3), world.cp_key), "size column"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["unparseable", "wrong-signature", "unknown-key", "other-root", "beyond-the-log",
+                                  "size-column-lies"])
+def test_verify_reports_a_bad_stored_checkpoint_naming_its_row(world: World, kind: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _verify(world, capsys=capsys)
+    assert code == 0 and out["ok"] is True, out
+    size, note, words = _garbage(world)[kind]
+    row = _insert(world, size, note)
+    for extra in ((), ("--checkpoint", str(world.note)), ("--checkpoint", str(world.note), "--from-checkpoint")):
+        code, out, err = _verify(world, *extra, capsys=capsys)
+        assert code == 1 and out["ok"] is False, (extra, out)
+        bad = [p for p in out["problems"] if p["kind"] == "stored_checkpoint"]
+        assert len(bad) == 1 and f"checkpoint row {row}" in bad[0]["detail"] and words in bad[0]["detail"], \
+            (extra, out["problems"])
+        assert "ledger OK" not in err and f"checkpoint row {row}" in err
+
+
+def test_verify_checks_every_stored_checkpoint_not_only_the_newest(world: World,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with open_ledger(world.url, create=False) as led:
+        n = len(led.checkpoints())
+    assert n == 2
+    # an old, small checkpoint far below the newest ones, signed by the checkpoint key, of another tree
+    row = _insert(world, 1, sign_checkpoint(Checkpoint("mlseal.local/ledger", 1, bytes(32)), world.cp_key))
+    for _ in range(70):  # more than the 64 stored checkpoints a reader looks through
+        with open_ledger(world.url, create=False) as led:
+            led.add_checkpoint(world.note.read_bytes())
+    code, out, _ = _verify(world, capsys=capsys)
+    assert code == 1 and [p["detail"].split(":")[0] for p in out["problems"]] == [f"checkpoint row {row} (size 1)"]
+
+
+def test_verify_names_what_it_checked(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _verify(world, capsys=capsys)
+    assert code == 0 and f"{world.size} records read" in err and "2 stored checkpoints" in err, err
+    # 6. from the checkpoint with nothing after it: nothing was read, and it says so
+    code, _, err = _verify(world, "--checkpoint", str(world.note), "--from-checkpoint", capsys=capsys)
+    assert code == 0, err
+    assert f"0 records after the checkpoint at size {world.size}" in err, err
+    assert "signatures" not in err.split("0 records after")[0], err
+    with open_ledger(world.url, create=False) as led:
+        _tail(led, world.signer)
+    code, _, err = _verify(world, "--checkpoint", str(world.note), "--from-checkpoint", capsys=capsys)
+    assert code == 0 and f"1 record after the checkpoint at size {world.size}" in err, err
+    assert f"records 0..{world.size - 1} not read" in err, err
+
+
+def test_every_stored_row_is_audited_on_both_backends(ledger_url: str) -> None:
+    """`checkpoint_rows` pages through every row by id (here 3 rows a page), on SQLite and PostgreSQL."""
+    from mlseal.ledger.checkpoint import audit_stored
+    from tests.fixtures_checkpoint import CHECKPOINT_KEY, RECORD_KEY, TRUST
+
+    with open_ledger(ledger_url) as led:
+        for _ in range(4):
+            led.append(RecordDraft(stage="ingest"), RECORD_KEY, signer_name="pipeline")
+        head = led.head()
+        good = [sign_checkpoint(Checkpoint("mlseal.local/ledger", n, led.root(n)), CHECKPOINT_KEY) for n in (1, 2, 4)]
+        forged = sign_checkpoint(Checkpoint("mlseal.local/ledger", 3, bytes(32)), CHECKPOINT_KEY)
+        for note in (good[0], good[1], forged, *good[2:], good[0], good[1]):
+            led.add_checkpoint(note)
+        rows = list(led.checkpoint_rows(batch=3))
+        assert [r[1] for r in rows] == [1, 2, 3, 4, 1, 2] and [r[0] for r in rows] == sorted(r[0] for r in rows)
+        checked, problems = audit_stored(led, TRUST, head.size, head.root, batch=2)
+    assert checked == 6
+    assert [(p.row, p.size) for p in problems] == [(rows[2][0], 3)], problems
+    assert "is not the root of the ledger's first 3 records" in problems[0].detail

@@ -21,6 +21,8 @@ from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_signin
 
 if TYPE_CHECKING:
     from mlseal.ledger import Ledger
+    from mlseal.ledger.checkpoint import Checkpoint
+    from mlseal.ledger.verify import Report
     from mlseal.signing.trust import TrustRoot
 
 
@@ -242,6 +244,8 @@ def _verify(args: argparse.Namespace) -> int:
                 checkpoint=checkpoint,
                 from_checkpoint=args.from_checkpoint,
                 digest_uri=digest_uri if args.artifacts else None,
+                stored_checkpoints=True,
+                origin=args.origin,
             )
             if early:
                 report = Report(
@@ -252,12 +256,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_json())
     if report.ok:
-        what = "signatures, hash chain, Merkle root, digest index, Merkle nodes"
-        if checkpoint is not None:
-            what += f", checkpoint at size {checkpoint.size}"
-        if args.artifacts:
-            what += ", artifacts"
-        say(f"ledger OK: {report.size} records ({report.checked} read); {what} verified; root {report.root.hex()}")
+        say(f"ledger OK: {_verified_text(report, checkpoint, args.from_checkpoint, args.artifacts)}")
         return 0
     say(f"ledger verification FAILED: {report.problems[0].detail}")
     for p in report.problems[1:]:
@@ -265,6 +264,28 @@ def _verify(args: argparse.Namespace) -> int:
     if report.omitted:
         say(f"  … and {report.omitted} more problems")
     return 1
+
+
+def _verified_text(report: Report, checkpoint: Checkpoint | None, from_checkpoint: bool, artifacts: bool) -> str:
+    """What a passing `ledger verify` actually checked, in words: no more than was read."""
+    what = "signatures, hash chain, Merkle root, digest index, Merkle nodes"
+    if artifacts:
+        what += ", artifacts"
+    if from_checkpoint and checkpoint is not None:
+        n = report.checked
+        records = f"{n} record{'' if n == 1 else 's'} after the checkpoint at size {checkpoint.size}"
+        skipped = (f"records 0..{checkpoint.size - 1} not read: the checkpoint's signature verified and the stored "
+                   "tree reproduces its root" if checkpoint.size else "the checkpoint pins an empty log")
+        text = (f"{records} ({skipped}); " + (f"their {what} verified" if n else "nothing new to verify"))
+    else:
+        text = f"{report.size} records read; {what}"
+        if checkpoint is not None:
+            text += f", extension of the checkpoint at size {checkpoint.size}"
+        text += " verified"
+    if report.stored_checkpoints is not None:
+        n = report.stored_checkpoints
+        text += f"; {n} stored checkpoint{'' if n == 1 else 's'} verified"
+    return f"{text}; root {report.root.hex()}"
 
 
 def _log(args: argparse.Namespace) -> int:
