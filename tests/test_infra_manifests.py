@@ -208,6 +208,21 @@ def test_webhook_paths_exist_in_its_mounts() -> None:
     assert vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "mlseal-system/mlseal-webhook"
 
 
+@pytest.mark.parametrize("path", BUILDS)
+def test_webhook_keeps_its_accepted_checkpoint_on_a_writable_volume(path: str) -> None:
+    dep = one(path, "Deployment", "mlseal-webhook")
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    args = build_parser().parse_args(c["args"])
+    assert args.checkpoint_state, "the webhook must keep the checkpoint it accepted (--checkpoint-state)"
+    state_dir = str(Path(args.checkpoint_state).parent)
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == state_dir]
+    assert not mount.get("readOnly")
+    vol = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+    assert "emptyDir" in vol or "persistentVolumeClaim" in vol
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True  # the volume is the only place it can write
+
+
 # --- Vault tokens ------------------------------------------------------------------------------
 
 def _vault_token_volume(spec: dict[str, Any], name: str) -> dict[str, Any]:

@@ -16,6 +16,14 @@ def add_ledger(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", metavar="URL", help="ledger URL (default: $MLSEAL_LEDGER or sqlite:///.mlseal/ledger.db)")
 
 
+def add_checkpoint(p: argparse.ArgumentParser, what: str = "the ledger") -> None:
+    p.add_argument(
+        "--checkpoint", metavar="FILE",
+        help=f"a signed checkpoint accepted before: {what} must extend it, else it is refused as rolled back or "
+        "forked (default: $MLSEAL_CHECKPOINT, the note's text if it spans lines, else a file's path)",
+    )
+
+
 def add_policy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, metavar="FILE", help="admission policy (policy.yaml)")
 

@@ -3,6 +3,10 @@
 MANIFEST is a YAML or JSON file (``-`` for stdin) with one or more documents (``---``
 separated; ``kind: List`` items are expanded). Exit 0 when every model is admitted,
 1 when any is denied, 2 when the policy, ledger or file cannot be used.
+
+With ``--checkpoint FILE`` (or ``$MLSEAL_CHECKPOINT``: `mlseal.ledger.rollback`) the
+ledger must extend that signed checkpoint: a rolled-back or forked ledger denies every
+model, ``ledger_rolled_back`` / ``ledger_forked``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mlseal._cli._common import add_json, add_ledger, add_policy, emit_json, say
+from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_policy, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_policy(p)
     p.add_argument("--namespace", metavar="NS", help="namespace whose rules apply (default: each manifest's own)")
     add_ledger(p)
+    add_checkpoint(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -60,13 +65,15 @@ def _describe(doc: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import sys
     from pathlib import Path
 
     from mlseal.admission import decide, load_policy
     from mlseal.errors import ConfigurationError
     from mlseal.ledger import open_ledger
-    from mlseal.ledger.verified import VerifiedView
+    from mlseal.ledger.rollback import load_checkpoint
+    from mlseal.ledger.verified import VerifiedView, ViewFailed
 
     if args.manifest == "-":
         text, source = sys.stdin.read(), "<stdin>"
@@ -79,11 +86,15 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"manifest {args.manifest} is not UTF-8 text: {exc.reason}") from None
     docs = _documents(text, source)
     policy = load_policy(args.policy)
+    held = load_checkpoint(policy.trust, path=args.checkpoint)
     results = []
     with open_ledger(args.ledger or policy.resolve_ledger_url(), create=False) as led:
         # every entry read and verified once; decisions read only this view, never the
         # ledger's derived index
         view = VerifiedView(led, policy.trust)
+        if held is not None:
+            with contextlib.suppress(ViewFailed):  # the failed view denies every model, naming why
+                view.require(held)
         for doc in docs:
             manifest = doc if isinstance(doc, dict) else {"_": doc}
             decision = decide(manifest, policy, ledger=view, namespace=args.namespace)
@@ -95,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
             "allowed": allowed,
             "reasons": [r if single else f"{what}: {r}" for what, d in results for r in d.reasons],
         }
+        codes = list(dict.fromkeys(str(c) for _, d in results if not d.allowed for c in d.codes))
+        if codes:  # why, as machine codes (ledger_rolled_back, gate_failed, ...)
+            out["codes"] = codes
         warnings = [w if single else f"{what}: {w}" for what, d in results for w in d.warnings]
         if warnings:
             out["warnings"] = warnings

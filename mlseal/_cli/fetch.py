@@ -7,16 +7,19 @@ Downloads the model at SRC (s3://, gs://, https://, pvc://, file://) through fss
 verifies it while streaming — admission policy (trusted producer, recorded URI,
 lineage, gates), the OMS bundle (SRC.sig) signed by a key granted the producing stage,
 every file's digest and the model digest — and only then moves it into DEST, which
-must be an existing, empty directory. Exit 0 published, 1 refused (nothing in DEST),
-2 configuration error (nothing in DEST).
+must be an existing, empty directory. With --checkpoint FILE or $MLSEAL_CHECKPOINT (a
+signed checkpoint note: its text, or a file's path) the ledger must extend that
+checkpoint, else the model is refused as rolled back or forked. Exit 0 published, 1
+refused (nothing in DEST), 2 configuration error (nothing in DEST).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
-from mlseal._cli._common import add_json, emit_json, say
+from mlseal._cli._common import add_checkpoint, add_json, emit_json, say
 
 DEFAULT_POLICY = "/etc/mlseal/policy.yaml"
 
@@ -39,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "MLSEAL_WORKLOAD), with the loader's own key")
     p.add_argument("--ledger", metavar="URL",
                    help="ledger to append the --record to (default: $MLSEAL_LEDGER, else the policy's ledger)")
+    add_checkpoint(p, "the policy's ledger")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -55,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
         text = scrub(str(exc))
         if args.json:
-            emit_json({"ok": False, "error": text, "exit": exc.exit_code})
+            out: dict[str, Any] = {"ok": False, "error": text, "exit": exc.exit_code}
+            codes = getattr(exc, "codes", ())
+            if codes:  # why, as the admission reason codes (ledger_rolled_back, gate_failed, ...)
+                out["codes"] = [str(c) for c in codes]
+            emit_json(out)
         say(f"mlseal fetch: refused, nothing published: {text}")
         return exc.exit_code
 
@@ -63,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mlseal.admission import load_policy
     from mlseal.fetch import fetch_model
+    from mlseal.ledger.rollback import load_checkpoint
 
     sha = args.sha256 if args.sha256 is not None else os.environ.get("MLSEAL_MODEL_SHA256")
     policy = load_policy(args.policy or os.environ.get("MLSEAL_POLICY") or DEFAULT_POLICY)
+    held = load_checkpoint(policy.trust, path=args.checkpoint)
     result = fetch_model(
         args.src, args.dest, sha256=sha, policy=policy, bundle_uri=args.bundle, record=args.record,
-        record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None,
+        record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None, checkpoint=held,
     )
     if args.json:
         emit_json(result.to_json())

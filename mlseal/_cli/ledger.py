@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json, say
+from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_signing_key, emit_json, say
 
 if TYPE_CHECKING:
     from mlseal.ledger import Ledger
+    from mlseal.ledger.checkpoint import Checkpoint
+    from mlseal.ledger.verify import Report
     from mlseal.signing.trust import TrustRoot
 
 
@@ -72,6 +74,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     t.add_argument("artifact", metavar="ARTIFACT|SHA256")
     add_ledger(t)
     t.add_argument("--trust", metavar="FILE", help="check every record's signature against this trust file")
+    add_checkpoint(t)
     add_json(t)
     t.set_defaults(func=run, handler=_trace)
 
@@ -241,6 +244,8 @@ def _verify(args: argparse.Namespace) -> int:
                 checkpoint=checkpoint,
                 from_checkpoint=args.from_checkpoint,
                 digest_uri=digest_uri if args.artifacts else None,
+                stored_checkpoints=True,
+                origin=args.origin,
             )
             if early:
                 report = Report(
@@ -251,12 +256,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_json())
     if report.ok:
-        what = "signatures, hash chain, Merkle root, digest index, Merkle nodes"
-        if checkpoint is not None:
-            what += f", checkpoint at size {checkpoint.size}"
-        if args.artifacts:
-            what += ", artifacts"
-        say(f"ledger OK: {report.size} records ({report.checked} read); {what} verified; root {report.root.hex()}")
+        say(f"ledger OK: {_verified_text(report, checkpoint, args.from_checkpoint, args.artifacts)}")
         return 0
     say(f"ledger verification FAILED: {report.problems[0].detail}")
     for p in report.problems[1:]:
@@ -264,6 +264,28 @@ def _verify(args: argparse.Namespace) -> int:
     if report.omitted:
         say(f"  … and {report.omitted} more problems")
     return 1
+
+
+def _verified_text(report: Report, checkpoint: Checkpoint | None, from_checkpoint: bool, artifacts: bool) -> str:
+    """What a passing `ledger verify` actually checked, in words: no more than was read."""
+    what = "signatures, hash chain, Merkle root, digest index, Merkle nodes"
+    if artifacts:
+        what += ", artifacts"
+    if from_checkpoint and checkpoint is not None:
+        n = report.checked
+        records = f"{n} record{'' if n == 1 else 's'} after the checkpoint at size {checkpoint.size}"
+        skipped = (f"records 0..{checkpoint.size - 1} not read: the checkpoint's signature verified and the stored "
+                   "tree reproduces its root" if checkpoint.size else "the checkpoint pins an empty log")
+        text = (f"{records} ({skipped}); " + (f"their {what} verified" if n else "nothing new to verify"))
+    else:
+        text = f"{report.size} records read; {what}"
+        if checkpoint is not None:
+            text += f", extension of the checkpoint at size {checkpoint.size}"
+        text += " verified"
+    if report.stored_checkpoints is not None:
+        n = report.stored_checkpoints
+        text += f"; {n} stored checkpoint{'' if n == 1 else 's'} verified"
+    return f"{text}; root {report.root.hex()}"
 
 
 def _log(args: argparse.Namespace) -> int:
@@ -319,11 +341,28 @@ def _target_digest(text: str) -> str:
 
 def _trace(args: argparse.Namespace) -> int:
     from mlseal.ledger.lineage import trace
+    from mlseal.ledger.rollback import load_checkpoint
+    from mlseal.ledger.verified import VerifiedView, ViewFailed
 
     sha = _target_digest(args.artifact)
     trust = _trust(args.trust)
+    held = load_checkpoint(trust, path=args.checkpoint)
+    if held is not None and trust is None:
+        say(f"warning: checkpoint signature NOT checked (pass --trust FILE); the ledger must still extend the "
+            f"checkpoint from {held.source}")
     with _open(args) as led:
-        lin = trace(led, sha, trust)  # reads and verifies every entry once (a VerifiedView)
+        view = VerifiedView(led, trust)  # reads and verifies every entry once
+        try:
+            if held is not None:
+                view.require(held)
+            lin = trace(view, sha, trust)
+        except ViewFailed as exc:
+            if args.json:
+                emit_json({"sha256": sha, "ok": False, "code": exc.code, "error": str(exc),
+                           "signatures_checked": trust is not None})
+            say(f"ledger refused: {exc}; its lineage is not shown: restore the ledger from a verified copy "
+                "(`mlseal ledger verify --checkpoint`)")
+            return 1
     if args.json:
         emit_json(lin.to_json() | {"signatures_checked": trust is not None})
     if trust is None:

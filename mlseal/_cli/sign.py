@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Sign a file or model directory as an OpenSSF Model Signing bundle that "
         "model-signing verifies. Key: --key PEM, --vault-transit KEY, $MLSEAL_SIGNING_KEY, or --keyless.",
     )
-    p.add_argument("path", metavar="PATH", help="the file or model directory to sign; the bundle goes to PATH.sig or --out")
+    p.add_argument("path", metavar="PATH", help="the file or model directory to sign (bundle: PATH.sig, or --out)")
     p.add_argument("--out", metavar="FILE", help="bundle path (default: PATH.sig)")
     add_signing_key(p)
     k = p.add_argument_group("Sigstore keyless")

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Verify a signed file or model directory. Exit 0 if a trusted signer signed "
         "exactly these bytes; exit 1 naming the file that differs or why the signature is refused.",
     )
-    p.add_argument("path", metavar="PATH", help="the signed file or model directory (its bundle: PATH.sig, or --bundle)")
+    p.add_argument("path", metavar="PATH", help="the signed file or model directory (bundle: PATH.sig, or --bundle)")
     p.add_argument("--bundle", metavar="FILE", help="bundle path (default: PATH.sig)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--key", metavar="PUB_PEM", help="the signer's EC P-256 public key (PEM)")

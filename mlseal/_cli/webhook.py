@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlseal._cli._common import add_policy
+from mlseal._cli._common import add_checkpoint, add_policy
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +45,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "threads (default: 64 KiB; 0: every review on a thread)")
     s.add_argument("--decision-backlog", type=int, default=16, metavar="N",
                    help="reviews that may wait for a busy decision thread; more are denied at once (default: 16)")
+    add_checkpoint(s)
+    s.add_argument("--checkpoint-state", metavar="FILE",
+                   help="keep the newest signed checkpoint the webhook accepted in this file (replaced atomically) "
+                   "and require the ledger to extend it at the next start; a start whose ledger does not is not "
+                   "ready and denies every model (ledger_rolled_back / ledger_forked)")
     s.set_defaults(func=run)
 
 
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from mlseal.admission import load_policy
     from mlseal.admission._server import ServeLimits, serve
     from mlseal.errors import ConfigurationError
+    from mlseal.ledger.rollback import load_checkpoint
 
     if not 0 < args.port < 65536:
         raise ConfigurationError(f"--port must be 1-65535, got {args.port}")
@@ -65,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
     limits = ServeLimits(max_body=args.max_body, max_buffered=args.max_buffered, read_timeout=args.read_timeout,
                          max_connections=args.max_connections, decision_backlog=args.decision_backlog)
     policy = load_policy(args.policy)
+    held = load_checkpoint(policy.trust, path=args.checkpoint)
     serve(
         policy, cert=args.tls_cert, key=args.tls_key, host=args.host, port=args.port, cache_size=args.cache_size,
         cache_ttl=args.cache_ttl, max_staleness=args.max_staleness, inline_max=args.inline_max,
-        reload_interval=args.reload_interval, threads=args.threads, limits=limits,
+        reload_interval=args.reload_interval, threads=args.threads, limits=limits, checkpoint=held,
+        checkpoint_state=args.checkpoint_state,
     )
     return 0

@@ -64,6 +64,9 @@ from mlseal.admission._metrics import CONTENT_TYPE, WebhookMetrics
 from mlseal.admission.policy import Policy
 from mlseal.admission.webhook import MAX_BODY, MAX_STALENESS, AdmissionController, DecisionCache, audit_log
 from mlseal.errors import ConfigurationError, InfrastructureError
+from mlseal.ledger.checkpoint import Trusted
+from mlseal.ledger.dsn import redact_text
+from mlseal.ledger.rollback import CheckpointState
 
 log = logging.getLogger(__name__)
 
@@ -406,10 +409,15 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        # ready once the verified view is built; a failed or stale view stays ready, so
-        # its denials (which name the reason) reach the API server
+        # ready once the verified view is built; a view that failed or went stale while
+        # serving stays ready, so its denials (which name the reason) reach the API server;
+        # one refused at start (a ledger that does not extend a checkpoint held) is not
         if controller.ready:
             return JSONResponse({"status": "ready"})
+        failure = controller.start_failure
+        if failure is not None:
+            return JSONResponse({"status": "ledger refused", "reason": failure.code,
+                                 "message": redact_text(str(failure))}, status_code=503)
         return JSONResponse({"status": "verifying the ledger"}, status_code=503)
 
     async def metrics(request: Request) -> Response:
@@ -467,8 +475,21 @@ def build_server(
     log_level: str = "warning",
     limits: ServeLimits | None = None,
     http: str = "auto",
+    checkpoint: Trusted | None = None,
+    checkpoint_state: str | Path | None = None,
 ) -> tuple[uvicorn.Server, AdmissionController]:
-    """A ready-to-run uvicorn server (call ``.run()`` or ``await .serve(sockets)``)."""
+    """A ready-to-run uvicorn server (call ``.run()`` or ``await .serve(sockets)``).
+
+    ``checkpoint``: a signed checkpoint (verified: `mlseal.ledger.rollback.load_checkpoint`)
+    the ledger must extend; ``checkpoint_state``: the file where the webhook keeps the
+    newest checkpoint it accepted (read now if present; one that does not verify stops
+    the start), see `AdmissionController`.
+    """
+    state = kept = None
+    if checkpoint_state is not None:
+        state = CheckpointState(checkpoint_state)
+        state.check(policy.trust)
+        kept = state.read(policy.trust)
     metrics = WebhookMetrics()
     reloader = CertReloader(cert, key, metrics=metrics)
     if ledger_factory is None:
@@ -479,7 +500,7 @@ def build_server(
 
     controller = AdmissionController(
         policy, ledger_factory=ledger_factory, cache=DecisionCache(cache_size, cache_ttl), metrics=metrics,
-        max_staleness=max_staleness,
+        max_staleness=max_staleness, checkpoint=checkpoint, state=state, kept=kept,
     )
     app = create_app(controller, reloader=reloader, reload_interval=reload_interval, threads=threads,
                      decision_timeout=decision_timeout, limits=limits, inline_max=inline_max)

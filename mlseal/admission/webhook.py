@@ -37,7 +37,9 @@ from mlseal.admission.manifest import ManifestError, ModelRef
 from mlseal.admission.policy import Policy, Rules
 from mlseal.admission.workload import WorkloadDenied, workload_model
 from mlseal.errors import Error
+from mlseal.ledger.checkpoint import Trusted
 from mlseal.ledger.dsn import redact_text
+from mlseal.ledger.rollback import CheckpointState
 from mlseal.ledger.verified import VerifiedView, ViewFailed
 from mlseal.ledger.view import LedgerReader
 
@@ -244,6 +246,15 @@ class AdmissionController:
     seconds (the ledger unreachable), every model is denied ``ledger_unavailable``; a view
     that saw the ledger rolled back or forked denies every model with that reason until
     the process restarts.
+
+    Checkpoints it holds: ``checkpoint`` (a floor from configuration) and what ``state``
+    kept from an earlier run (read at start, `mlseal.ledger.rollback.CheckpointState`);
+    the view must extend each (`VerifiedView.require`). A view that fails while it is
+    first built (a ledger that does not extend them: rolled back or forked) leaves the
+    controller not `ready`, with `start_failure` naming why, and every model denied with
+    that reason. Whenever the view accepts a newer signed checkpoint than the state holds
+    (the newest stored one, checked against the view, or the floor), `follow` replaces the
+    state file with it.
     """
 
     def __init__(
@@ -256,6 +267,9 @@ class AdmissionController:
         clock: Callable[[], float] = time.perf_counter,
         max_staleness: float = MAX_STALENESS,
         monotonic: Callable[[], float] = time.monotonic,
+        checkpoint: Trusted | None = None,
+        state: CheckpointState | None = None,
+        kept: Trusted | None = None,
     ) -> None:
         self.policy = policy
         self._open = ledger_factory
@@ -270,12 +284,24 @@ class AdmissionController:
         #: set once the first attempt to build the view has finished (either way)
         self.attempted = threading.Event()
         self._following = threading.Lock()
+        #: checkpoints accepted before (the configured floor, the kept state) the view must extend
+        self.held = tuple(t for t in (checkpoint, kept) if t is not None)
+        self._state = state
+        self._kept_size = kept.checkpoint.size if kept is not None else -1
+        self._state_error: str | None = None
+        #: why the view failed while it was first built (then the controller is not ready)
+        self.start_failure: ViewFailed | None = None
 
     # --- following the ledger (one background thread) ------------------------------
     @property
     def ready(self) -> bool:
-        """The view is built: decisions come from verified entries."""
-        return self.view is not None
+        """The view is built and did not fail while it was: decisions come from verified entries.
+
+        A view that fails later (a rollback while serving) stays ready, so that its
+        denials, which name the reason, reach the API server; one that failed at start
+        (the ledger does not extend a checkpoint held) is not, so that a rolling update
+        does not replace serving pods by ones that deny everything."""
+        return self.view is not None and self.start_failure is None
 
     def follow(self) -> None:
         """Build the verified view, or read the ledger's new entries into it. Never raises."""
@@ -287,12 +313,12 @@ class AdmissionController:
             if self._led is None:
                 self._led = self._open()
             if self.view is None:
-                self.view = VerifiedView(self._led, self.policy.trust, clock=self._monotonic)
-                log.info("verified ledger view built: %d records", self.view.size())
+                self.view = self._build(self._led)
             else:
                 self.view.ledger = self._led
                 self.view.refresh()
             self._follow_error = None
+            self._keep()
         except ViewFailed:
             pass  # the view keeps its failure; every decision names it
         except Exception as exc:
@@ -303,6 +329,39 @@ class AdmissionController:
             self._drop_ledger()
         finally:
             self.attempted.set()
+
+    def _build(self, led: ServedLedger) -> VerifiedView:
+        """The first view: every entry verified, and every checkpoint held required of it;
+        published only after both (a review never reads an unchecked view)."""
+        view = VerifiedView(led, self.policy.trust, clock=self._monotonic)
+        for held in self.held:
+            with contextlib.suppress(ViewFailed):  # kept by the view: every read raises it
+                view.require(held)
+        self.start_failure = view.failure
+        if view.failure is not None:
+            log.error("the ledger was refused at start, not ready: %s", redact_text(str(view.failure)))
+        else:
+            log.info("verified ledger view built: %d records", view.size())
+        return view
+
+    def _keep(self) -> None:
+        """Replace the state file when the view accepted a newer checkpoint than it holds."""
+        view, state = self.view, self._state
+        accepted = view.checkpoint if view is not None and view.failure is None else None
+        if state is None or accepted is None or accepted.checkpoint.size <= self._kept_size:
+            return
+        try:
+            state.save(accepted)
+        except OSError as exc:
+            why = f"{exc.strerror or exc}"
+            if self._state_error != why:  # once per cause, not every 0.1 s
+                log.warning("cannot keep the accepted checkpoint (size %d) in %s: %s; after a restart the "
+                            "webhook holds only the older one", accepted.checkpoint.size, state.path, why)
+            self._state_error = why
+            return
+        self._state_error = None
+        self._kept_size = accepted.checkpoint.size
+        log.info("kept the accepted checkpoint of %d records in %s", self._kept_size, state.path)
 
     def _drop_ledger(self) -> None:
         led, self._led = self._led, None

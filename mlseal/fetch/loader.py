@@ -9,7 +9,9 @@ naming what failed):
    granted ``serve`` records;
 2. admission: `mlseal.admission.decide_model` with the loaded policy and
    ``ModelRef(uri=SRC, sha256=…)`` (trusted producer, recorded URI or its serving
-   mapping, lineage, required stages, gates);
+   mapping, lineage, required stages, gates), over a verified view of the ledger that
+   must extend the signed checkpoint the loader was given, if any (``checkpoint``:
+   a rolled-back or forked ledger is refused, ``ledger_rolled_back`` / ``ledger_forked``);
 3. the OMS bundle (``SRC.sig`` unless given): its sha256 is the one the producing
    record bound, it verifies with a key the trust file grants the producing stage, and
    the file list it signs has the expected digest;
@@ -30,6 +32,7 @@ nothing is published before every step passed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -48,6 +51,7 @@ from mlseal.ledger.record import Sha256Hex, is_sha256_hex
 
 if TYPE_CHECKING:
     from mlseal.admission import Decision, Policy
+    from mlseal.ledger.checkpoint import Trusted
     from mlseal.ledger.record import OutputRef, Record
     from mlseal.signing.digest import Manifest
     from mlseal.signing.keys import Signer
@@ -99,7 +103,11 @@ def guard_logs() -> None:
 
 
 class FetchDenied(PolicyDenied):
-    """The model may not be served: the admission policy denies it."""
+    """The model may not be served: the admission policy denies it (``codes``: the reasons)."""
+
+    def __init__(self, message: str, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.codes = codes
 
 
 @dataclass(frozen=True)
@@ -371,8 +379,12 @@ def fetch_model(
     record_ledger: str | None = None,
     placement: Placement | None = None,
     signer: tuple[Signer, str] | None = None,
+    checkpoint: Trusted | None = None,
 ) -> FetchResult:
-    """Verify and publish the model at `src_uri` into `dest` (see the module docstring)."""
+    """Verify and publish the model at `src_uri` into `dest` (see the module docstring).
+
+    ``checkpoint``: a signed checkpoint accepted before (`mlseal.ledger.rollback.load_checkpoint`)
+    that the ledger must extend."""
     sha = expected_digest(sha256)
     src = parse_source(src_uri)
     bsrc = _bundle_source(src, bundle_uri)
@@ -398,7 +410,8 @@ def fetch_model(
             listing: dict[str, tuple[bool, list[RemoteFile]]] = {}
             fut = bg.submit(_list_and_download, src, staged, cancel, listing)
             try:
-                producer, out, decision, manifest, signer_shown = _provenance(src, bsrc, sha, policy, where)
+                producer, out, decision, manifest, signer_shown = _provenance(src, bsrc, sha, policy, where,
+                                                                              checkpoint)
                 if "files" in listing:  # listed already: stop now if it is not the signed model
                     _check_listing(src, *listing["files"], manifest)
             except BaseException:
@@ -449,11 +462,13 @@ def _list_and_download(src: Source, staged: Path, cancel: threading.Event,
     return is_dir, files, download(src, files, target, cancel)
 
 
-def _provenance(src: Source, bsrc: Source, sha: str, policy: Policy,
-                where: Placement) -> tuple[Record, OutputRef, Decision, Manifest, str]:
+def _provenance(src: Source, bsrc: Source, sha: str, policy: Policy, where: Placement,
+                checkpoint: Trusted | None = None) -> tuple[Record, OutputRef, Decision, Manifest, str]:
     """Steps 2 and 3: the admission decision, the producing record and the signed manifest."""
     from mlseal.admission import ModelRef, decide_model
     from mlseal.ledger import open_ledger
+    from mlseal.ledger.recordcache import SHARED
+    from mlseal.ledger.verified import VerifiedView, ViewFailed
 
     try:
         led_cm = open_ledger(policy.resolve_ledger_url(), create=False)
@@ -463,15 +478,22 @@ def _provenance(src: Source, bsrc: Source, sha: str, policy: Policy,
         raise VerificationError(f"the ledger could not be read ({redact_text(str(exc))}); the model is not fetched") \
             from None
     with led_cm as led:
+        # one verified view for the decision and the producer; it must extend the checkpoint
+        # the loader was given (a failed view denies, naming why: rolled back or forked)
+        view = VerifiedView(led, policy.trust, verified=SHARED)
+        if checkpoint is not None:
+            with contextlib.suppress(ViewFailed):
+                view.require(checkpoint)
         ref = ModelRef(kind="Pod", name=where.workload or where.pod or "", namespace=where.namespace,
                        sha256=Sha256Hex(sha), uri=_admission_uri(src),
                        where="the loader's storage URI (mlseal fetch SRC)")
-        decision = decide_model(ref, policy, ledger=led, rules=policy.rules_for(where.namespace))
+        decision = decide_model(ref, policy, ledger=view, rules=policy.rules_for(where.namespace))
         if not decision.allowed:
-            raise FetchDenied("the admission policy denies this model: " + "; ".join(decision.reasons))
+            raise FetchDenied("the admission policy denies this model: " + "; ".join(decision.reasons),
+                              tuple(str(c) for c in decision.codes))
         for w in decision.warnings:
             log.warning("policy (warn mode): %s", w)
-        producer = _producer(led, policy, sha)
+        producer = _producer(view, policy, sha)
     out = _output(producer, sha)
     manifest, signer_shown = _signed_manifest(read_small(bsrc, bsrc.path, MAX_BUNDLE), producer, out, sha, policy,
                                               bsrc.shown)

@@ -239,6 +239,17 @@ class Ledger:
         """Up to ``limit`` stored notes, largest tree size first (ties: newest stored first)."""
         return self._store.checkpoints(max(int(limit), 0))
 
+    def checkpoint_rows(self, batch: int = 1000) -> Iterator[tuple[int, int, bytes]]:
+        """Every stored checkpoint row as ``(row id, size column, note)``, by id, read
+        ``batch`` rows at a time: what an auditor checks (`checkpoint.audit_stored`)."""
+        after: int | None = None
+        while True:
+            rows = self._store.checkpoint_rows(after, max(int(batch), 1))
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
     # --- reading ----------------------------------------------------------------------
     def size(self) -> int:
         return self._store.size()

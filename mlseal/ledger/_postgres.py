@@ -46,6 +46,7 @@ from mlseal.ledger._store import (
     SCHEMA_FORMAT,
     SCHEMA_VERSION,
     Build,
+    CheckpointRow,
     DigestRow,
     NodeRange,
     NodeRow,
@@ -728,6 +729,16 @@ class PostgresStore:
             "SELECT note FROM mlseal_checkpoints ORDER BY size DESC, id DESC LIMIT %s", (limit,)
         ).fetchall()
         return [bytes(r[0]) for r in rows]
+
+    @_reads
+    def checkpoint_rows(self, after: int | None, limit: int) -> list[CheckpointRow]:
+        if self._version < CHECKPOINTS_SINCE:
+            return []  # an older schema cannot hold any
+        where, params = ("WHERE id > %s", (after, limit)) if after is not None else ("", (limit,))
+        rows = self._db.execute(
+            f"SELECT id, size, note FROM mlseal_checkpoints {where} ORDER BY id LIMIT %s", params  # noqa: S608
+        ).fetchall()
+        return [(int(i), int(s), bytes(n)) for i, s, n in rows]
 
     def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
         """Digest index rows with ``seq >= start`` by (seq, role, sha256), through a

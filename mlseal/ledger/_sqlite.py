@@ -20,6 +20,7 @@ from mlseal.ledger._store import (
     SCHEMA_FORMAT,
     SCHEMA_VERSION,
     Build,
+    CheckpointRow,
     DigestRow,
     NodeRange,
     NodeRow,
@@ -261,6 +262,15 @@ class SqliteStore:
                 "SELECT note FROM mlseal_checkpoints ORDER BY size DESC, id DESC LIMIT ?", (limit,)
             )
         ]
+
+    def checkpoint_rows(self, after: int | None, limit: int) -> list[CheckpointRow]:
+        where, params = ("WHERE id > ?", (after, limit)) if after is not None else ("", (limit,))
+        rows = self._db.execute(
+            f"SELECT id, size, note FROM mlseal_checkpoints {where} ORDER BY id LIMIT ?", params  # noqa: S608
+        )
+        # SQLite keeps any value in any column: a row written around mlseal may hold text
+        return [(int(i), s if isinstance(s, int) else -1, n if isinstance(n, bytes) else str(n).encode())
+                for i, s, n in rows]
 
     def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:
         """Digest index rows with ``seq >= start`` by (seq, role, sha256); SQLite's

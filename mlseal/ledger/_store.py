@@ -45,6 +45,8 @@ Build = Callable[[int, str, Mapping[Coord, bytes]], Prepared]
 
 #: (seq, role, sha256) of a digest index row
 DigestRow = tuple[int, int, bytes]
+#: (row id, the row's size column, the note as stored) of a stored checkpoint
+CheckpointRow = tuple[int, int, bytes]
 #: (level, index, hash) of a stored Merkle node
 NodeRow = tuple[int, int, bytes]
 #: (min level, max level, min index, max index), all inclusive: a block of node coordinates
@@ -94,6 +96,11 @@ class Store(Protocol):
 
     def checkpoints(self, limit: int) -> list[bytes]:
         """Up to ``limit`` stored notes, largest tree size first (ties: newest stored first)."""
+        ...
+
+    def checkpoint_rows(self, after: int | None, limit: int) -> list[CheckpointRow]:
+        """Up to ``limit`` stored checkpoint rows with ``id > after`` (None: from the first),
+        by id: every row as stored, for auditors (`mlseal ledger verify`)."""
         ...
 
     def iter_digest_rows(self, start: int) -> Iterator[DigestRow]:

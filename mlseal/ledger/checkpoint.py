@@ -29,10 +29,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -288,10 +289,12 @@ def require_included(led: CheckpointLedger, seq: int, head: Head, *, entry_sha25
 
 @dataclass(frozen=True)
 class Trusted:
-    """A checkpoint whose signature verified, with its note bytes."""
+    """A checkpoint whose signature verified, with its note bytes and, for messages, where
+    it came from (``--checkpoint FILE``, ``$MLSEAL_CHECKPOINT``, a state file)."""
 
     checkpoint: Checkpoint
     note: bytes
+    source: str = field(default="", compare=False)
 
 
 def newest_stored(led: CheckpointLedger, trust: TrustRoot, *, origin: str | None = None,
@@ -355,3 +358,110 @@ def accept(led: CheckpointLedger, trust: TrustRoot, *, known: Iterable[Trusted] 
         require_included(led, head.size - 1, head, entry_sha256=head.last_entry_hash or None)
     best = max(candidates, key=lambda t: t.checkpoint.size, default=None)
     return Accepted(best, head)
+
+
+# --- auditing what is stored ------------------------------------------------------------------
+
+
+class AuditLedger(Protocol):
+    """The ledger reads that auditing its stored checkpoints needs (`mlseal.ledger.Ledger` has them)."""
+
+    def checkpoint_rows(self, batch: int = 1000) -> Iterator[tuple[int, int, bytes]]: ...
+
+    def get_nodes(self, coords: Sequence[merkle.Coord]) -> Mapping[merkle.Coord, bytes]: ...
+
+
+@dataclass(frozen=True)
+class StoredProblem:
+    """A stored checkpoint row that is not a checkpoint of this ledger signed by a trusted key."""
+
+    row: int
+    size: int  # the row's size column, as stored
+    detail: str
+
+
+_WRITTEN_AROUND = ("only the witness stores checkpoints, and only notes it signed: someone who can write the "
+                   "ledger's database stored this row; find out who, then delete the row as the schema owner")
+_NOT_EXTENDED = ("the ledger does not extend a checkpoint the checkpoint key signed: restore the ledger from a "
+                 "verified copy (it was {what} after that checkpoint), or, if the key signed a tree that is not "
+                 "this ledger's, rotate the checkpoint key")
+
+
+def audit_stored(led: AuditLedger, trust: TrustRoot, size: int, root: bytes, *, origin: str | None = None,
+                 batch: int = 512) -> tuple[int, list[StoredProblem]]:
+    """Check every stored checkpoint row against the tree (``size``, ``root``) the caller
+    verified; return (rows checked, problems, one per bad row, in row order).
+
+    For each row, in this order (the first failure is its problem):
+
+    1. the note parses (`parse_checkpoint`);
+    2. the row's size column is the note's tree size (readers order the rows by it);
+    3. it verifies against ``trust.checkpoint_keys`` with the expected origin (`verify_checkpoint`);
+    4. the verified tree extends it: it pins no more than ``size`` records, and an RFC 9162
+       consistency proof from its size to ``size``, read from the stored Merkle nodes, is
+       checked against both roots (a wrong stored node cannot make a wrong root pass).
+
+    Storage is read ``batch`` rows at a time, and the nodes of a batch's proofs in one read.
+    """
+    problems: list[StoredProblem] = []
+    checked = 0
+    rows = iter(led.checkpoint_rows())
+    while True:
+        page = list(itertools.islice(rows, max(batch, 1)))
+        if not page:
+            return checked, problems
+        checked += len(page)
+        pending: list[tuple[int, int, Checkpoint]] = []
+        for row, column, note in page:
+            where = f"checkpoint row {row} (size {column})"
+            try:
+                cp = parse_checkpoint(note)[0]
+            except CheckpointError as exc:
+                problems.append(StoredProblem(row, column, f"{where}: the note does not parse ({exc}); "
+                                                           f"{_WRITTEN_AROUND}"))
+                continue
+            if cp.size != column:
+                problems.append(StoredProblem(row, column, (
+                    f"{where}: its size column says {column}, but the note's tree size is {cp.size} (a row placed "
+                    f"to sort before the real checkpoints); {_WRITTEN_AROUND}")))
+                continue
+            try:
+                cp = verify_checkpoint(note, trust, origin=origin)
+            except CheckpointError as exc:
+                problems.append(StoredProblem(row, column, f"{where}: {exc}; {_WRITTEN_AROUND}"))
+                continue
+            if cp.size > size:
+                problems.append(StoredProblem(row, column, (
+                    f"{where}: it pins {cp.size} records, but the ledger has only {size}; "
+                    + _NOT_EXTENDED.format(what="truncated (rolled back)"))))
+                continue
+            pending.append((row, column, cp))
+        problems += _not_extended(led, pending, size, root)
+        problems.sort(key=lambda p: p.row)
+
+
+def _not_extended(led: AuditLedger, pending: list[tuple[int, int, Checkpoint]], size: int,
+                  root: bytes) -> list[StoredProblem]:
+    """The rows of ``pending`` whose checkpoint the tree (size, root) does not extend."""
+    coords = sorted({c for _, _, cp in pending if 0 < cp.size < size
+                     for s, e in merkle.consistency_ranges(cp.size, size) for c in merkle.perfect_cover(s, e)})
+    nodes = led.get_nodes(coords) if coords else {}
+
+    class Fetched:
+        def get_nodes(self, want: Sequence[merkle.Coord]) -> Mapping[merkle.Coord, bytes]:
+            return nodes
+
+    out = []
+    for row, column, cp in pending:
+        try:
+            if cp.size == 0:
+                if cp.root != merkle.EMPTY_ROOT:
+                    raise VerificationError(f"an empty tree's root is {merkle.EMPTY_ROOT.hex()[:16]}…")
+                continue
+            proof = merkle.consistency_proof(cp.size, size, Fetched())
+            merkle.verify_consistency(cp.size, size, proof, cp.root, root)
+        except VerificationError as exc:
+            out.append(StoredProblem(row, column, (
+                f"checkpoint row {row} (size {column}): its root {cp.root.hex()[:16]}… is not the root of the "
+                f"ledger's first {cp.size} records ({exc}); " + _NOT_EXTENDED.format(what="rewritten (forked)"))))
+    return out

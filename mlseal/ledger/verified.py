@@ -34,6 +34,9 @@ Checkpoints (`Ledger.latest_checkpoint`, C2SP signed notes) are checked when the
 file lists ``checkpoint_keys`` and the ledger offers them: the newest one's signature,
 and that the view's root at its size is its root. A checkpoint beyond the view's size
 is reached by reading the tail first; if the store cannot, it was rolled back.
+`require` checks a checkpoint the view's reader held (a floor from configuration, the
+state a webhook kept: `mlseal.ledger.rollback`) the same way; `checkpoint` is the
+largest checkpoint the view accepted.
 
 A view is safe to read from many threads while one thread refreshes it: a refresh
 publishes new entries only after verifying them (the size is set last).
@@ -70,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
 from mlseal.ledger import merkle
+from mlseal.ledger.checkpoint import Checkpoint, Trusted, tree_text, verify_checkpoint
 from mlseal.ledger.entry import parse_entry, prev_of, record_of, split_entry, verify_entry
 from mlseal.ledger.record import ZERO_HASH, Record
 from mlseal.signing.trust import TrustRoot
@@ -148,7 +152,8 @@ class VerifiedView:
         self._last_hash = ZERO_HASH
         self._store_root: bytes = merkle.EMPTY_ROOT  # what the store said its root at our size was
         self._failed: ViewFailed | None = None
-        self._checkpoint_note: bytes | None = None
+        self._checkpoint_note: bytes | None = None  # the newest stored note checked
+        self._checkpoint: Trusted | None = None  # the largest checkpoint accepted
         self.checkpoint_size = 0  # the size of the newest checkpoint accepted
         self.problems: list[str] = []  # what is wrong with the store that did not fail the view
         self.verified_at = 0.0  # clock() of the last successful build or refresh
@@ -389,23 +394,59 @@ class VerifiedView:
         note = latest()
         if note is None or note == self._checkpoint_note:
             return
-        from mlseal.ledger.checkpoint import verify_checkpoint
-
         try:
             cp = verify_checkpoint(note, trust)
         except VerificationError as exc:
             raise ViewFailed(TAMPERED, f"the ledger's newest stored checkpoint does not verify: {exc}") from None
+        self._extends(cp, "a signed checkpoint")
+        self._checkpoint_note = note
+        self._accept(Trusted(cp, note, "the ledger's newest stored checkpoint"))
+
+    def _extends(self, cp: Checkpoint, what: str) -> None:
+        """`ViewFailed` unless the verified records extend ``cp`` (``what`` names it in messages)."""
         size = self._size
         if cp.size > size:
             raise ViewFailed(ROLLED_BACK, (
-                f"a signed checkpoint pins {cp.size} records, but the ledger has {size}: records were deleted "
-                "from its end (rolled back)"))
+                f"{what} ({tree_text(cp.size, cp.root)}) pins {cp.size} records, but the ledger has {size}: "
+                "records were deleted from its end (rolled back)"))
         if cp.size and self._tree.root(cp.size) != cp.root:
             raise ViewFailed(FORKED, (
-                f"the signed checkpoint of {cp.size} records has root {cp.root.hex()[:16]}…, but the verified "
-                f"records have root {self._tree.root(cp.size).hex()[:16]}…: the log was rewritten (forked)"))
-        self._checkpoint_note = note
-        self.checkpoint_size = max(self.checkpoint_size, cp.size)
+                f"{what} ({tree_text(cp.size, cp.root)}) is not the ledger's tree of {cp.size} records (root "
+                f"{self._tree.root(cp.size).hex()[:16]}…): the log was rewritten (forked)"))
+
+    def _accept(self, t: Trusted) -> None:
+        if self._checkpoint is None or t.checkpoint.size > self._checkpoint.checkpoint.size:
+            self._checkpoint = t
+        self.checkpoint_size = max(self.checkpoint_size, t.checkpoint.size)
+
+    # --- checkpoints its reader holds -----------------------------------------------
+    @property
+    def checkpoint(self) -> Trusted | None:
+        """The largest signed checkpoint the view accepted: the newest stored one it checked,
+        or one its reader required (`require`), whichever pins more records."""
+        return self._checkpoint
+
+    def require(self, held: Trusted) -> None:
+        """Require the verified records to extend ``held``, a checkpoint the reader accepted
+        before (its signature verified: `mlseal.ledger.rollback.load_checkpoint`).
+
+        The view holds every leaf, so this is exact: the checkpoint pins no more records
+        than the view holds, and the view's own root at its size is its root. Otherwise the
+        view fails for good with `ViewFailed` ``ledger_rolled_back`` (fewer records) or
+        ``ledger_forked`` (other records), naming where the checkpoint came from and both
+        tree heads; a reader that catches it finds every later read failing the same way.
+        """
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            what = f"the checkpoint from {held.source}" if held.source else "the accepted checkpoint"
+            try:
+                self._extends(held.checkpoint, what)
+            except ViewFailed as exc:
+                self._failed = exc
+                log.error("verified ledger view failed: %s", exc)
+                raise
+            self._accept(held)
 
 
 __all__ = ["FORKED", "ROLLED_BACK", "TAMPERED", "VerifiedView", "ViewFailed", "ViewHead", "trust_key"]

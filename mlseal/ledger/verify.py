@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -80,7 +81,8 @@ class Problem:
     """One thing wrong with the log; ``seq`` is the position it concerns, if any."""
 
     seq: int | None
-    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact, index, node, head
+    kind: str  # format, signature, prev, seq, missing, root, size, checkpoint, artifact, index, node, head,
+    #            stored_checkpoint
     detail: str
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +101,7 @@ class Report:
     checked: int = 0  # entries read (fewer than size when starting from a checkpoint)
     start: int = 0
     omitted: int = 0  # problems beyond MAX_PROBLEMS
+    stored_checkpoints: int | None = None  # stored checkpoint rows checked (None: not asked)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -975,6 +978,8 @@ def verify_ledger(
     digest_uri: DigestUri | None = None,
     workers: int | None = None,
     derived: bool = True,
+    stored_checkpoints: bool = False,
+    origin: str | None = None,
 ) -> Report:
     """Read the ledger's entries (all, or only those after ``checkpoint``) and verify them.
 
@@ -982,6 +987,9 @@ def verify_ledger(
     only the entries after it, plus O(log n) stored nodes. ``derived`` also proves the
     derived rows (digest index, Merkle nodes) are exactly what the entries read imply
     (with ``from_checkpoint``: the rows of the entries after it, and no row beyond them).
+    ``stored_checkpoints`` also checks every stored checkpoint row against ``trust`` and
+    the verified tree (`mlseal.ledger.checkpoint.audit_stored`, expected ``origin``): a
+    row that does not parse, verify or match the tree is a ``stored_checkpoint`` problem.
     """
     head = led.head()
     anchor = None
@@ -996,7 +1004,7 @@ def verify_ledger(
             last_entry_proof=tuple(led.inclusion_proof(checkpoint.size - 1, checkpoint.size)),
         )
     start = anchor.size if anchor else 0
-    return verify_entries(
+    report = verify_entries(
         led.entries(start, 2**62),  # everything stored, also rows beyond the head's size
         trust,
         anchor=anchor,
@@ -1007,6 +1015,17 @@ def verify_ledger(
         workers=workers,
         derived=led._store if derived else None,
         stored_last_hash=head.last_entry_hash if derived else None,
+    )
+    if not stored_checkpoints or trust is None:
+        return report
+    # and every stored checkpoint, against the tree the entries gave
+    from mlseal.ledger.checkpoint import audit_stored
+
+    rows, bad = audit_stored(led, trust, report.size, report.root, origin=origin)
+    problems = [*report.problems, *(Problem(None, "stored_checkpoint", p.detail) for p in bad)]
+    return dataclasses.replace(
+        report, ok=report.ok and not bad, problems=tuple(problems[:MAX_PROBLEMS]),
+        omitted=report.omitted + max(0, len(problems) - MAX_PROBLEMS), stored_checkpoints=rows,
     )
 
 
