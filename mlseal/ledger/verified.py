@@ -27,12 +27,13 @@ log can never do; after any of these the view is *failed* for good (every read r
 - ``ledger_forked``: a new entry's ``prev`` is not the hash of the view's last entry, the
   store's root at the view's size changed, the store's last entry at the view's size is
   not the view's, or a signed checkpoint's root is not the view's root at its size;
-- ``tampered``: storage skips a record (a row deleted in the middle), or the newest
-  stored checkpoint does not verify with the trust file's ``checkpoint_keys``.
+- ``tampered``: storage skips a record (a row deleted in the middle).
 
-Checkpoints (`Ledger.latest_checkpoint`, C2SP signed notes) are checked when the trust
-file lists ``checkpoint_keys`` and the ledger offers them: the newest one's signature,
-and that the view's root at its size is its root. A checkpoint beyond the view's size
+Checkpoints (`Ledger.checkpoints`, C2SP signed notes) are checked when the trust file
+lists ``checkpoint_keys`` and the ledger offers them: the newest stored note that a
+checkpoint key signed must have the view's root at its size as its root. A stored note
+that does not verify proves nothing: it is skipped with a warning (`ledger verify`
+reports its row). A checkpoint beyond the view's size
 is reached by reading the tail first; if the store cannot, it was rolled back.
 `require` checks a checkpoint the view's reader held (a floor from configuration, the
 state a webhook kept: `mlseal.ledger.rollback`) the same way; `checkpoint` is the
@@ -86,6 +87,9 @@ log = logging.getLogger(__name__)
 ROLLED_BACK = "ledger_rolled_back"
 FORKED = "ledger_forked"
 TAMPERED = "tampered"
+
+#: stored checkpoints tried, largest first, for the newest one a trusted key signed
+STORED_CHECKPOINTS = 16
 
 #: entries read per storage query while building or refreshing
 BATCH = 2000
@@ -153,6 +157,7 @@ class VerifiedView:
         self._store_root: bytes = merkle.EMPTY_ROOT  # what the store said its root at our size was
         self._failed: ViewFailed | None = None
         self._checkpoint_note: bytes | None = None  # the newest stored note checked
+        self._bad_notes: set[bytes] = set()  # sha256 of stored notes that did not verify (warned once)
         self._checkpoint: Trusted | None = None  # the largest checkpoint accepted
         self.checkpoint_size = 0  # the size of the newest checkpoint accepted
         self.problems: list[str] = []  # what is wrong with the store that did not fail the view
@@ -387,20 +392,33 @@ class VerifiedView:
             self._consumers.setdefault(i.sha256, []).append(seq)
 
     def _check_checkpoint(self) -> None:
+        """Enforce the newest stored checkpoint that a trusted checkpoint key signed.
+
+        Stored notes are tried largest first (at most `STORED_CHECKPOINTS`); one that does
+        not verify proves nothing and is skipped with a warning (once per note): failing
+        the view on it would let whoever may write the checkpoint table deny every model,
+        while deleting the rows is open to them anyway. `ledger verify` names such rows.
+        """
         trust = self.trust
-        latest = getattr(self.ledger, "latest_checkpoint", None)
-        if trust is None or not trust.checkpoint_keys or latest is None:
+        stored = getattr(self.ledger, "checkpoints", None)
+        if trust is None or not trust.checkpoint_keys or stored is None:
             return
-        note = latest()
-        if note is None or note == self._checkpoint_note:
+        for note in stored(STORED_CHECKPOINTS):
+            if note == self._checkpoint_note:
+                return
+            try:
+                cp = verify_checkpoint(note, trust)
+            except VerificationError as exc:
+                digest = hashlib.sha256(note).digest()
+                if digest not in self._bad_notes:
+                    self._bad_notes.add(digest)
+                    log.warning("verified ledger view: a stored checkpoint does not verify and is ignored "
+                                "(run `mlseal ledger verify` to name its row): %s", exc)
+                continue
+            self._extends(cp, "a signed checkpoint")
+            self._checkpoint_note = note
+            self._accept(Trusted(cp, note, "the ledger's newest stored checkpoint"))
             return
-        try:
-            cp = verify_checkpoint(note, trust)
-        except VerificationError as exc:
-            raise ViewFailed(TAMPERED, f"the ledger's newest stored checkpoint does not verify: {exc}") from None
-        self._extends(cp, "a signed checkpoint")
-        self._checkpoint_note = note
-        self._accept(Trusted(cp, note, "the ledger's newest stored checkpoint"))
 
     def _extends(self, cp: Checkpoint, what: str) -> None:
         """`ViewFailed` unless the verified records extend ``cp`` (``what`` names it in messages)."""
