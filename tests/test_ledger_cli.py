@@ -124,7 +124,8 @@ def test_log_json_lets_anyone_recompute_the_tree(world: dict[str, str], capsys: 
 
 def test_prove(world: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     for target in ("3", world["model_sha"], world["model"]):
-        code, out, _ = run(capsys, "ledger", "prove", target, "--ledger", world["url"], "--json")
+        code, out, _ = run(capsys, "ledger", "prove", target, "--ledger", world["url"], "--trust", world["trust"],
+                           "--json")
         assert code == 0
         j = json.loads(out)
         assert set(j) == {"seq", "leaf_index", "tree_size", "leaf_hash", "root", "path"}
@@ -133,8 +134,23 @@ def test_prove(world: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(out)["seq"] == 1
     code, _, err = run(capsys, "ledger", "prove", "99", "--ledger", world["url"])
     assert code == 1 and "no record 99" in err
-    code, _, err = run(capsys, "ledger", "prove", "ab" * 32, "--ledger", world["url"])
-    assert code == 1
+    code, _, err = run(capsys, "ledger", "prove", "ab" * 32, "--ledger", world["url"], "--trust", world["trust"])
+    assert code == 1 and "no trusted record" in err
+    # by digest, the record is chosen from verified entries: a trust file is required
+    code, _, err = run(capsys, "ledger", "prove", world["model_sha"], "--ledger", world["url"])
+    assert code == 2 and "--trust FILE" in err
+
+
+def test_prove_does_not_follow_the_digest_index(world: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The digest index is a derived table nobody signs: a row pointing the model's digest
+    at another record must not make `prove` prove that record."""
+    import sqlite3
+
+    with sqlite3.connect(world["url"][len("sqlite:///"):]) as c:
+        c.execute("UPDATE mlseal_digests SET seq = 4 WHERE sha256 = ?", (bytes.fromhex(world["model_sha"]),))
+    code, out, _ = run(capsys, "ledger", "prove", world["model_sha"], "--ledger", world["url"], "--trust",
+                       world["trust"], "--json")
+    assert code == 0 and json.loads(out)["seq"] == 1
 
 
 def test_trace(world: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,7 +79,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     t.set_defaults(func=run, handler=_trace)
 
     pr = lsub.add_parser("prove", help="inclusion proof of a record against the current tree")
-    pr.add_argument("target", metavar="SEQ|SHA256")
+    pr.add_argument("target", metavar="SEQ|SHA256|PATH",
+                    help="a record's seq, or an artifact (its digest, or a file or directory to digest): then the "
+                    "record that produced it, chosen from verified entries (needs --trust)")
+    pr.add_argument("--trust", metavar="FILE",
+                    help="trust file: which record produced an artifact is decided from entries verified with it")
     add_ledger(pr)
     add_json(pr)
     pr.set_defaults(func=run, handler=_prove)
@@ -381,18 +385,28 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _prove(args: argparse.Namespace) -> int:
-    from mlseal.errors import VerificationError
+    from mlseal.errors import ConfigurationError, VerificationError
     from mlseal.ledger import merkle
+    from mlseal.ledger.trusted import TrustedReader
+    from mlseal.signing.trust import load_trust
 
+    if not args.target.isdigit() and not args.trust:
+        raise ConfigurationError(
+            f"which record produced {args.target} is decided from verified entries: pass --trust FILE "
+            "(or name the record by its seq)"
+        )
     with _open(args) as led:
         head = led.head()
         if args.target.isdigit():
             seq = int(args.target)
         else:
-            seqs = led.producers_of(_target_digest(args.target))
-            if not seqs:
-                raise VerificationError(f"no record in the ledger output {args.target}")
-            seq = seqs[0]
+            # the deciding producer by the trusted-record rule, never the unsigned digest index
+            answer = TrustedReader(led, load_trust(args.trust)).producer_of(_target_digest(args.target))
+            if answer.record is None:
+                why = "; ".join(f"record {p.seq}: {p}" for p in answer.problems)
+                raise VerificationError(f"no trusted record in the ledger outputs {args.target}"
+                                        + (f" ({why})" if why else ""))
+            seq = answer.record.seq
         entry = led.entry(seq)
         proof = led.inclusion_proof(seq, head.size)
     leaf = merkle.leaf_hash(entry)
