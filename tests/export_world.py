@@ -94,7 +94,8 @@ def make_world(d: Path, *, failed_evaluation: bool = False, checkpoint: bool = T
         ref = _artifact(write("reference.json", '{"schema": []}'), keys["ingest"], "reference", "application/json")
         seqs["reference"] = add("ingest", RecordDraft(stage="ingest", component=Component(name="reference"),
                                                       outputs=(ref,), params={"label": "label"}))
-        raw = _artifact(write("dataset.csv", source.read_bytes()), keys["ingest"], "dataset", "text/csv")
+        rows = source.read_bytes() + b"2,Bo,bo@example.org,,0.1,0\n"
+        raw = _artifact(write("dataset.csv", rows), keys["ingest"], "dataset", "text/csv")
         seqs["ingest"] = add("ingest", RecordDraft(
             stage="ingest", component=Component(name="ingest", source_sha256=Sha256Hex("1" * 64)), run=RUN,
             outputs=(raw,), params={"source": str(source), "source_kind": "file", "source_sha256": _sha(source)},

@@ -326,7 +326,8 @@ def mlbom(src: ModelSource, *, origin: str | None = None) -> dict[str, Any]:
             "properties": [_prop("mlseal:digest", "file"), *_record_props(src, rec, origin)],
         })
         for o in rec.outputs:
-            refs.setdefault(f"source-of:{o.sha256}", bom_ref(sha))
+            if o.sha256 != sha:  # ingest copied the source unchanged: one component, no self-dependency
+                refs.setdefault(f"source-of:{o.sha256}", bom_ref(sha))
     model["modelCard"] = _model_card(src, trained_on, notes)
     deps = []
     for ref_sha, ref in [(src.model_sha256, model["bom-ref"]),

@@ -143,9 +143,8 @@ def run_event(rec: Record, entry: bytes, trust: TrustRoot, *, origin: str,
             "mlseal_artifact": _facet(ARTIFACT_FACET, digest={"sha256": sha}, **extra),
         }}
 
-    inputs = [dataset(i.uri, i.sha256, {"role": "input", "name": i.name,
-                                        **({"producerSeq": i.producer_seq} if i.producer_seq is not None else {})})
-              for i in rec.inputs]
+    inputs = [dataset(i.uri, i.sha256, {"role": "input", "name": i.name, **(
+        {"producerSeq": i.producer_seq} if i.producer_seq is not None else {})}) for i in rec.inputs]
     outputs = [dataset(o.uri, o.sha256, {"role": "output", "name": o.name, "mediaType": o.media_type,
                                          **({"bundleSha256": o.bundle_sha256} if o.bundle_sha256 else {}),
                                          "producerSeq": rec.seq})
