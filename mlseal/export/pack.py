@@ -427,14 +427,15 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
             raise PackError(f"pack member {m['name']}: sha256 {got[:16]}… ({len(body)} bytes) is not what the signed "
                             f"manifest lists ({str(m.get('sha256'))[:16]}…, {m.get('size')} bytes): it was altered")
     signer = trust.signer_name(ok.key_id) or ok.key_id[:16]
-    origin = (manifest.get("ledger") or {}).get("origin")
-    if not isinstance(origin, str):
-        raise PackError("the pack manifest names no ledger origin")
+    ledger, model = manifest.get("ledger"), manifest.get("model")
+    if not isinstance(ledger, dict) or not isinstance(ledger.get("origin"), str) or not isinstance(model, dict):
+        raise PackError("the pack manifest names no ledger origin or no model")
+    origin = ledger["origin"]
     try:  # 3
         cp = verify_checkpoint(files.get(CHECKPOINT, b""), trust, origin=origin)
     except VerificationError as exc:
         raise PackError(f"the pack's checkpoint: {exc}") from None
-    if (manifest["ledger"].get("checkpoint") or {}) != {"size": cp.size, "root": cp.root.hex()}:
+    if ledger.get("checkpoint") != {"size": cp.size, "root": cp.root.hex()}:
         raise PackError("the pack's checkpoint is not the one its manifest names")
     records: dict[int, Record] = {}
     for name, body in rest:  # 4
@@ -463,8 +464,7 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
         m = re.fullmatch(r"mlseal-pack/proofs/([0-9]+)\.json", name)
         if m is not None and int(m.group(1)) not in records:
             raise PackError(f"pack member {name} proves a record the pack does not hold")
-    model = manifest.get("model") or {}  # 5
-    sha, pseq = model.get("sha256"), model.get("record")
+    sha, pseq = model.get("sha256"), model.get("record")  # 5
     producer = records.get(pseq) if isinstance(pseq, int) else None
     if not is_sha256_hex(sha) or producer is None or producer.status is not Status.OK \
             or not any(o.sha256 == sha for o in producer.outputs):
@@ -501,7 +501,8 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
             or prov.record_entry_sha256 != hashlib.sha256(files[f"{ROOT}records/{producer.seq}.entry"]).hexdigest():
         raise PackError("the pack's provenance does not describe the pack's model record, or has another signer")
     deps = prov.statement["predicate"]["buildDefinition"].get("resolvedDependencies") or []
-    stated = {d.get("digest", {}).get("sha256") for d in deps if isinstance(d, dict)}
+    stated = {d["digest"].get("sha256") if isinstance(d, dict) and isinstance(d.get("digest"), dict) else None
+              for d in deps}
     if stated != upstream:
         raise PackError("the pack's provenance lists other dependencies than the lineage of its records "
                         f"(provenance: {len(stated)}, records: {len(upstream)})")
