@@ -105,6 +105,7 @@ def _positions(data: bytes) -> list[int]:
     return sorted(p for p in out if p < len(data))
 
 
+@pytest.mark.slow
 def test_a_changed_byte_anywhere_is_refused(world: World, pack: bytes) -> None:
     trust = load_trust(world.trust)
     verify_pack_bytes(pack, trust)
