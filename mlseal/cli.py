@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "fetch": "mlseal._cli.fetch",
     "webhook": "mlseal._cli.webhook",
     "vault": "mlseal._cli.vault",
+    "export": "mlseal._cli.export",
+    "verify-pack": "mlseal._cli.verify_pack",
 }
 
 

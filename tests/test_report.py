@@ -135,6 +135,12 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path: Path) -> None: 
     assert {"source", "ingest", "process", "train", "evaluate", "deploy", "manifest"} <= stages
     for name in ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy"):
         assert f">{name}</text>" in svg.group(0), name
+    # the exports are linked, and each link opens a file beside the report
+    links = re.findall(r'<ul class="exports" id="exports">(.*?)</ul>', dom, re.S)
+    hrefs = re.findall(r'<a href="([^"]+)">', links[0]) if links else []
+    assert hrefs == ["exports/model.intoto.jsonl", "exports/model.cdx.json", "exports/openlineage.jsonl",
+                     "exports/model.pack"]
+    assert all((report.parent / h).is_file() for h in hrefs)
     shot = tmp_path / "report.png"
     subprocess.run([*_chromium_cmd(binary, tmp_path / "p2"), "--window-size=1400,900", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120, check=True)
