@@ -116,5 +116,6 @@ def test_evaluation_findings_carry_their_reason_codes(sealed_env: SealedEnv) -> 
     path.write_text(yaml.safe_dump(data))
     policy = load_policy(path)
     ref = model_ref(_isvc(env, p["model"], "s3://models/a/model/"))
+    assert ref is not None
     codes = {f.code for f in check_model(ref, policy.rules_for("models"), env.ledger, policy.trust)}
     assert {Reason.UNTRUSTED_SIGNER, Reason.BROKEN_LINEAGE} <= codes
