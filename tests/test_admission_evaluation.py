@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,12 +20,12 @@ from tests.fixtures_pipeline import SealedEnv
 from tests.test_components import _policy, _trained
 
 
-def _isvc(env: SealedEnv, model: Path, storage: str) -> dict:  # type: ignore[type-arg]
+def _isvc(env: SealedEnv, model: Path, storage: str) -> dict[str, Any]:
     return serving.inference_service(name="m", namespace="models", storage_uri=storage,
                                      model_sha256=digest_path(model))
 
 
-def _decide(env: SealedEnv, obj: dict, **rules: object) -> tuple[bool, list[str]]:  # type: ignore[type-arg]
+def _decide(env: SealedEnv, obj: dict[str, Any], **rules: object) -> tuple[bool, list[str]]:
     path = _policy(env, {"accuracy": {"min": 0.5}})
     data = yaml.safe_load(path.read_text())
     data.update(rules)
