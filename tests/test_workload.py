@@ -490,7 +490,7 @@ def test_policy_keys_are_parsed_and_checked(admission_world: AdmissionWorld) -> 
     assert exact.allows("registry.example/serving/server", "sha256:" + "2" * 64)
     assert not exact.allows("registry.example/serving/server", "sha256:" + "3" * 64)
     assert not exact.allows("evil.example/serving/server", "sha256:" + "2" * 64)
-    for extra, words in [
+    bad_policies: list[tuple[dict[str, Any], str]] = [
         ({"loader": {"image": "ghcr.io/mlseal/mlseal-python:0.1.0"}}, "pinned by digest"),
         ({"loader": {"image": LOADER_IMAGE, "policy": "relative.yaml"}}, "absolute path"),
         ({"images": ["evil.example/x:latest"]}, "not an image pattern"),
@@ -498,7 +498,8 @@ def test_policy_keys_are_parsed_and_checked(admission_world: AdmissionWorld) -> 
         ({"runtimes": ["Bad Name"]}, "ServingRuntime names"),
         ({"transformers": "maybe"}, "transformers must be one of allow, deny"),
         ({"namespaces": {"x": {"images": []}}}, "unknown keys \\['images'\\]"),
-    ]:
+    ]
+    for extra, words in bad_policies:
         with pytest.raises(ConfigurationError, match=words):
             load_policy(write_policy(admission_world.dir, "bad.yaml", **extra))
 
