@@ -9,8 +9,10 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from google.protobuf import json_format
 from in_toto.models.metadata import Envelope as InTotoEnvelope
@@ -39,10 +41,11 @@ def _export(world: World, out: Path, *extra: str, key: str = "train") -> int:
                  "--pipeline", str(world.pipeline), "--out", str(out), *extra])
 
 
-def _statement(data: bytes) -> dict:
+def _statement(data: bytes) -> dict[str, Any]:
     env = json.loads(data)
     assert env["payloadType"] == IN_TOTO_PAYLOAD_TYPE
-    return json.loads(base64.b64decode(env["payload"]))
+    statement: dict[str, Any] = json.loads(base64.b64decode(env["payload"]))
+    return statement
 
 
 def test_provenance_parses_with_in_toto_attestation_and_verifies_with_in_toto(world: World, tmp_path: Path) -> None:
@@ -110,9 +113,12 @@ def test_bundle_form_verifies_with_sigstore_python(world: World, tmp_path: Path)
     assert _export(world, out, "--bundle") == 0
     bundle = Bundle.from_json(out.read_bytes())
     pem = (world.dir / "keys" / "train.pub.pem").read_bytes()
+    assert bundle.verification_material.public_key is not None
     assert bundle.verification_material.public_key.hint == hashlib.sha256(pem).hexdigest()
     envelope = SigstoreEnvelope._from_json(json.dumps(json.loads(out.read_bytes())["dsseEnvelope"]))
-    payload = _verify(load_pem_public_key(pem), envelope)  # raises unless the signature verifies
+    key = load_pem_public_key(pem)
+    assert isinstance(key, EllipticCurvePublicKey)
+    payload = _verify(key, envelope)  # raises unless the signature verifies
     statement = SigstoreStatement(payload)
     assert statement._inner.predicate_type == PREDICATE_TYPE
     assert [x.digest.root["sha256"] for x in statement._inner.subjects] == [world.model_sha256]
