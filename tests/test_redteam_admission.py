@@ -15,6 +15,7 @@ shipped example manifests) are admitted, so the fixes do not deny normal workloa
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -31,9 +32,11 @@ from tests.fixtures_admission import (
     AdmissionWorld,
     isvc,
     pod_template,
+    review,
     write_policy,
 )
 from tests.test_workload import check, denied, good, kserve_pod, serving_runtime, wrap
+from tests.test_workload_webhook import _controller
 
 EVIL_URL = "https://attacker.example/model.joblib"
 SHA_FIELD = "metadata.annotations['mlseal.dev/model-sha256']"
@@ -645,3 +648,54 @@ def test_a_kserve_pod_with_the_shipped_storage_container_passes(admission_world:
     svc = isvc(m)
     svc["spec"]["predictor"]["volumes"] = [{"name": "mlseal-policy", "configMap": {"name": "mlseal-loader-policy"}}]
     assert check_workload(svc, p.rules_for("prod"))[0] == []
+
+
+# --- 8. an UPDATE riding on a deletion ----------------------------------------------------------------
+
+def _decide(world: AdmissionWorld, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    c = _controller(world)
+    body = json.dumps(review(obj, operation="UPDATE", old=old)).encode()
+    status, out = c.review(body)
+    assert status == 200
+    resp: dict[str, Any] = out["response"]
+    return resp
+
+
+def test_a_spec_change_in_an_update_of_an_object_being_deleted_is_judged(admission_world: AdmissionWorld) -> None:
+    w = admission_world
+    old = wrap("Deployment", pod_template(good(w)), good(w))
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    old["metadata"]["finalizers"] = ["foregroundDeletion"]
+    evil = copy.deepcopy(old)
+    server(evil)["image"] = "evil.example/server:latest"
+    server(evil)["args"] = ["--model=s3://attacker/model.joblib"]
+    evil["metadata"]["finalizers"] = []
+    r = _decide(w, evil, old)
+    assert r["allowed"] is False and "evil.example/server:latest" in r["status"]["message"], r
+    # the model annotation changed: judged too (here another model, which fails its gate)
+    low = w.models["lowacc"]
+    swapped = copy.deepcopy(old)
+    swapped["spec"]["template"]["metadata"]["annotations"]["mlseal.dev/model-sha256"] = low.sha256
+    the_loader(swapped)["args"][0] = low.uri
+    r = _decide(w, swapped, old)
+    assert r["allowed"] is False, r
+    top = copy.deepcopy(old)
+    top["metadata"]["annotations"] = {"mlseal.dev/model-sha256": low.sha256}
+    r = _decide(w, top, old)
+    assert r["allowed"] is False, r
+    # no oldObject to compare with: judged
+    assert _decide(w, evil, None)["allowed"] is False
+
+
+def test_finalizer_removal_of_an_object_being_deleted_is_allowed(admission_world: AdmissionWorld) -> None:
+    """Removing finalizers must never hang a deletion, even of an object the policy now denies."""
+    w = admission_world
+    old = wrap("Deployment", {"containers": [{"name": "s", "image": "evil.example/server:latest"}]}, good(w))
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    old["metadata"]["finalizers"] = ["foregroundDeletion"]
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = []
+    new["metadata"]["labels"] = {"gone": "yes"}
+    assert _decide(w, new, old)["allowed"] is True
+    assert _decide(w, copy.deepcopy(old), old)["allowed"] is True
+
