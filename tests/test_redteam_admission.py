@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -699,3 +700,10 @@ def test_finalizer_removal_of_an_object_being_deleted_is_allowed(admission_world
     assert _decide(w, new, old)["allowed"] is True
     assert _decide(w, copy.deepcopy(old), old)["allowed"] is True
 
+
+
+def test_every_reason_code_is_documented() -> None:
+    """Metrics label decisions by these codes; docs/admission.md lists them for operators."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "admission.md").read_text()
+    listed = doc[doc.index("Reason codes (metrics labels"):doc.index("A workload denial names")]
+    assert [r.value for r in Reason if f"`{r.value}`" not in listed] == []
