@@ -33,6 +33,7 @@ class Reason(StrEnum):
     MODEL_VOLUME = "model_volume"
     RUNTIME_NOT_ALLOWED = "runtime_not_allowed"
     COMPONENT_NOT_ALLOWED = "component_not_allowed"
+    POD_SECURITY = "pod_security"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     LEDGER_FORKED = "ledger_forked"
     LEDGER_ROLLED_BACK = "ledger_rolled_back"
