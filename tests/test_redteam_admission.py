@@ -342,7 +342,7 @@ def _serve_from_volume(obj: dict[str, Any], volume: dict[str, Any], container: d
     container["args"] = ["--model-dir=/srv/m"]
 
 
-OBJECT_VOLUMES = {
+OBJECT_VOLUMES: dict[str, dict[str, Any]] = {
     "configMap": {"configMap": {"name": "weights"}},
     "secret": {"secret": {"secretName": "weights"}},
     "downwardAPI": {"downwardAPI": {"items": [{"path": "model.json",
