@@ -34,8 +34,8 @@ def test_demo_signs_and_verifies_against_a_checkpoint(demo_run: DemoRun) -> None
         assert (cp.size, cp.root) == (size, led.head().root)
     assert stored[0] == wd.checkpoint.read_bytes()
     assert len(stored) >= 2  # one before the pipeline (the stages checked it), one after
-    assert result.verification is not None
-    assert result.verification.checkpoint == size and result.verification.ok
+    assert result.verification is not None  # (a later test may rerun the demo on this workdir: sizes grow)
+    assert result.verification.checkpoint == result.verification.size <= size and result.verification.ok
     assert sum("witness: checkpoint of" in line for line in lines) >= 2
     env = wd.env_file.read_text()
     assert f"MLSEAL_CHECKPOINT={wd.checkpoint}" in env and "mlseal ledger witness" in env
