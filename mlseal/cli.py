@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from mlseal import __version__
 from mlseal.errors import Error
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 #: subcommand -> module that defines it (the dispatch table)
 COMMANDS: dict[str, str] = {
     "demo": "mlseal._cli.demo",

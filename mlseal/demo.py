@@ -52,6 +52,20 @@ from mlseal.errors import ConfigurationError, Error
 from mlseal.ledger.record import Record, StageKind, Status
 from mlseal.report import Verification, render_report
 
+__all__ = [
+    "CHECKPOINT_KEY",
+    "EXPORTS",
+    "STAGES",
+    "STAGE_KINDS",
+    "DemoResult",
+    "Progress",
+    "Workdir",
+    "run_demo",
+    "verify_workdir",
+    "witness_workdir",
+    "write_exports",
+]
+
 #: the stages of the reference pipeline, in order (component names)
 STAGES = ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy")
 #: the stage kinds, each with its own signing key and signer name in the trust file

@@ -27,6 +27,8 @@ from mlseal.errors import ConfigurationError
 from mlseal.gates import parse_gates
 from mlseal.ledger.record import Record, Status
 
+__all__ = ["Verification", "render_report", "render_svg"]
+
 _NODE_W = 124
 _NODE_H = 92
 _GAP_X = 30

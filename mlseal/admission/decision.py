@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+__all__ = ["Decision", "Finding", "Reason"]
+
 
 class Reason(StrEnum):
     """Machine codes for why a model was denied (a bounded set: metric labels use it)."""

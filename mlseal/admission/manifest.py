@@ -31,6 +31,38 @@ from mlseal._uris import redact_uri
 from mlseal.errors import VerificationError
 from mlseal.ledger.record import Sha256Hex, is_sha256_hex
 
+__all__ = [
+    "KSERVE_ALPHA_API",
+    "KSERVE_API",
+    "KSERVE_KINDS",
+    "KSERVE_LOADER_NAME",
+    "KSERVE_MODEL_DIR",
+    "KSERVE_SOURCE_ANNOTATION",
+    "LOADER_COMMAND",
+    "LOADER_POLICY_ENV",
+    "LOADER_SHA_ENV",
+    "POD_SPEC_PATHS",
+    "SHA_ANNOTATION",
+    "URI_ANNOTATION",
+    "WORKLOAD_KINDS",
+    "Container",
+    "Env",
+    "Handler",
+    "ManifestError",
+    "ModelRef",
+    "Mount",
+    "Owner",
+    "PodSpec",
+    "Workload",
+    "container",
+    "containers_of",
+    "model_ref",
+    "pod_spec",
+    "volume_sources_of",
+    "volumes_of",
+    "workload",
+]
+
 SHA_ANNOTATION = "mlseal.dev/model-sha256"
 URI_ANNOTATION = "mlseal.dev/model-uri"
 

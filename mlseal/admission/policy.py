@@ -86,6 +86,25 @@ from mlseal.gates import Gate as Gate  # re-exported: mlseal.admission.Gate
 from mlseal.gates import parse_gates
 from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
 
+__all__ = [
+    "DEFAULT_LOADER_POLICY",
+    "DEFAULT_STAGES",
+    "VOLUME_SOURCES",
+    "Allow",
+    "EvaluationRules",
+    "ImageRule",
+    "LoaderRules",
+    "Mode",
+    "Policy",
+    "Rules",
+    "TrainedModels",
+    "Unannotated",
+    "load_policy",
+    "parse_policy",
+    "resolve_ledger_url",
+    "split_image",
+]
+
 log = logging.getLogger(__name__)
 
 #: the stages a model must have passed when a policy does not say

@@ -43,6 +43,18 @@ from mlseal.ledger.rollback import CheckpointState
 from mlseal.ledger.verified import VerifiedView, ViewFailed
 from mlseal.ledger.view import LedgerReader
 
+__all__ = [
+    "MAX_BODY",
+    "MAX_STALENESS",
+    "REVIEW_API",
+    "AdmissionController",
+    "BadReview",
+    "DecisionCache",
+    "ServedLedger",
+    "parse_review",
+    "review_response",
+]
+
 REVIEW_API = "admission.k8s.io/v1"
 #: default cap on a request body (configurable: `mlseal webhook serve --max-body`); bodies
 #: above it are denied unread. The reviewed kinds (InferenceService, Deployment,

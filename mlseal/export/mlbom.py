@@ -57,6 +57,8 @@ from mlseal.export._source import ModelSource, ingest_source
 from mlseal.ledger.checkpoint import expected_origin
 from mlseal.ledger.record import OutputRef, Record, Status
 
+__all__ = ["MEDIA_TYPE", "SPEC_VERSION", "bom_ref", "mlbom", "mlbom_bytes"]
+
 SPEC_VERSION = "1.6"
 MEDIA_TYPE = "application/vnd.cyclonedx+json; version=1.6"
 _MIME = re.compile(r"[-+a-z0-9.]+/[-+a-z0-9.]+")

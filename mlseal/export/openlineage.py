@@ -57,6 +57,30 @@ from mlseal.ledger.record import Record, Status
 from mlseal.ledger.verified import VerifiedView
 from mlseal.signing.trust import TrustRoot
 
+__all__ = [
+    "API_KEY_ENV",
+    "ARTIFACT_FACET",
+    "DEFAULT_NAMESPACE",
+    "ERROR_FACET",
+    "JOB_TYPE_FACET",
+    "LINEAGE_PATH",
+    "PARENT_FACET",
+    "PRODUCER",
+    "RECORD_FACET",
+    "RUN_EVENT_SCHEMA",
+    "SPEC",
+    "VERSION_FACET",
+    "Emitted",
+    "dataset_name",
+    "emit",
+    "events_for_ledger",
+    "events_for_model",
+    "jsonl",
+    "lineage_url",
+    "run_event",
+    "run_id",
+]
+
 SPEC = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 RUN_EVENT_SCHEMA = f"{SPEC}#/$defs/RunEvent"
 #: the producer URI every event and facet names

@@ -54,6 +54,29 @@ from mlseal.signing import dsse
 from mlseal.signing.keys import Signer
 from mlseal.signing.trust import TrustRoot
 
+__all__ = [
+    "ADMISSION",
+    "CHECKPOINT",
+    "MANIFEST",
+    "MANIFEST_TYPE",
+    "MAX_PACK_BYTES",
+    "MLBOM",
+    "PACK_VERSION",
+    "POLICY",
+    "PROVENANCE",
+    "README",
+    "README_TEXT",
+    "ROOT",
+    "Built",
+    "PackError",
+    "PackReport",
+    "admission",
+    "build_pack",
+    "verify_pack_bytes",
+    "verify_pack_file",
+    "write_pack",
+]
+
 MANIFEST_TYPE = "application/vnd.mlseal.pack.v1+json"
 PACK_VERSION = 1
 ROOT = "mlseal-pack/"

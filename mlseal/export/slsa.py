@@ -53,6 +53,23 @@ from mlseal.signing import dsse
 from mlseal.signing.keys import Signer
 from mlseal.signing.trust import TrustRoot
 
+__all__ = [
+    "BUILDER_PREFIX",
+    "BUILD_TYPE",
+    "IN_TOTO_PAYLOAD_TYPE",
+    "PREDICATE_TYPE",
+    "STATEMENT_TYPE",
+    "ProvenanceError",
+    "VerifiedProvenance",
+    "builder_id",
+    "bundle_of",
+    "check_exporter_key",
+    "provenance",
+    "record_uri",
+    "sign_provenance",
+    "verify_provenance",
+]
+
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
