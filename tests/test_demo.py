@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,11 +100,14 @@ def test_no_secret_value_leaves_the_secret_store(demo_run: DemoRun) -> None:
         assert v not in entries
 
 
-def test_rerun_appends_a_new_run_and_still_verifies(demo_run: DemoRun) -> None:
+def test_rerun_appends_a_new_run_and_still_verifies(demo_run: DemoRun, tmp_path: Path) -> None:
     first, _ = demo_run
     assert first.verification is not None
     before = first.verification.size
-    again = run_demo(first.workdir, progress=lambda _: None, epochs=10)
+    # on a copy: the session's other tests read the first run's workdir (exports, checkpoint)
+    workdir = tmp_path / "wd"
+    shutil.copytree(first.workdir, workdir)
+    again = run_demo(workdir, progress=lambda _: None, epochs=10)
     assert again.ok, again.failed
     assert again.verification is not None
     assert again.verification.size == before + len(STAGES)  # the reference is recorded once
