@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,11 +38,11 @@ from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
 
 
-def _median_ms(f: object, reps: int) -> float:
+def _median_ms(f: Callable[[], object], reps: int) -> float:
     out = []
     for _ in range(reps):
         t = time.perf_counter()
-        f()  # type: ignore[operator]
+        f()
         out.append((time.perf_counter() - t) * 1000)
     return statistics.median(out)
 

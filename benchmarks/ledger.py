@@ -67,7 +67,9 @@ def row(what: str, measured: str, baseline: str, ratio: str, ok: bool | None) ->
 
 
 def draft(i: int) -> RecordDraft:
-    h = lambda s: Sha256Hex(hashlib.sha256(s.encode()).hexdigest())  # noqa: E731
+    def h(s: str) -> Sha256Hex:
+        return Sha256Hex(hashlib.sha256(s.encode()).hexdigest())
+
     return RecordDraft(
         stage="train",
         inputs=(InputRef(name="dataset", uri=f"file:///data/clean-{i}.parquet", sha256=h(f"in{i}"),

@@ -133,8 +133,8 @@ def p_deploy(model: Input[Model], evaluation: Input[Metrics], manifest: Output[A
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(f.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
-    with open(evaluation.path, "rb") as f:
-        f.read()
+    with open(evaluation.path, "rb") as ev:
+        ev.read()
     obj = serving.inference_service(name="plain-model", namespace="models", storage_uri="s3://plain/model/",
                                     model_sha256=h.hexdigest())
     with open(manifest.path, "w") as out:
@@ -298,7 +298,8 @@ class TaskCommand:
             full_command=self.command, executor_input_dict=as_dict, pipeline_resource_name="bench",
             task_resource_name=self.name.removeprefix("comp-"), pipeline_root=str(task_root.parent),
             unique_pipeline_id=placeholder_utils.make_random_id())
-        return subprocess_task_handler.replace_python_executable(cmd, sys.executable)
+        resolved: list[str] = subprocess_task_handler.replace_python_executable(cmd, sys.executable)
+        return resolved
 
 
 def task_setup(root: Path) -> tuple[dict[str, str], Callable[[str, int], list[str]]]:

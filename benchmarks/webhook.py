@@ -66,11 +66,13 @@ def build_ledger(d: Path, entries: int) -> tuple[str, list[tuple[str, str]]]:
     signer.save(d / "keys" / "pipeline.pem", d / "keys" / "pipeline.pub.pem")
     (d / "trust.yaml").write_text("signers:\n  - name: pipeline\n    public_key: keys/pipeline.pub.pem\n")
     url = "sqlite:///" + str(d / "ledger.db")
-    models = []
+    models: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     with open_ledger(url) as led:
+        def a(draft: RecordDraft) -> int:
+            return led.append(draft, signer, signer_name="pipeline").seq
+
         for run in range(entries // 5):
-            a = lambda draft: led.append(draft, signer, signer_name="pipeline").seq  # noqa: E731
             raw = OutputRef(name="raw", uri=f"s3://data/{run}/raw.csv", sha256=h(f"{run}/raw"))
             s_raw = a(RecordDraft(stage="ingest", component=Component(name="ingest"), outputs=(raw,)))
             clean = OutputRef(name="clean", uri=f"s3://data/{run}/clean.csv", sha256=h(f"{run}/clean"))
@@ -119,15 +121,16 @@ class Server:
              "--port", str(self.port), "--cache-size", str(cache_size), *extra],
             stdout=self.audit, stderr=subprocess.PIPE, cwd=REPO,
         )
+        assert self.proc.stderr is not None  # stderr=PIPE
         ctx = self.pki.client_context()
         t0 = time.monotonic()
         deadline = t0 + 600
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw, \
-                        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                    tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: webhook\r\nConnection: close\r\n\r\n")
-                    if tls.recv(64).startswith(b"HTTP/1.1 200"):
+                        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                    conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: webhook\r\nConnection: close\r\n\r\n")
+                    if conn.recv(64).startswith(b"HTTP/1.1 200"):
                         break
             except OSError:
                 pass

@@ -12,4 +12,6 @@ This module stays import-light on purpose: `mlseal digest` and other CLI command
 must start fast, so subpackages are imported only where they are used.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from mlseal import __version__
 from mlseal.errors import Error
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 #: subcommand -> module that defines it (the dispatch table)
 COMMANDS: dict[str, str] = {
     "demo": "mlseal._cli.demo",
@@ -33,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "fetch": "mlseal._cli.fetch",
     "webhook": "mlseal._cli.webhook",
     "vault": "mlseal._cli.vault",
+    "export": "mlseal._cli.export",
+    "verify-pack": "mlseal._cli.verify_pack",
 }
 
 

@@ -16,6 +16,8 @@ docs/design.md#the-demo-workdir:
     DIR/policy.yaml      the admission policy the deploy stage applies; it admits the model
     DIR/pipeline.yaml    the compiled pipeline (KFP IR)
     DIR/report.html      the lineage report
+    DIR/exports/         the model's SLSA provenance, CycloneDX ML-BOM, OpenLineage events and
+                         audit pack (`mlseal export`, `mlseal verify-pack`), linked from the report
     DIR/logs/            the KFP task logs of each run
 
 Rollback and fork protection is on: the demo makes a checkpoint key (Transit key
@@ -49,6 +51,20 @@ import yaml
 from mlseal.errors import ConfigurationError, Error
 from mlseal.ledger.record import Record, StageKind, Status
 from mlseal.report import Verification, render_report
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "EXPORTS",
+    "STAGES",
+    "STAGE_KINDS",
+    "DemoResult",
+    "Progress",
+    "Workdir",
+    "run_demo",
+    "verify_workdir",
+    "witness_workdir",
+    "write_exports",
+]
 
 #: the stages of the reference pipeline, in order (component names)
 STAGES = ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy")
@@ -114,6 +130,10 @@ class Workdir:
         return self.root / "report.html"
 
     @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
     def source(self) -> Path:
         return self.artifacts / "source" / "breast-cancer-with-identities.csv"
 
@@ -135,6 +155,8 @@ class DemoResult:
     failed: str | None = None
     seconds: float = 0.0
     log: Path | None = None
+    #: the export files written into DIR/exports (empty when the run produced no model)
+    exports: list[Path] = field(default_factory=list)
 
 
 def _to(stream: Any) -> Progress:
@@ -408,6 +430,12 @@ def run_demo(
     if deploy is None and failed is None:
         failed = "the pipeline finished without a deploy record"
     manifest = _manifest_name(deploy) if deploy else None
+    exports: list[tuple[str, str, str]] = []
+    if model_sha is not None and verification.ok and failed is None:
+        try:
+            exports = write_exports(wd, src, model_sha, progress)
+        except Error as exc:
+            failed = f"the exports were refused: {exc}"
     wd.report.write_text(render_report(
         chain,
         title="mlseal demo: lineage from raw data to deployment",
@@ -416,6 +444,7 @@ def run_demo(
         manifest=manifest,
         facts={"secrets": src.describe(), "run": run_id, "workdir": str(wd.root),
                "pipeline": str(wd.pipeline.name), "model sha256": model_sha or "—"},
+        exports=exports,
     ))
     return DemoResult(
         ok=failed is None and verification.ok,
@@ -429,7 +458,60 @@ def run_demo(
         failed=failed,
         seconds=time.monotonic() - started,
         log=log_path,
+        exports=[wd.root / href for _, href, _ in exports],
     )
+
+
+#: what the demo exports for its model: (file in DIR/exports, label, what it is)
+EXPORTS = (
+    ("model.intoto.jsonl", "SLSA provenance", "in-toto Statement v1 with a SLSA Provenance v1 predicate, "
+     "DSSE-signed by the train identity"),
+    ("model.cdx.json", "CycloneDX ML-BOM", "CycloneDX 1.6: model card, datasets with digests, anonymisation and "
+     "encryption as considerations"),
+    ("openlineage.jsonl", "OpenLineage events", "one RunEvent per stage run of the model's lineage (JSON Lines)"),
+    ("model.pack", "audit pack", "records with inclusion proofs, signed checkpoint, OMS bundles, provenance, "
+     "ML-BOM, policy and admission decision: `mlseal verify-pack exports/model.pack --trust trust.yaml`"),
+)
+
+
+def write_exports(wd: Workdir, src: Any, model_sha: str, progress: Progress) -> list[tuple[str, str, str]]:
+    """`mlseal export slsa|mlbom|openlineage|pack` for the demo's model, into DIR/exports.
+
+    Everything is built from one verified view of the ledger; the provenance and the pack are
+    signed by the train identity (the stage that produced the model) and the pack is checked
+    as an auditor would before it is written. Returns (label, link, description) per file.
+    """
+    from mlseal._files import write_atomic
+    from mlseal.export import load_model
+    from mlseal.export.mlbom import mlbom_bytes
+    from mlseal.export.openlineage import events_for_model, jsonl
+    from mlseal.export.pack import admission, build_pack, write_pack
+    from mlseal.export.slsa import provenance, sign_provenance
+    from mlseal.ledger import open_ledger
+    from mlseal.signing.digest import file_sha256
+    from mlseal.signing.trust import load_trust
+    from mlseal.stage import signing_key_name
+
+    trust = load_trust(wd.trust)
+    signer = src.transit_signer(signing_key_name("train"))
+    with open_ledger(wd.ledger_url) as led:
+        model = load_model(led, model_sha, trust)
+        envelope = sign_provenance(provenance(model, pipeline_sha256=file_sha256(wd.pipeline),
+                                              pipeline_uri=wd.pipeline.name), signer, trust)
+        bom = mlbom_bytes(model)
+        events = jsonl(events_for_model(model))
+        policy_bytes, decision = admission(model, wd.policy)
+        built = build_pack(model, led, signer, provenance=envelope, mlbom=bom, policy_bytes=policy_bytes,
+                           decision=decision)
+    wd.exports.mkdir(exist_ok=True)
+    files = dict(zip((f for f, _, _ in EXPORTS), (envelope, bom, events), strict=False))
+    for name, data in files.items():
+        write_atomic(wd.exports / name, data)
+    write_pack(wd.exports / "model.pack", built, trust)
+    lines = events.count(b"\n")
+    progress(f"  exports: SLSA provenance, CycloneDX ML-BOM, {lines} OpenLineage events and an "
+             f"audit pack ({len(built.data)} bytes, verified) in {wd.exports}")
+    return [(label, f"exports/{name}", what) for name, label, what in EXPORTS]
 
 
 def _chain(led: Any, wd: Workdir, run_records: list[Record]) -> list[Record]:

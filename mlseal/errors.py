@@ -16,6 +16,16 @@ a secret value or a token.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigurationError",
+    "Error",
+    "InfrastructureError",
+    "LedgerConflict",
+    "PolicyDenied",
+    "VaultError",
+    "VerificationError",
+]
+
 
 class Error(Exception):
     """Root of every error mlseal raises on purpose."""

@@ -27,6 +27,8 @@ from mlseal.errors import ConfigurationError
 from mlseal.gates import parse_gates
 from mlseal.ledger.record import Record, Status
 
+__all__ = ["Verification", "render_report", "render_svg"]
+
 _NODE_W = 124
 _NODE_H = 92
 _GAP_X = 30
@@ -238,6 +240,14 @@ def _gates(chain: Sequence[Record]) -> str:
     return f'<h2>Gates</h2><div class="summary"><table id="gates">{head}{"".join(rows)}</table></div>'
 
 
+def _exports(exports: Sequence[tuple[str, str, str]]) -> str:
+    if not exports:
+        return ""
+    items = "".join(f'<li><a href="{_e(href)}">{_e(label)}</a> <code>{_e(href)}</code>: {_e(what)}</li>'
+                    for label, href, what in exports)
+    return f'<h2>Exports</h2><ul class="exports" id="exports">{items}</ul>'
+
+
 def _param_text(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     return text if len(text) <= 200 else text[:200] + "…"
@@ -251,8 +261,13 @@ def render_report(
     source: str | None = None,
     manifest: str | None = None,
     facts: Mapping[str, str] | None = None,
+    exports: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """HTML for one lineage chain (oldest first). Everything is escaped; nothing is fetched."""
+    """HTML for one lineage chain (oldest first). Everything is escaped; nothing is fetched.
+
+    `exports` are (label, relative link, description) of files written beside the report
+    (the provenance, ML-BOM, lineage events and audit pack): listed with links.
+    """
     header: list[tuple[str, str]] = list((facts or {}).items())
     if verification is not None:
         verdict = "verified" if verification.ok else "FAILED: " + "; ".join(verification.problems)
@@ -264,6 +279,7 @@ def render_report(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_e(title)}</h1><p class=\"{ok_class}\">{_e(stages)}</p>"
         f'<div class="summary">{_kv_table(header)}</div>{_gates(chain)}'
+        f"{_exports(exports)}"
         f'<h2>Lineage</h2><div class="graph">{render_svg(chain, source=source, manifest=manifest)}</div>'
         f"<h2>Stages</h2>{''.join(_card(r) for r in chain)}"
         "</body></html>\n"

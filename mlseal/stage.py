@@ -86,6 +86,27 @@ if TYPE_CHECKING:
     from mlseal.signing.authenticated import SignedBy
     from mlseal.signing.trust import TrustRoot
 
+__all__ = [
+    "MEDIA_CSV",
+    "MEDIA_JSON",
+    "MEDIA_YAML",
+    "RUN_ENV",
+    "InputRefused",
+    "SealedOutput",
+    "Sealing",
+    "Stage",
+    "StageResult",
+    "VerifiedInput",
+    "check_task_environment",
+    "in_kfp_task",
+    "run_info_from_env",
+    "sealed",
+    "signing_key_name",
+    "source_sha256",
+    "stage_signer",
+    "with_run",
+]
+
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")

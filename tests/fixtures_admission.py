@@ -140,7 +140,8 @@ class AdmissionWorld:
     models: dict[str, Model]
 
 
-def write_policy(d: Path, name: str = "policy.yaml", ledger: str = "sqlite:///ledger.db", **extra: Any) -> Path:
+def write_policy(d: Path, name: str = "policy.yaml", ledger: str | dict[str, str] = "sqlite:///ledger.db",
+                 **extra: Any) -> Path:
     import yaml
 
     doc: dict[str, Any] = {

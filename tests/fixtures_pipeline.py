@@ -13,19 +13,30 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import pytest
+
+if TYPE_CHECKING:  # for annotations; the fixtures import mlseal where they run
+    from mlseal.demo import DemoResult
+    from mlseal.ledger import Ledger
+    from mlseal.secrets._dev import DevSecretSource
+    from mlseal.signing.keys import LocalKeySigner
+    from mlseal.signing.trust import TrustRoot
+    from mlseal.stage import Sealing
+
+#: the `demo_run` fixture: the demo's result and the progress lines it printed
+DemoRun: TypeAlias = "tuple[DemoResult, list[str]]"
 
 
 @dataclass
 class SealedEnv:
     root: Path
-    ledger: Any
-    signer: Any
-    trust: Any
-    secrets: Any
-    sealing: Any
+    ledger: Ledger
+    signer: LocalKeySigner
+    trust: TrustRoot
+    secrets: DevSecretSource
+    sealing: Sealing
     trust_file: Path
 
     @property
@@ -39,11 +50,13 @@ def sealed_env(tmp_path: Path) -> Iterator[SealedEnv]:
 
     from mlseal.ledger import open_ledger
     from mlseal.secrets import open_secret_source
+    from mlseal.secrets._dev import DevSecretSource
     from mlseal.signing.keys import public_pem
     from mlseal.signing.trust import load_trust
     from mlseal.stage import Sealing
 
     src = open_secret_source(tmp_path / "secrets", env={})
+    assert isinstance(src, DevSecretSource)  # no VAULT_ADDR in env: the dev store
     signer = src.transit_signer("mlseal-signing")
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "pipeline.pub.pem").write_bytes(public_pem(signer.public_key()))
@@ -87,7 +100,7 @@ def secret_values(secrets_dir: Path) -> list[bytes]:
     return [v for v in values if len(v) >= 8]
 
 
-def ledger_plaintext(led: Any) -> bytes:
+def ledger_plaintext(led: Ledger) -> bytes:
     """Every entry as stored and its record decoded (entries hold the record base64-encoded)."""
     from mlseal.ledger.entry import record_of
 
@@ -95,7 +108,7 @@ def ledger_plaintext(led: Any) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     """One demo run (about 20 s): the pipeline through KFP's local runner, verified and reported."""
     from mlseal.demo import run_demo
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,12 +20,12 @@ from tests.fixtures_pipeline import SealedEnv
 from tests.test_components import _policy, _trained
 
 
-def _isvc(env: SealedEnv, model: Path, storage: str) -> dict:  # type: ignore[type-arg]
+def _isvc(env: SealedEnv, model: Path, storage: str) -> dict[str, Any]:
     return serving.inference_service(name="m", namespace="models", storage_uri=storage,
                                      model_sha256=digest_path(model))
 
 
-def _decide(env: SealedEnv, obj: dict, **rules: object) -> tuple[bool, list[str]]:  # type: ignore[type-arg]
+def _decide(env: SealedEnv, obj: dict[str, Any], **rules: object) -> tuple[bool, list[str]]:
     path = _policy(env, {"accuracy": {"min": 0.5}})
     data = yaml.safe_load(path.read_text())
     data.update(rules)
@@ -116,5 +117,6 @@ def test_evaluation_findings_carry_their_reason_codes(sealed_env: SealedEnv) -> 
     path.write_text(yaml.safe_dump(data))
     policy = load_policy(path)
     ref = model_ref(_isvc(env, p["model"], "s3://models/a/model/"))
+    assert ref is not None
     codes = {f.code for f in check_model(ref, policy.rules_for("models"), env.ledger, policy.trust)}
     assert {Reason.UNTRUSTED_SIGNER, Reason.BROKEN_LINEAGE} <= codes

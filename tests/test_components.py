@@ -5,6 +5,7 @@
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -119,7 +120,7 @@ def _reference(env: SealedEnv, raw: Path) -> Path:
     return ref
 
 
-def _policy(env: SealedEnv, gates: dict) -> Path:  # type: ignore[type-arg]
+def _policy(env: SealedEnv, gates: dict[str, Any]) -> Path:
     p = env.root / "policy.yaml"
     p.write_text(yaml.safe_dump({"trust": str(env.trust_file), "ledger": env.ledger_url,
                                  "require_stages": ["ingest", "process", "train", "evaluate"], "gates": gates,
@@ -157,6 +158,7 @@ def test_steps_in_process_end_to_end(sealed_env: SealedEnv) -> None:
                     metrics=s.ArtifactOut(a / "metrics.json"), gates={"accuracy": {"min": 0.8}})
     dep = s.deploy(env.sealing, model=s.ArtifactIn(a / "model"), evaluation=s.ArtifactIn(a / "metrics.json"),
                    manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(_policy(env, {"accuracy": {"min": 0.8}})))
+    assert ev is not None and dep is not None
     records = [parse_entry(e, env.trust) for _, e in env.ledger.entries()]
     assert [(r.stage, r.component.name) for r in records] == [
         ("ingest", "reference"), ("ingest", "ingest"), ("process", "anonymize"), ("process", "encrypt"),
@@ -239,7 +241,7 @@ def test_unmet_gate_and_denied_deploy_fail_their_stages(sealed_env: SealedEnv) -
                  manifest=s.ArtifactOut(a / "isvc.yaml"), policy_path=str(policy))
     denied = parse_entry(env.ledger.entry(env.ledger.size() - 1), env.trust)
     assert denied.stage == "deploy" and denied.status is Status.FAILED
-    assert denied.params["decision"]["allowed"] is False  # type: ignore[index]
+    assert denied.params["decision"]["allowed"] is False
     assert not (a / "isvc.yaml").exists()
     json.dumps(denied.to_obj())
 
@@ -257,6 +259,7 @@ def test_ingest_from_postgres_with_credentials_from_the_secret_store(sealed_env:
     sealed_env.secrets.put("mlseal/ingest/db", {"dsn": dsn})
     out = sealed_env.root / "a" / "raw.csv"
     r = s.ingest(sealed_env.sealing, dataset=s.ArtifactOut(out), source="pgtable:patients")
+    assert r is not None
     assert r.record is not None and r.record.metrics["rows"] == 3
     assert [(x.path, x.version) for x in r.record.secrets] == [("mlseal/ingest/db", 1)]
     assert r.record.params["source_kind"] == "postgresql"

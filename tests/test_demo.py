@@ -13,16 +13,18 @@ from mlseal.cli import main
 from mlseal.demo import STAGES, run_demo
 from mlseal.ledger import open_ledger
 from mlseal.ledger.record import Status
-from tests.fixtures_pipeline import ledger_plaintext, secret_values
+from tests.fixtures_pipeline import DemoRun, ledger_plaintext, secret_values
+from tests.fixtures_vault import VaultHarness
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_every_stage_and_verifies(demo_run) -> None:  # type: ignore[no-untyped-def]
+def test_demo_runs_every_stage_and_verifies(demo_run: DemoRun) -> None:
     result, lines = demo_run
     assert result.ok, result.failed
     assert [r.component.name for r in result.run_records] == list(STAGES)
     assert all(r.status is Status.OK for r in result.run_records)
+    assert result.verification is not None
     assert result.verification.ok and not result.verification.problems
     # progress: one line per stage as it was recorded
     for i, name in enumerate(STAGES, 1):
@@ -36,7 +38,7 @@ def test_demo_runs_every_stage_and_verifies(demo_run) -> None:  # type: ignore[n
     assert result.chain[-1].stage == "deploy" and result.chain[-1].inputs[0].sha256 == result.model_sha256
 
 
-def test_demo_workdir_layout(demo_run) -> None:  # type: ignore[no-untyped-def]
+def test_demo_workdir_layout(demo_run: DemoRun) -> None:
     result, _ = demo_run
     wd: Path = result.workdir
     for name in ("ledger.db", "trust.yaml", "policy.yaml", "pipeline.yaml", "report.html"):
@@ -54,7 +56,7 @@ def test_demo_workdir_layout(demo_run) -> None:  # type: ignore[no-untyped-def]
             assert path.with_name(path.name + ".sig").is_file()
 
 
-def test_demo_policy_admits_its_model(demo_run, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_demo_policy_admits_its_model(demo_run: DemoRun, capsys: pytest.CaptureFixture[str]) -> None:
     result, _ = demo_run
     wd: Path = result.workdir
     deploy = result.run_records[-1]
@@ -69,7 +71,7 @@ def test_demo_policy_admits_its_model(demo_run, capsys: pytest.CaptureFixture[st
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
-def test_no_secret_value_leaves_the_secret_store(demo_run) -> None:  # type: ignore[no-untyped-def]
+def test_no_secret_value_leaves_the_secret_store(demo_run: DemoRun) -> None:
     result, _ = demo_run
     wd: Path = result.workdir
     values = secret_values(wd / "secrets")
@@ -97,18 +99,20 @@ def test_no_secret_value_leaves_the_secret_store(demo_run) -> None:  # type: ign
         assert v not in entries
 
 
-def test_rerun_appends_a_new_run_and_still_verifies(demo_run) -> None:  # type: ignore[no-untyped-def]
+def test_rerun_appends_a_new_run_and_still_verifies(demo_run: DemoRun) -> None:
     first, _ = demo_run
+    assert first.verification is not None
     before = first.verification.size
     again = run_demo(first.workdir, progress=lambda _: None, epochs=10)
     assert again.ok, again.failed
+    assert again.verification is not None
     assert again.verification.size == before + len(STAGES)  # the reference is recorded once
     assert again.run_records[0].seq == before
     assert again.run_id != first.run_id or again.run_records[0].run.run_id != first.run_records[0].run.run_id
 
 
 @pytest.mark.vault_real
-def test_demo_with_vault_says_so_and_leaks_nothing(vault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_with_vault_says_so_and_leaks_nothing(vault: VaultHarness, tmp_path: Path) -> None:
     import base64
     import os
 

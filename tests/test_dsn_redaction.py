@@ -195,7 +195,12 @@ def test_password_parts_never_reach_dns(monkeypatch: pytest.MonkeyPatch) -> None
     import socket
 
     looked_up: list[Any] = []
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: looked_up.append(a) or [])
+
+    def getaddrinfo(*a: Any, **k: Any) -> list[Any]:
+        looked_up.append(a)
+        return []
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     for dsn in ("postgresql://u:HunterBad6@XyzzyTail6@127.0.0.1:1/ledgerdb",
                 "postgresql://u:HunterBad7/XyzzyTail7@127.0.0.1:1/ledgerdb"):
         with pytest.raises(ConfigurationError, match="percent-encode"):

@@ -595,7 +595,12 @@ def test_gs_and_s3_uris_open_their_fsspec_filesystems(monkeypatch: pytest.Monkey
     from mlseal.fetch import storage
 
     seen: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(storage, "_filesystem", lambda proto, **kw: seen.append((proto, kw)) or object())
+
+    def filesystem(proto: str, **kw: Any) -> object:
+        seen.append((proto, kw))
+        return object()
+
+    monkeypatch.setattr(storage, "_filesystem", filesystem)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("S3_ENDPOINT", "minio.kubeflow:9000")
     monkeypatch.setenv("S3_USE_HTTPS", "0")

@@ -28,7 +28,7 @@ from mlseal.ml.errors import GateError
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
 from tests.fixtures_admission import build_lineage, isvc, write_policy
-from tests.fixtures_pipeline import SealedEnv
+from tests.fixtures_pipeline import DemoRun, SealedEnv
 from tests.test_components import _policy, _trained
 
 LEAKY = {"accuracy": 0.95, "robust_accuracy": 0.81, "mia_advantage": 0.9}
@@ -113,7 +113,7 @@ def test_evaluate_and_deploy_stages_read_one_gate_set_alike(sealed_env: SealedEn
     a = env.root / "a"
     ev = s.evaluate(env.sealing, model=s.ArtifactIn(p["model"]), data=s.ArtifactIn(p["enc"]),
                     metrics=s.ArtifactOut(a / "m.json"))
-    assert ev.record is not None
+    assert ev is not None and ev.record is not None
     leak = ev.record.metrics["mia_advantage"]
     assert leak > 0  # the measured model leaks a little; a gate below that must stop it
     limit = round(leak / 2, 6)
@@ -229,7 +229,7 @@ def test_the_demo_refuses_a_bare_gate_before_writing_anything(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_the_demo_policy_and_its_evaluate_stage_hold_one_gate_set(demo_run: Any) -> None:
+def test_the_demo_policy_and_its_evaluate_stage_hold_one_gate_set(demo_run: DemoRun) -> None:
     from mlseal.gates import parse_gates
     from mlseal.pipelines import DEFAULT_GATES
 

@@ -7,6 +7,7 @@ import importlib.metadata
 import re
 import tomllib
 from pathlib import Path
+from typing import cast
 
 import pytest
 from packaging.markers import default_environment
@@ -17,10 +18,12 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "infra" / "docker"
 DOCKERFILE = (DOCKER / "Dockerfile").read_text()
-#: the image's platform: CPython 3.11 on linux x86_64
-TARGET = {**default_environment(), "python_version": "3.11", "python_full_version": "3.11.0",
-          "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-          "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+#: the image's platform: CPython 3.11 on linux x86_64 (packaging types the environment as a
+#: TypedDict whose values are all str; Marker.evaluate takes a plain str mapping)
+TARGET: dict[str, str] = {
+    **cast("dict[str, str]", default_environment()), "python_version": "3.11", "python_full_version": "3.11.0",
+    "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+    "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython"}
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -86,7 +87,7 @@ def _vault_login(group: str, vault_role: str, roles: list[str]) -> str:
     return login
 
 
-def _snapshot(schema: str) -> dict[str, object]:
+def _snapshot(schema: str) -> dict[str, list[tuple[Any, ...]]]:
     with psycopg.connect(PG_BASE) as c:
         meta = c.execute(f"SELECT key, value FROM {schema}.mlseal_meta ORDER BY key").fetchall()
         head = c.execute(f"SELECT size, last_hash, frontier FROM {schema}.mlseal_head").fetchall()
@@ -116,7 +117,7 @@ def test_init_creates_a_versioned_schema_and_a_rerun_changes_nothing(schema: str
     assert sorted(first["created_roles"]) == sorted([writer, reader])
     assert [writer, "mlseal_entries", "INSERT"] in first["granted"]
     before = _snapshot(schema)
-    assert dict(before["meta"])["schema_version"] == str(SCHEMA_VERSION)  # type: ignore[call-overload]
+    assert dict(before["meta"])["schema_version"] == str(SCHEMA_VERSION)
 
     assert main(argv) == 0
     captured = capsys.readouterr()
@@ -284,7 +285,7 @@ def test_init_migrates_a_version_1_ledger_and_keeps_its_records(schema: str, rol
     assert [writer_group, "mlseal_checkpoints", "SELECT"] in out["granted"]
     assert [writer_group, "mlseal_checkpoints", "INSERT"] not in out["granted"]
     assert [reader_group, "mlseal_checkpoints", "SELECT"] in out["granted"]
-    assert dict(_snapshot(schema)["meta"])["schema_version"] == str(SCHEMA_VERSION)  # type: ignore[call-overload]
+    assert dict(_snapshot(schema)["meta"])["schema_version"] == str(SCHEMA_VERSION)
     assert main(argv) == 0  # idempotent
     again = json.loads(capsys.readouterr().out)
     assert again["changed"] is False and again["migrated_from"] is None

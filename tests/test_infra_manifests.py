@@ -108,12 +108,16 @@ def test_the_strict_validation_catches_mistakes() -> None:
         kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
     pd = json.loads(json.dumps(one("overlays/dev", "PodDefault", "mlseal-vault-token")))
     pd["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audiences"] = ["vault"]
+    pd_schema = crd_schema(pd["apiVersion"], pd["kind"])
+    assert pd_schema is not None
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(pd, crd_schema(pd["apiVersion"], pd["kind"]))  # type: ignore[arg-type]
+        jsonschema.validate(pd, pd_schema)
     vds = json.loads(json.dumps(one("overlays/dev", "VaultDynamicSecret", "mlseal-ledger-writer")))
     del vds["spec"]["path"]
+    vds_schema = crd_schema(vds["apiVersion"], vds["kind"])
+    assert vds_schema is not None
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(vds, crd_schema(vds["apiVersion"], vds["kind"]))  # type: ignore[arg-type]
+        jsonschema.validate(vds, vds_schema)
 
 
 def test_every_schema_cites_its_upstream_crd_and_is_closed() -> None:

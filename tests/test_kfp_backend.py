@@ -65,7 +65,8 @@ def produce(n: int, data: Output[Dataset]) -> NamedTuple("Outputs", [("count", i
     data.metadata["rows"] = n
     data.metadata["clean"] = True
     data.metadata["columns"] = ["a", "b"]
-    return collections.namedtuple("Outputs", ["count", "label"])(n, f"{n} rows")
+    Outputs = collections.namedtuple("Outputs", ["count", "label"])
+    return Outputs(n, f"{n} rows")
 
 
 @dsl.component(base_image=IMAGE)
@@ -143,7 +144,7 @@ def write_private(marker: str) -> str:
         open(f"/opt/{marker}", "w").close()
         host = "host filesystem writable"
     except OSError as exc:
-        host = type(exc).__name__ + ": " + exc.strerror
+        host = f"{type(exc).__name__}: {exc.strerror}"
     return host
 
 

@@ -28,14 +28,14 @@ from tests.vault_server import FakeVault
 
 
 @sealed_component(stage="ingest", media_types={"rows": "text/csv"})
-def collect(rows: Output[Dataset], n: int = 3):
+def collect(rows: Output[Dataset], n: int = 3) -> None:
     """My own ingest step."""
     with open(rows.path, "w") as f:
         f.write("x\n" + "".join(f"{i}\n" for i in range(n)))
 
 
 @sealed_component(stage="train")
-def fit(rows: Input[Dataset], model: Output[Model], mode: str = "mean"):
+def fit(rows: Input[Dataset], model: Output[Model], mode: str = "mean") -> None:
     from mlseal.kfp import current_stage  # a KFP function body is self-contained
 
     with open(rows.path) as f:
@@ -159,7 +159,9 @@ def test_users_own_sealed_steps_on_the_backend(mlseal: MlsealCluster, tmp_path: 
     assert fit_rec.outputs[0].uri == model["uri"] and model["uri"].startswith("s3://")
     assert mlseal.cluster.object_store.read(model["uri"]) == b"1.5"
     # the metadata the next task got went through MLMD: digest and bundle intact
-    got = result.tasks["fit"].executor_input["inputs"]["artifacts"]["rows"]["artifacts"][0]["metadata"]
+    fit_input = result.tasks["fit"].executor_input
+    assert fit_input is not None
+    got = fit_input["inputs"]["artifacts"]["rows"]["artifacts"][0]["metadata"]
     assert got["mlseal.sha256"] == collect_rec.outputs[0].sha256 and got["mlseal.bundle"].startswith("{")
     assert got["mlseal.seq"] == collect_rec.seq
     # no credential in any pod's log, the ledger, the executor inputs/outputs or the IR
@@ -191,6 +193,7 @@ def test_a_failing_sealed_step_is_recorded_and_uploads_nothing(mlseal: MlsealClu
     *_, last = _records(mlseal, tmp_path)
     assert last.stage == "train" and last.status.value == "failed" and last.outputs == ()
     fit_input = result.tasks["fit"].executor_input
+    assert fit_input is not None
     uri = fit_input["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"]
     assert mlseal.cluster.object_store.keys(uri) == []
 
@@ -364,6 +367,8 @@ def test_each_misconfiguration_fails_closed_and_appends_nothing(mlseal: MlsealCl
     assert message in result.tasks["collect"].logs, result.tasks["collect"].logs[-3000:]
     m.cluster.config_maps[m.cluster.namespace]["mlseal-trust"]["trust.yaml"] = m.trust_text
     assert len(_records(m, tmp_path)) == before  # the ledger still verifies and holds nothing new
-    uri = result.tasks["collect"].executor_input["outputs"]["artifacts"]["rows"]["artifacts"][0]["uri"]
+    collect_input = result.tasks["collect"].executor_input
+    assert collect_input is not None
+    uri = collect_input["outputs"]["artifacts"]["rows"]["artifacts"][0]["uri"]
     assert m.cluster.object_store.keys(uri) == []  # nothing uploaded
     _assert_no_credentials(m, result)

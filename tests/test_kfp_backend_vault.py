@@ -51,6 +51,7 @@ def test_role_audience_is_enforced(vault: FakeVault) -> None:
     sa = ("mlseal-pipeline", "kubeflow")
     assert _login(vault, "with-audience", vault.k8s_jwt(*sa, audience="vault"))
     assert _login(vault, "with-audience", vault.k8s_jwt(*sa, audience=[KUBERNETES_AUDIENCE, "vault"]))
+    wrong: str | list[str]
     for wrong in (KUBERNETES_AUDIENCE, "vault-other", []):
         with pytest.raises(hvac.exceptions.Forbidden, match=r"invalid audience \(aud\) claim"):
             _login(vault, "with-audience", vault.k8s_jwt(*sa, audience=wrong))

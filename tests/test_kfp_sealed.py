@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List  # noqa: UP035 (KFP reads typing.List in artifact annotations)
+from typing import Any, List  # noqa: UP035 (KFP reads typing.List in artifact annotations)
 
 import pytest
 import yaml
@@ -119,19 +119,19 @@ def test_failing_user_step_is_recorded_and_leaves_no_output(demo_workdir: Workdi
 
 
 def test_decorator_refuses_what_cannot_be_sealed() -> None:
-    def path_based(data: InputPath("Dataset"), n: int = 1):  # type: ignore[valid-type]
+    def path_based(data: InputPath("Dataset"), n: int = 1) -> None:  # type: ignore[valid-type]
         pass
 
     with pytest.raises(ConfigurationError, match="InputPath/OutputPath"):
         sealed_component(path_based, stage="process")
 
-    def clash(data: Input[Dataset], mlseal_run_id: str = ""):
+    def clash(data: Input[Dataset], mlseal_run_id: str = "") -> None:
         pass
 
     with pytest.raises(ConfigurationError, match="may not define parameter 'mlseal_run_id'"):
         sealed_component(clash, stage="process")
 
-    def ok(data: Input[Dataset], out: Output[Model]):
+    def ok(data: Input[Dataset], out: Output[Model]) -> None:
         pass
 
     with pytest.raises(ConfigurationError, match="media_types names no output"):
@@ -142,11 +142,11 @@ def test_decorator_refuses_what_cannot_be_sealed() -> None:
 
 def _pipeline_with_wiring(tmp_path: Path) -> tuple[str, str]:
     @sealed_component(stage="train")
-    def fit(rows: Input[Dataset], model: Output[Model]):
+    def fit(rows: Input[Dataset], model: Output[Model]) -> None:
         pass
 
     @sealed_component(stage="ingest")
-    def collect(rows: Output[Dataset]):
+    def collect(rows: Output[Dataset]) -> None:
         pass
 
     services = Services(vault_addr="https://vault.vault.svc:8200", image="registry.example/mlseal@sha256:" + "ab" * 32)
@@ -224,16 +224,16 @@ def test_parallel_for_collected_inputs_and_exit_handlers_compile_sealed(tmp_path
     """Sealed tasks inside ParallelFor, fed by dsl.Collected and under an ExitHandler: each
     task still passes its run context and none is served from KFP's cache."""
     @sealed_component(stage="ingest")
-    def part(out: Output[Dataset], i: int):
+    def part(out: Output[Dataset], i: int) -> None:
         with open(out.path, "w") as f:
             f.write(str(i))
 
     @sealed_component(stage="process")
-    def merge(parts: Input[List[Dataset]], merged: Output[Dataset]):  # noqa: UP006 (KFP reads typing.List)
+    def merge(parts: Input[List[Dataset]], merged: Output[Dataset]) -> None:  # noqa: UP006 (KFP reads typing.List)
         pass
 
     @sealed_component(stage="process")
-    def notify(note: str = "done"):
+    def notify(note: str = "done") -> None:
         pass
 
     @dsl.pipeline(name="fan-in")
@@ -247,7 +247,7 @@ def test_parallel_for_collected_inputs_and_exit_handlers_compile_sealed(tmp_path
     spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
     tasks = []
 
-    def walk(dag: dict) -> None:  # type: ignore[type-arg]
+    def walk(dag: dict[str, Any]) -> None:
         for name, task in dag.get("tasks", {}).items():
             comp = spec["components"][task["componentRef"]["name"]]
             if "dag" in comp:

@@ -7,9 +7,11 @@ import itertools
 import json
 import sqlite3
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 import rfc8785
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -116,7 +118,7 @@ def test_failed_append_writes_nothing(ledger_url: str, ledger_signer: LocalKeySi
     class BrokenSigner:
         key_id = ledger_signer.key_id
 
-        def public_key(self):  # type: ignore[no-untyped-def]
+        def public_key(self) -> ec.EllipticCurvePublicKey:
             return ledger_signer.public_key()
 
         def sign(self, data: bytes) -> bytes:
@@ -130,9 +132,9 @@ def test_failed_append_writes_nothing(ledger_url: str, ledger_signer: LocalKeySi
         led.append(draft(0), ledger_signer, signer_name="pipeline")
         before = led.head()
         with pytest.raises(InfrastructureError, match="signing service down"):
-            led.append(draft(1), BrokenSigner(), signer_name="pipeline")  # type: ignore[arg-type]
+            led.append(draft(1), BrokenSigner(), signer_name="pipeline")
         with pytest.raises(InfrastructureError, match="does not verify"):
-            led.append(draft(1), LyingSigner(), signer_name="pipeline")  # type: ignore[arg-type]
+            led.append(draft(1), LyingSigner(), signer_name="pipeline")
         assert led.head() == before
         a = led.append(draft(1), ledger_signer, signer_name="pipeline")
         assert a.seq == 1 and a.record.prev == before.last_entry_hash
@@ -148,7 +150,7 @@ def test_interleaved_writers_keep_one_tree(
     class BrokenSigner:
         key_id = ledger_signer.key_id
 
-        def public_key(self):  # type: ignore[no-untyped-def]
+        def public_key(self) -> ec.EllipticCurvePublicKey:
             return ledger_signer.public_key()
 
         def sign(self, data: bytes) -> bytes:
@@ -158,7 +160,7 @@ def test_interleaved_writers_keep_one_tree(
         for i, led in enumerate([a, a, b, a, b, b, b, a, a, b, a]):
             if i == 5:
                 with pytest.raises(InfrastructureError):
-                    led.append(draft(i), BrokenSigner(), signer_name="pipeline")  # type: ignore[arg-type]
+                    led.append(draft(i), BrokenSigner(), signer_name="pipeline")
             got = led.append(draft(i), ledger_signer, signer_name="pipeline")
             assert got.seq == i
         entries = [e for _, e in a.entries()]
@@ -315,6 +317,8 @@ def test_postgres_unreachable_is_infrastructure_error() -> None:
         open_ledger("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")
 
 
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**60), 2**60)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -325,7 +329,7 @@ _json_values = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(_json_values)
-def test_fast_canonical_json_equals_rfc8785(value: object) -> None:
+def test_fast_canonical_json_equals_rfc8785(value: JsonValue) -> None:
     try:
         want = rfc8785.dumps(value)
     except Exception:
@@ -358,7 +362,7 @@ def test_record_template_renders_the_canonical_record(
     assert Record.from_bytes(got) == complete
 
 
-def _jcs_ok(v: object) -> bool:
+def _jcs_ok(v: JsonValue) -> bool:
     try:
         rfc8785.dumps(v)
     except Exception:

@@ -58,7 +58,7 @@ def raw(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as c:
-        cur = c.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        cur = c.execute(sql.replace("?", "%s"), params)
         return cur.fetchall() if cur.description else []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 
 import pytest
 
@@ -19,7 +20,7 @@ from mlseal.signing.trust import Grant, TrustRoot
 # --- bulk verification: who a record says signed it, and what that key may sign ---------------
 
 
-def chain(drafts: list[tuple[RecordDraft, LocalKeySigner, str]]) -> list[tuple[int, bytes]]:
+def chain(drafts: Sequence[tuple[RecordDraft, LocalKeySigner, str]]) -> list[tuple[int, bytes]]:
     """Entries for (draft, signing key, key id the record names), hash-linked."""
     out, prev = [], ZERO_HASH
     for seq, (d, key, named) in enumerate(drafts):

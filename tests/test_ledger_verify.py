@@ -46,7 +46,7 @@ def raw(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as c:
-        cur = c.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        cur = c.execute(sql.replace("?", "%s"), params)
         return cur.fetchall() if cur.description else []
 
 
@@ -294,7 +294,8 @@ def test_fast_path_equals_json_parsing(ledger_signer: LocalKeySigner) -> None:
     # a params key named like a top-level field must not fool the hash-only fast path
     recs = []
     prev = "0" * 64
-    for seq, params in enumerate([{"prev": "f" * 64, "seq": 99}, {"x": '"prev":"' + "e" * 64}, {}]):
+    cases: list[dict[str, object]] = [{"prev": "f" * 64, "seq": 99}, {"x": '"prev":"' + "e" * 64}, {}]
+    for seq, params in enumerate(cases):
         rec = RecordDraft(stage="process", params=params).complete(
             seq=seq, prev=prev, time="t", signer=SignerRef("p", ledger_signer.key_id)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def test_append_nodes_builds_the_same_tree_as_memory_tree() -> None:
     store: dict[tuple[int, int], bytes] = {}
 
     class Reader:
-        def get_nodes(self, coords: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        def get_nodes(self, coords: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
             return {c: store[c] for c in coords if c in store}
 
     leaves = [merkle.leaf_hash(b"%d" % i) for i in range(300)]

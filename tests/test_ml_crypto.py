@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,9 +96,9 @@ def test_swapped_wrapped_key_detected() -> None:
     (lambda b: b"X" * len(crypto.MAGIC) + b[len(crypto.MAGIC):], "bad magic"),
     (lambda b: b[:FIXED - 4] + (10**6).to_bytes(4, "big") + b[FIXED:], "truncated"),
 ])
-def test_truncation_and_framing(mangle: object, match: str) -> None:
+def test_truncation_and_framing(mangle: Callable[[bytes], bytes], match: str) -> None:
     with pytest.raises(VerificationError, match=match):
-        crypto.decrypt(mangle(blob()), KEY)  # type: ignore[operator]
+        crypto.decrypt(mangle(blob()), KEY)
 
 
 def _with_header(obj: dict[str, object]) -> bytes:

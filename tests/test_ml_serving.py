@@ -230,11 +230,13 @@ def _mutate(fn: Callable[[onnx.ModelProto], None]) -> Callable[[bytes], bytes]:
 
 
 def _node(proto: onnx.ModelProto, op: str) -> onnx.NodeProto:
-    return next(n for n in proto.graph.node if n.op_type == op)
+    node: onnx.NodeProto = next(n for n in proto.graph.node if n.op_type == op)
+    return node
 
 
 def _init(proto: onnx.ModelProto, name: str) -> TensorProto:
-    return next(t for t in proto.graph.initializer if t.name == name)
+    tensor: TensorProto = next(t for t in proto.graph.initializer if t.name == name)
+    return tensor
 
 
 def _set_init(proto: onnx.ModelProto, name: str, value: np.ndarray) -> None:
@@ -390,7 +392,7 @@ def _oversize(repo: Path) -> None:
         f.truncate(serving.MAX_MODEL_BYTES + 1)
 
 
-REPO_TAMPERS: dict[str, tuple[Callable[[Path], None], str]] = {
+REPO_TAMPERS: dict[str, tuple[Callable[[Path], object], str]] = {
     "extra-version": (_extra_version, "unexpected \\['2'\\]"),
     "python-backend": (_python_backend, "unexpected \\['model.py'\\]"),
     "config-backend": (lambda r: config_file(r).write_text(
@@ -477,6 +479,7 @@ def test_inference_service_is_valid_and_served_by_triton() -> None:
     assert isvc["metadata"]["labels"] == {"app": "credit"}
     # admission reads the digest and URI from it
     ref = model_ref(isvc)
+    assert ref is not None
     assert (ref.sha256, ref.uri, ref.where) == (SHA, "s3://models/runs/42/", "spec.predictor.model.storageUri")
     assert json.loads(json.dumps(isvc)) == isvc
 

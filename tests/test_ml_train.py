@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,9 +107,9 @@ def test_model_json_round_trip(tmp_path: Path, adv_model: LinearModel, splits: t
     (lambda o: o.update(classes=[0]), "two integers"),
     (lambda o: o.update(bias="0"), "bias must be a number"),
 ])
-def test_model_malformed(adv_model: LinearModel, mutate: object, match: str) -> None:
+def test_model_malformed(adv_model: LinearModel, mutate: Callable[[dict[str, Any]], object], match: str) -> None:
     obj = json.loads(adv_model.to_json())
-    mutate(obj)  # type: ignore[operator]
+    mutate(obj)
     with pytest.raises(ModelFormatError, match=match):
         LinearModel.from_json(json.dumps(obj))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def key(tmp_path: Path) -> Path:
 LAST_ERR: list[str] = []
 
 
-def _record(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict | None]:  # type: ignore[type-arg]
+def _record(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any] | None]:
     code = main(["record", "--json", *argv])
     captured = capsys.readouterr()
     LAST_ERR[:] = [captured.err]

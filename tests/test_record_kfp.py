@@ -77,7 +77,8 @@ def driver_executor_input(
         a.name, a.uri = f"minio-artifact-{name}", uri
         a.type.schema_title, a.type.schema_version = "system.Dataset", "0.0.1"
     ei.outputs.output_file = str(output_file)
-    return json_format.MessageToJson(ei)  # camelCase field names, like Go's protojson.Marshal
+    text: str = json_format.MessageToJson(ei)  # camelCase field names, like Go's protojson.Marshal
+    return text
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -9,16 +9,29 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, SecretRef, SignerRef, Status
+from mlseal.ledger.record import (
+    Component,
+    InputRef,
+    OutputRef,
+    Record,
+    RecordDraft,
+    SecretRef,
+    Sha256Hex,
+    SignerRef,
+    Status,
+)
 from mlseal.report import Verification, render_report, render_svg
+from tests.fixtures_pipeline import DemoRun
 
-SHA = [f"{i:x}" * 64 for i in range(1, 10)]
+SHA = [Sha256Hex(f"{i:x}" * 64) for i in range(1, 10)]
 
 
-def _rec(seq: int, stage: str, name: str, inputs: tuple[int, ...] = (), *, failed: bool = False, **kw):  # type: ignore[no-untyped-def]
+def _rec(seq: int, stage: str, name: str, inputs: tuple[int, ...] = (), *, failed: bool = False,
+         **kw: Any) -> Record:
     draft = RecordDraft(
         stage=stage,
         component=Component(name=name),
@@ -57,7 +70,7 @@ def gate_rows(html: str) -> list[tuple[str, str, str, str, str]]:
                       table.group(1))
     for verdict_class, *_, verdict in rows:
         assert verdict.lower() == verdict_class  # the colour and the word agree
-    return [tuple(r[1:]) for r in rows]  # type: ignore[misc]
+    return [tuple(r[1:]) for r in rows]
 
 
 def test_report_shows_each_gate_threshold_value_and_verdict() -> None:
@@ -122,7 +135,7 @@ def _png_pixels(png: bytes) -> tuple[int, int, bytes]:
 
 
 @pytest.mark.slow
-def test_report_renders_in_headless_chromium(demo_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_report_renders_in_headless_chromium(demo_run: DemoRun, tmp_path: Path) -> None:
     binary = _chromium()
     result, _ = demo_run
     report = result.workdir / "report.html"
@@ -135,6 +148,12 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path: Path) -> None: 
     assert {"source", "ingest", "process", "train", "evaluate", "deploy", "manifest"} <= stages
     for name in ("ingest", "anonymize", "encrypt", "validate", "train", "evaluate", "deploy"):
         assert f">{name}</text>" in svg.group(0), name
+    # the exports are linked, and each link opens a file beside the report
+    links = re.findall(r'<ul class="exports" id="exports">(.*?)</ul>', dom, re.S)
+    hrefs = re.findall(r'<a href="([^"]+)">', links[0]) if links else []
+    assert hrefs == ["exports/model.intoto.jsonl", "exports/model.cdx.json", "exports/openlineage.jsonl",
+                     "exports/model.pack"]
+    assert all((report.parent / h).is_file() for h in hrefs)
     shot = tmp_path / "report.png"
     subprocess.run([*_chromium_cmd(binary, tmp_path / "p2"), "--window-size=1400,900", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120, check=True)

@@ -30,7 +30,7 @@ def test_secret_hides_value_everywhere() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(s)
     with pytest.raises(AttributeError):
-        s._value = "other"  # type: ignore[misc]
+        s._value = "other"
 
 
 def test_kvsecret_and_datakey_reprs_hide_values() -> None:

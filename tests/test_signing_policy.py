@@ -64,7 +64,7 @@ def test_custom_policy_is_a_protocol(model_dir: Path) -> None:
     sig = sign_path(model_dir, signer)
 
     class OnlyOnWeekdays:
-        def verify(self, bundle):  # type: ignore[no-untyped-def]
+        def verify(self, bundle: SigstoreBundle) -> Authenticated:
             raise VerificationError("closed today")
 
     assert isinstance(OnlyOnWeekdays(), BundlePolicy)

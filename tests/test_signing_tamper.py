@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,10 +164,10 @@ def test_wrong_media_type(signed: tuple[Path, Path, KeyFiles]) -> None:
     check(model, sig, key, "media type 'application/json'")
 
 
-def _resign(model: Path, key: KeyFiles, edit: object) -> Path:
+def _resign(model: Path, key: KeyFiles, edit: Callable[[dict[str, Any]], object]) -> Path:
     """A bundle whose statement is edited and then properly signed (a trusted signer's mistake)."""
     obj = oms.statement_obj(manifest_of(model))
-    edit(obj)  # type: ignore[operator]
+    edit(obj)
     payload = json.dumps(obj).encode()
     env = dsse.Envelope(
         oms.IN_TOTO_PAYLOAD_TYPE,
@@ -242,7 +244,7 @@ def test_missing_bundle_is_a_configuration_error(model_dir: Path, signing_key: K
     ids=["method", "hash-type", "algorithm", "duplicate", "digest", "ignore-escape", "no-subject", "shard-size"],
 )
 def test_malformed_statements_signed_by_a_trusted_key(
-    model_dir: Path, signing_key: KeyFiles, edit: object, reason: str
+    model_dir: Path, signing_key: KeyFiles, edit: Callable[[dict[str, Any]], object], reason: str
 ) -> None:
     import re
 

@@ -14,11 +14,11 @@ from mlseal.ledger.record import RunInfo, Status
 from mlseal.signing.bundle import verify_path
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
-from mlseal.stage import InputRefused, Stage, run_info_from_env, sealed, source_sha256
+from mlseal.stage import InputRefused, Sealing, Stage, run_info_from_env, sealed, source_sha256
 from tests.fixtures_pipeline import SealedEnv
 
 
-def _produce(env: SealedEnv, path: Path, text: str = "a,b\n1,2\n", *, sealing=None) -> int:  # type: ignore[no-untyped-def]
+def _produce(env: SealedEnv, path: Path, text: str = "a,b\n1,2\n", *, sealing: Sealing | None = None) -> int:
     with Stage("ingest", name="ingest", sealing=sealing or env.sealing) as st:
         st.output("raw", path, media_type="text/csv").write_text(text)
     assert st.result is not None

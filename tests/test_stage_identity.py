@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mlseal.errors import ConfigurationError, VerificationError
-from mlseal.ledger import open_ledger
+from mlseal.ledger import Ledger, open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import RecordDraft, RunInfo
 from mlseal.ledger.verify import verify_ledger
@@ -46,6 +46,12 @@ def _sealing(root: Path, key: LocalKeySigner, stage: str, trust: Path) -> Sealin
                    signer_name=stage, secrets=open_secret_source(root / "secrets", env={}))
 
 
+def _ledger(sealing: Sealing) -> Ledger:
+    """The ledger `_sealing` opened (a Sealing types it as the narrower LedgerWriter)."""
+    assert isinstance(sealing.ledger, Ledger)
+    return sealing.ledger
+
+
 def test_train_key_cannot_write_an_evaluation(tmp_path: Path) -> None:
     keys, trust = _per_stage(tmp_path)
     train = _sealing(tmp_path, keys["train"], "train", trust)
@@ -60,10 +66,10 @@ def test_train_key_cannot_write_an_evaluation(tmp_path: Path) -> None:
     train.ledger.append(RecordDraft(stage="evaluate", metrics={"accuracy": 1.0}), keys["train"], signer_name="train")
     with pytest.raises(VerificationError, match="not 'evaluate'"):
         parse_entry(train.ledger.entry(0), load_trust(trust))
-    report = verify_ledger(train.ledger, load_trust(trust))
+    report = verify_ledger(_ledger(train), load_trust(trust))
     assert not report.ok and "signer train may sign ['train'] records, not 'evaluate'" in report.problems[0].detail
     # the hash-only path cannot judge signers, the signature path always does (both parse modes)
-    assert verify_ledger(train.ledger, load_trust(trust), digest_uri=lambda _u: "0" * 64).ok is False
+    assert verify_ledger(_ledger(train), load_trust(trust), digest_uri=lambda _u: "0" * 64).ok is False
 
 
 def test_stage_input_from_a_record_outside_its_signers_grant_is_refused(tmp_path: Path) -> None:
@@ -134,10 +140,10 @@ def test_grant_can_pin_component_digests_and_images(tmp_path: Path) -> None:
     ok = replace(sealing, image="registry.example/mlseal@sha256:" + "cd" * 32)
     with Stage("evaluate", name="evaluate", sealing=ok, source_digest="ab" * 32) as st:
         st.metric("accuracy", 0.9)
-    assert verify_ledger(ok.ledger, trust).ok
+    assert verify_ledger(_ledger(ok), trust).ok
     # an appended record from another image is named by verify, in both read paths
     ok.ledger.append(RecordDraft(stage="evaluate"), key, signer_name="evaluate")
-    report = verify_ledger(ok.ledger, trust)
+    report = verify_ledger(_ledger(ok), trust)
     assert not report.ok and "listed component digests" in report.problems[0].detail
 
 
@@ -167,7 +173,8 @@ def test_ledger_that_does_not_answer_stops_the_stage_before_work(sealed_env: Sea
 
             raise InfrastructureError("connection refused")
 
-    sealing = replace(sealed_env.sealing, ledger=Down())
+    # a stand-in that answers only size(), the one call the stage makes before any work
+    sealing = replace(sealed_env.sealing, ledger=Down())  # type: ignore[arg-type]
     with (
         pytest.raises(ConfigurationError, match=r"ledger does not answer .*connection refused"),
         Stage("ingest", name="ingest", sealing=sealing),
@@ -248,7 +255,7 @@ def test_kfp_task_with_vault_uses_vault_and_the_given_environment(
 ) -> None:
     """VAULT_ADDR in the task's environment (the mapping given, not the process's) selects
     Vault: no dev-store refusal; the stage then needs Vault (here unreachable) for its key."""
-    from mlseal.secrets.errors import VaultError
+    from mlseal.errors import VaultError
 
     monkeypatch.delenv("VAULT_ADDR", raising=False)
     _keys, trust = _per_stage(tmp_path)

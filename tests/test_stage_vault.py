@@ -45,6 +45,7 @@ def test_steps_take_secrets_from_vault_by_reference(vault: VaultHarness, tmp_pat
     assert [(x.path, x.version) for x in records[1].secrets] == [(hmac_path, version)]
     (transit,) = records[2].secrets
     assert transit.path == "transit/mlseal-data" and transit.version == 1
+    assert enc is not None
     verify_path(enc.outputs["encrypted"].path, enc.outputs["encrypted"].bundle, trust)
     texts = [entries.decode(), caplog.text, (tmp_path / "a" / "anon.csv").read_text()]
     vault.assert_clean(*texts)

@@ -19,6 +19,7 @@ import pytest
 
 from mlseal.kfp.metadata import META_BUNDLE, META_SHA256
 from mlseal.stage import Stage
+from tests.fixtures_pipeline import SealedEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def _child(script: str, env: dict[str, str]) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _task_env(sealed_env) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _task_env(sealed_env: SealedEnv) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "MLSEAL_"))}
     return {
         **keep,
@@ -69,7 +70,7 @@ def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(m for m in modules for n in names if m == n or m.startswith(n + "."))
 
 
-def test_importing_the_task_module_is_light(sealed_env) -> None:  # type: ignore[no-untyped-def]
+def test_importing_the_task_module_is_light(sealed_env: SealedEnv) -> None:
     modules = _child("""
         import json, sys
         import mlseal.kfp._task
@@ -79,7 +80,7 @@ def test_importing_the_task_module_is_light(sealed_env) -> None:  # type: ignore
     assert _loaded(modules, NOT_ON_IMPORT) == []
 
 
-def test_a_sealed_task_imports_only_what_sealing_needs(sealed_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_sealed_task_imports_only_what_sealing_needs(sealed_env: SealedEnv, tmp_path: Path) -> None:
     upstream = tmp_path / "upstream" / "data"
     with Stage("ingest", name="source", sealing=sealed_env.sealing) as st:
         st.output("data", upstream).write_bytes(b"rows\n" * 200)

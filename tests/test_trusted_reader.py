@@ -16,9 +16,10 @@ from mlseal.admission.engine import _trusted_producer
 from mlseal.ledger import open_ledger, trusted
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.lineage import trace
-from mlseal.ledger.record import Component, InputRef, Record, RecordDraft, Status
+from mlseal.ledger.record import Component, InputRef, Record, RecordDraft, Sha256Hex, Status
 from mlseal.ledger.recordcache import VerifiedRecords
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
+from mlseal.ledger.view import LedgerWriter
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
@@ -35,12 +36,12 @@ def _world(d: Path) -> tuple[str, LocalKeySigner]:
     return "sqlite:///" + str(d / "ledger.db"), signer
 
 
-def _evaluate(led: object, signer: LocalKeySigner, model_sha: str, model_uri: str, *,
+def _evaluate(led: LedgerWriter, signer: LocalKeySigner, model_sha: str, model_uri: str, *,
               status: Status, metrics: dict[str, float] | None = None) -> int:
-    inp = InputRef(name="model", uri=model_uri, sha256=model_sha)  # type: ignore[arg-type]
+    inp = InputRef(name="model", uri=model_uri, sha256=Sha256Hex(model_sha))
     draft = RecordDraft(stage="evaluate", component=Component(name="evaluate"), inputs=(inp,),
                         metrics=metrics or {}, status=status)
-    return int(led.append(draft, signer, signer_name="pipeline").seq)  # type: ignore[attr-defined]
+    return int(led.append(draft, signer, signer_name="pipeline").seq)
 
 
 # (a) a newer failed evaluation supersedes an older pass
@@ -56,7 +57,8 @@ def test_newer_failed_evaluation_denies_admission(tmp_path: Path) -> None:
         d = decide(isvc(model), policy, ledger=led)
         assert not d.allowed
         assert any(f"record {failed}" in r and "failed" in r and "supersedes" in r for r in d.reasons), d.reasons
-        assert TrustedReader(led, policy.trust).latest_evaluation(model.sha256).record.seq == failed  # type: ignore[union-attr]
+        latest = TrustedReader(led, policy.trust).latest_evaluation(model.sha256).record
+        assert latest is not None and latest.seq == failed
 
 
 def test_newer_evaluation_with_a_broken_successor_link_does_not_decide(tmp_path: Path) -> None:

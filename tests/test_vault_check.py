@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
                           capture_output=True, text=True, timeout=60)
 
 
-def by_name(checks: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+def by_name(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(c["name"]): c for c in checks}
 
 
@@ -73,7 +74,7 @@ def test_check_reports_sealed_and_down(vault_fake: VaultHarness, tmp_path: Path)
     fake.unseal()
     fake.standby = True
     r = cli(["vault", "check", "--json"], env, tmp_path)
-    assert by_name(json.loads(r.stdout)["checks"])["health"]["detail"].startswith(fake.addr)  # type: ignore[union-attr]
+    assert by_name(json.loads(r.stdout)["checks"])["health"]["detail"].startswith(fake.addr)
     assert "standby" in r.stderr
     fake.stop()
     r = cli(["vault", "check"], env, tmp_path)
@@ -102,8 +103,8 @@ def test_check_dev_store(tmp_path: Path) -> None:
     assert "dev secrets, not Vault" in out["checks"][0]["detail"]
     assert "dev secrets, not Vault" in r.stderr
     (tmp_path / "s" / "transit" / "mlseal-signing.pem").chmod(0o640)
-    checks = by_name(run_checks(open_secret_source(dev_dir=tmp_path / "s", env={})) and
-                     [c.to_obj() for c in run_checks(open_secret_source(dev_dir=tmp_path / "s", env={}))])
+    assert run_checks(open_secret_source(dev_dir=tmp_path / "s", env={}))
+    checks = by_name([c.to_obj() for c in run_checks(open_secret_source(dev_dir=tmp_path / "s", env={}))])
     assert checks["store permissions"]["ok"] is False
     assert checks["signing key"]["ok"] is False and "0600" in str(checks["signing key"]["detail"])
 

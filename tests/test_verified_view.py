@@ -20,7 +20,7 @@ from mlseal.admission.decision import Reason
 from mlseal.errors import VerificationError
 from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, Ledger, open_ledger
 from mlseal.ledger.checkpoint import Checkpoint, sign_checkpoint
-from mlseal.ledger.record import Component, InputRef, RecordDraft, Status
+from mlseal.ledger.record import Component, InputRef, RecordDraft, Sha256Hex, Status
 from mlseal.ledger.recordcache import VerifiedRecords
 from mlseal.ledger.trusted import TrustedReader
 from mlseal.ledger.verified import FORKED, ROLLED_BACK, TAMPERED, VerifiedView, ViewFailed
@@ -42,7 +42,7 @@ def evaluate(led: Ledger, signer: LocalKeySigner, model: Model, accuracy: float,
              status: Status = Status.OK) -> int:
     return led.append(RecordDraft(
         stage="evaluate", component=Component(name="evaluate"), status=status,
-        inputs=(InputRef("model", model.uri, model.sha256, model.seqs["train"]),),
+        inputs=(InputRef("model", model.uri, Sha256Hex(model.sha256), model.seqs["train"]),),
         metrics={"accuracy": accuracy, "robust_accuracy": 0.9}), signer, signer_name="pipeline").seq
 
 
@@ -289,7 +289,8 @@ def test_a_read_that_fails_half_way_leaves_the_view_as_it_was(world: World) -> N
 
     class Flaky:
         def __init__(self, led: Ledger) -> None:
-            self._led, self.fail_after = led, None
+            self._led = led
+            self.fail_after: int | None = None
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._led, name)

@@ -25,7 +25,7 @@ from mlseal.admission import decide, load_policy
 from mlseal.admission.decision import Reason
 from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, open_ledger
 from mlseal.ledger.lineage import trace
-from mlseal.ledger.record import Component, InputRef, RecordDraft
+from mlseal.ledger.record import Component, InputRef, RecordDraft, Sha256Hex
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import load_trust
 from tests.fixtures_admission import Model, build_lineage, isvc, review, run_webhook, sha, write_policy
@@ -55,7 +55,7 @@ def _sql(url: str, statement: str, *args: Any) -> None:
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as c:
-            c.execute(statement, args)  # type: ignore[arg-type]
+            c.execute(statement, args)
 
 
 def delete_digest_row(url: str, sha256: str, role: int, seq: int) -> None:
@@ -76,7 +76,7 @@ def world(ledger_url: str, tmp_path: Path) -> Iterator[World]:
         model = build_lineage(led, signer, "m")
         failed = led.append(RecordDraft(
             stage="evaluate", component=Component(name="evaluate"),
-            inputs=(InputRef("model", model.uri, model.sha256, model.seqs["train"]),),
+            inputs=(InputRef("model", model.uri, Sha256Hex(model.sha256), model.seqs["train"]),),
             metrics={"accuracy": 0.31, "robust_accuracy": 0.2}), signer, signer_name="pipeline").seq
         other = build_lineage(led, signer, "other").seqs["ingest"]
     policy_path = write_policy(tmp_path, ledger=ledger_url)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -100,10 +101,13 @@ def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any, *, remove: bool
     return doc
 
 
+def _encode_with(good: dict[str, Any], path: tuple[str, ...]) -> Callable[[Any], bytes]:
+    """`good` with the value at `path` replaced by the argument, as JSON bytes."""
+    return lambda v: json.dumps(_set(good, path, v)).encode()
+
+
 def malformed_bodies(good: dict[str, Any]) -> st.SearchStrategy[bytes]:
-    mutated = st.one_of(*[
-        val.map(lambda v, p=path: json.dumps(_set(good, p, v)).encode()) for path, val in _mutations(good)
-    ])
+    mutated = st.one_of(*[val.map(_encode_with(good, path)) for path, val in _mutations(good)])
     removed = st.sampled_from(REMOVABLE).map(lambda p: json.dumps(_set(good, p, None, remove=True)).encode())
     raw = st.binary(max_size=300).filter(lambda b: not b.strip().startswith(b"{"))
     junk_json = JSON_VALUES.map(lambda v: json.dumps(v).encode())

@@ -186,32 +186,44 @@ def test_the_model_volume_is_the_loaders_and_read_only(admission_world: Admissio
     denied(admission_world, pod, code, words)
 
 
-@pytest.mark.parametrize(("source", "ok"), [
+@pytest.mark.parametrize(("source", "declared"), [
     ({"hostPath": {"path": "/var/lib/models"}}, False),
     ({"persistentVolumeClaim": {"claimName": "models"}}, False),
     ({"image": {"reference": EVIL_PINNED}}, False),
     ({"nfs": {"server": "nfs.example", "path": "/models"}}, False),
     ({"ephemeral": {"volumeClaimTemplate": {"spec": {"dataSource": {"kind": "PersistentVolumeClaim",
                                                                     "name": "models"}}}}}, False),
+    # a configMap may be declared (the loader reads its policy from one) but no server may read it
     ({"configMap": {"name": "server-config"}}, True),
-    ({"projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}, True),
+    ({"projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}, None),
 ])
 def test_a_second_model_source_beside_the_loaders_volume_is_denied(admission_world: AdmissionWorld,
-                                                                  source: dict[str, Any], ok: bool) -> None:
-    """The server reads another volume, at another path than the verified model's."""
+                                                                  source: dict[str, Any],
+                                                                  declared: bool | None) -> None:
+    """The server reads another volume, at another path than the verified model's.
+
+    `declared`: None, the volume is admitted; True, it may be declared but the server's mount is
+    denied; False, the volume itself is denied."""
     spec = pod_template(good(admission_world))
     spec["volumes"].append({"name": "other", **source})
     spec["containers"][0]["volumeMounts"].append({"name": "other", "mountPath": "/srv/other", "readOnly": True})
     spec["containers"][0]["args"] = ["--model-dir=/srv/other"]
     pod = wrap("Pod", spec, good(admission_world))
-    if ok:
+    if declared is None:
         assert check(admission_world, pod).allowed
+    elif declared:
+        denied(admission_world, pod, Reason.MODEL_VOLUME, "spec.containers[0].volumeMounts[1] mounts volume 'other'")
     else:
         denied(admission_world, pod, Reason.MODEL_VOLUME, "spec.volumes[other] is a", "can hold a model")
     m = isvc(good(admission_world))
     m["spec"]["predictor"]["volumes"] = [{"name": "other", **source}]
-    if not ok:
+    if declared is False:
         denied(admission_world, m, Reason.MODEL_VOLUME, "spec.predictor.volumes[other]")
+    m["spec"]["predictor"]["model"]["volumeMounts"] = [{"name": "other", "mountPath": "/srv/other"}]
+    if declared is None:
+        assert check(admission_world, m).allowed
+    else:
+        denied(admission_world, m, Reason.MODEL_VOLUME, "spec.predictor.")
 
 
 @pytest.mark.parametrize(("mutate", "code", "words"), [
@@ -490,7 +502,7 @@ def test_policy_keys_are_parsed_and_checked(admission_world: AdmissionWorld) -> 
     assert exact.allows("registry.example/serving/server", "sha256:" + "2" * 64)
     assert not exact.allows("registry.example/serving/server", "sha256:" + "3" * 64)
     assert not exact.allows("evil.example/serving/server", "sha256:" + "2" * 64)
-    for extra, words in [
+    bad_policies: list[tuple[dict[str, Any], str]] = [
         ({"loader": {"image": "ghcr.io/mlseal/mlseal-python:0.1.0"}}, "pinned by digest"),
         ({"loader": {"image": LOADER_IMAGE, "policy": "relative.yaml"}}, "absolute path"),
         ({"images": ["evil.example/x:latest"]}, "not an image pattern"),
@@ -498,7 +510,8 @@ def test_policy_keys_are_parsed_and_checked(admission_world: AdmissionWorld) -> 
         ({"runtimes": ["Bad Name"]}, "ServingRuntime names"),
         ({"transformers": "maybe"}, "transformers must be one of allow, deny"),
         ({"namespaces": {"x": {"images": []}}}, "unknown keys \\['images'\\]"),
-    ]:
+    ]
+    for extra, words in bad_policies:
         with pytest.raises(ConfigurationError, match=words):
             load_policy(write_policy(admission_world.dir, "bad.yaml", **extra))
 

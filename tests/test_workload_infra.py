@@ -14,6 +14,7 @@ from typing import Any
 import celpy
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
 
 from mlseal.admission.manifest import KSERVE_KINDS, POD_SPEC_PATHS
 
@@ -44,8 +45,8 @@ def _condition() -> Any:
 
 
 def _matches(operation: str, obj: dict[str, Any] | None, old: dict[str, Any] | None) -> bool:
-    activation = {"request": celpy.json_to_cel({"operation": operation}),
-                  "object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old)}
+    activation = {"request": json_to_cel({"operation": operation}),
+                  "object": json_to_cel(obj), "oldObject": json_to_cel(old)}
     return bool(_condition().evaluate(activation))
 
 

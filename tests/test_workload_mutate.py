@@ -15,8 +15,8 @@ from mlseal.admission import Reason, decide
 from mlseal.admission.mutate import inject_loader, loader_patch, mutate_response
 from mlseal.admission.policy import Rules
 from mlseal.ledger import open_ledger
-from tests.fixtures_admission import SERVER_IMAGE, AdmissionWorld, Model
-from tests.test_workload import EVIL_TAG, POD_KINDS, isvc_owner, pod_template, raw_deployment_pod_spec, wrap
+from tests.fixtures_admission import SERVER_IMAGE, AdmissionWorld, Model, pod_template
+from tests.test_workload import EVIL_TAG, POD_KINDS, isvc_owner, raw_deployment_pod_spec, wrap
 
 
 def annotated(kind: str, model: Model, image: str = SERVER_IMAGE) -> dict[str, Any]:
@@ -84,6 +84,7 @@ def test_what_is_not_patched(admission_world: AdmissionWorld) -> None:
     over = annotated("Pod", good)
     over["spec"]["containers"][0]["volumeMounts"] = [{"name": "x", "mountPath": "/mnt/models"}]
     assert inject_loader(over, rules) is None
+    junk: object
     for junk in (None, [], {"kind": "Pod"}, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}):
         assert loader_patch(junk, rules) == []
 

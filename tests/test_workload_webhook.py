@@ -11,8 +11,8 @@ from typing import Any
 
 from mlseal.admission.webhook import AdmissionController, DecisionCache
 from mlseal.ledger import open_ledger
-from tests.fixtures_admission import AdmissionWorld, review
-from tests.test_workload import EVIL_TAG, kserve_pod, pod_template, serving_runtime, wrap
+from tests.fixtures_admission import AdmissionWorld, pod_template, review
+from tests.test_workload import EVIL_TAG, kserve_pod, serving_runtime, wrap
 
 
 def _review(obj: dict[str, Any], resource: tuple[str, str, str]) -> bytes:

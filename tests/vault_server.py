@@ -69,7 +69,7 @@ path "auth/token/revoke-self" { capabilities = ["update"] }
 path "sys/capabilities-self" { capabilities = ["update"] }
 """
 
-_HASHES = {
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha2-224": hashes.SHA224,
     "sha2-256": hashes.SHA256,
     "sha2-384": hashes.SHA384,
@@ -584,14 +584,14 @@ class FakeVault:
         if path.startswith("sys/mounts/") and method in ("POST", "PUT"):
             return self._enable_mount(ns, path[len("sys/mounts/") :], payload)
         if path.startswith("sys/auth/") and method in ("POST", "PUT"):
-            mount = path[len("sys/auth/") :].strip("/") + "/"
-            if mount in ns.auth:
-                raise VaultHTTPError(400, f"path is already in use at {mount}")
+            new_mount = path[len("sys/auth/") :].strip("/") + "/"
+            if new_mount in ns.auth:
+                raise VaultHTTPError(400, f"path is already in use at {new_mount}")
             kind = payload.get("type")
             if kind not in ("approle", "kubernetes"):
                 raise VaultHTTPError(400, f"unknown auth method type {kind!r}")
-            ns.auth[mount] = {"type": kind}
-            (ns.approle if kind == "approle" else ns.k8s)["auth/" + mount] = {}
+            ns.auth[new_mount] = {"type": kind}
+            (ns.approle if kind == "approle" else ns.k8s)["auth/" + new_mount] = {}
             return 204, None
         if path.startswith("sys/namespaces/") and method in ("POST", "PUT"):
             name = path[len("sys/namespaces/") :].strip("/")
@@ -741,11 +741,11 @@ class FakeVault:
             role_id, secret_id = p.get("role_id"), p.get("secret_id")
             if not role_id:
                 raise VaultHTTPError(400, "missing role_id")
-            for name, cfg in roles.items():
-                if cfg["role_id"] == role_id:
-                    if secret_id not in cfg["secret_ids"]:
+            for name, role_cfg in roles.items():
+                if role_cfg["role_id"] == role_id:
+                    if secret_id not in role_cfg["secret_ids"]:
                         raise VaultHTTPError(400, "invalid role or secret ID")
-                    tok = self._issue(ns_name, cfg["policies"], cfg["ttl"], cfg["max_ttl"], True,
+                    tok = self._issue(ns_name, role_cfg["policies"], role_cfg["ttl"], role_cfg["max_ttl"], True,
                                       f"{mount}/login", f"approle-{name}", meta={"role_name": name})
                     self.logins[mount] = self.logins.get(mount, 0) + 1
                     return 200, _resp(auth=self._auth_block(tok))

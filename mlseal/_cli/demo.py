@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             "ledger": {"ok": v.ok, "size": v.size, "root": v.root, "problems": list(v.problems),
                        "checkpoint": v.checkpoint} if v else None,
             "report": str(result.workdir / "report.html"),
+            "exports": [str(p) for p in result.exports],
             "failed": result.failed,
             "seconds": round(result.seconds, 2),
         })
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
             say(f"           {p}")
     say(f"  secrets  {result.secrets}")
     say(f"  report   {result.workdir / 'report.html'}")
+    if result.exports:
+        say(f"  exports  {', '.join(p.name for p in result.exports)} in {result.exports[0].parent} "
+            f"(check the pack: mlseal verify-pack {result.exports[-1]} --trust {result.workdir / 'trust.yaml'})")
     say(f"  check it yourself: mlseal ledger verify --ledger sqlite:///{result.workdir / 'ledger.db'} "
         f"--trust {result.workdir / 'trust.yaml'} --checkpoint {result.workdir / 'checkpoint'} --artifacts")
     return 0 if result.ok else 1

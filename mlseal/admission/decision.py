@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+__all__ = ["Decision", "Finding", "Reason"]
+
 
 class Reason(StrEnum):
     """Machine codes for why a model was denied (a bounded set: metric labels use it)."""
@@ -33,6 +35,7 @@ class Reason(StrEnum):
     MODEL_VOLUME = "model_volume"
     RUNTIME_NOT_ALLOWED = "runtime_not_allowed"
     COMPONENT_NOT_ALLOWED = "component_not_allowed"
+    POD_SECURITY = "pod_security"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     LEDGER_FORKED = "ledger_forked"
     LEDGER_ROLLED_BACK = "ledger_rolled_back"

@@ -44,6 +44,8 @@ from mlseal.ledger.verified import ViewFailed
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
+__all__ = ["MAX_LINEAGE", "apply_mode", "check_model", "decide", "decide_model"]
+
 #: lineage walks stop here: a model with a larger ancestry is denied rather than
 #: letting one request tie up the webhook
 MAX_LINEAGE = 10_000

@@ -24,12 +24,44 @@ write there instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlseal._uris import redact_uri
 from mlseal.errors import VerificationError
 from mlseal.ledger.record import Sha256Hex, is_sha256_hex
+
+__all__ = [
+    "KSERVE_ALPHA_API",
+    "KSERVE_API",
+    "KSERVE_KINDS",
+    "KSERVE_LOADER_NAME",
+    "KSERVE_MODEL_DIR",
+    "KSERVE_SOURCE_ANNOTATION",
+    "LOADER_COMMAND",
+    "LOADER_POLICY_ENV",
+    "LOADER_SHA_ENV",
+    "POD_SPEC_PATHS",
+    "SHA_ANNOTATION",
+    "URI_ANNOTATION",
+    "WORKLOAD_KINDS",
+    "Container",
+    "Env",
+    "Handler",
+    "ManifestError",
+    "ModelRef",
+    "Mount",
+    "Owner",
+    "PodSpec",
+    "Workload",
+    "container",
+    "containers_of",
+    "model_ref",
+    "pod_spec",
+    "volume_sources_of",
+    "volumes_of",
+    "workload",
+]
 
 SHA_ANNOTATION = "mlseal.dev/model-sha256"
 URI_ANNOTATION = "mlseal.dev/model-uri"
@@ -282,6 +314,18 @@ class Env:
     #: ``metadata.annotations['x']`` for a fieldRef, ``secret``/``configMap``/... for other valueFrom
     source: str | None
     where: str
+    #: the ``valueFrom`` kind (``fieldRef``, ``resourceFieldRef``, ``configMapKeyRef``, ``secretKeyRef``, ...);
+    #: None for a literal value
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Handler:
+    """An ``exec`` action the kubelet runs inside a container: a lifecycle hook or a probe."""
+
+    #: e.g. ``spec.containers[0].lifecycle.postStart.exec``
+    where: str
+    command: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -308,6 +352,10 @@ class Container:
     mounts: tuple[Mount, ...]
     #: an init container's ``restartPolicy`` (``Always``: a native sidecar, running beside the app)
     restart_policy: str | None = None
+    #: exec lifecycle hooks (postStart, preStop) and exec probes (liveness, readiness, startup)
+    handlers: tuple[Handler, ...] = ()
+    #: the container as written (its securityContext and ports, for the pod security checks)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -322,6 +370,10 @@ class PodSpec:
     annotations: Mapping[str, str]
     #: the annotations paths are relative to (for reasons)
     annotations_where: str
+    #: the pod's labels (the template's, for a template)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: the pod spec as written (pod-level security fields, volume sources, service account)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -367,15 +419,38 @@ def _env(c: Mapping[str, Any], where: str) -> tuple[Env, ...]:
         if value is not None:
             value = _typed(value, str, f"{w}.value", "a string")
         source: str | None = None
+        ref: str | None = None
         vf = e.get("valueFrom")
         if vf is not None:
             vf = _typed(vf, dict, f"{w}.valueFrom", "an object")
             fr = vf.get("fieldRef")
             if isinstance(fr, dict) and isinstance(fr.get("fieldPath"), str):
-                source = fr["fieldPath"]
+                ref, source = "fieldRef", fr["fieldPath"]
             else:
-                source = next(iter(vf), "valueFrom")
-        out.append(Env(name, value, source, w))
+                source = ref = str(next(iter(vf), "valueFrom"))
+        out.append(Env(name, value, source, w, ref))
+    return tuple(out)
+
+
+def _exec_handler(raw: object, where: str) -> list[Handler]:
+    h = _typed(raw, dict, where, "an object")
+    ex = h.get("exec")
+    if ex is None:
+        return []
+    ex = _typed(ex, dict, f"{where}.exec", "an object")
+    return [Handler(f"{where}.exec", _str_list(ex, "command", f"{where}.exec"))]
+
+
+def _handlers(c: Mapping[str, Any], where: str) -> tuple[Handler, ...]:
+    """Every exec action of the container: what the kubelet runs in it besides its command."""
+    out: list[Handler] = []
+    lifecycle = _opt_obj(c, "lifecycle", where)
+    for hook in ("postStart", "preStop"):
+        if lifecycle.get(hook) is not None:
+            out.extend(_exec_handler(lifecycle[hook], f"{where}.lifecycle.{hook}"))
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        if c.get(probe) is not None:
+            out.extend(_exec_handler(c[probe], f"{where}.{probe}"))
     return tuple(out)
 
 
@@ -403,7 +478,8 @@ def container(raw: object, where: str, role: str) -> Container:
     return Container(where, role, _typed(name, str, f"{where}.name", "a string"), image,
                      _str_list(c, "command", where), _str_list(c, "args", where), _env(c, where),
                      bool(c.get("envFrom")), _mounts(c, where),
-                     str(c["restartPolicy"]) if c.get("restartPolicy") is not None else None)
+                     str(c["restartPolicy"]) if c.get("restartPolicy") is not None else None,
+                     _handlers(c, where), c)
 
 
 def containers_of(spec: Mapping[str, Any], where: str) -> tuple[Container, ...]:
@@ -418,13 +494,23 @@ def containers_of(spec: Mapping[str, Any], where: str) -> tuple[Container, ...]:
 
 
 def volumes_of(spec: Mapping[str, Any], where: str) -> dict[str, str]:
+    """Volume name -> its source kind (``emptyDir``, ``configMap``, ...; ``unknown`` when not exactly one)."""
     out: dict[str, str] = {}
+    for name, v in volume_sources_of(spec, where).items():
+        kinds = [k for k in v if k != "name"]
+        out[name] = kinds[0] if len(kinds) == 1 else "unknown"
+    return out
+
+
+def volume_sources_of(spec: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """Volume name -> the volume as written (its source: a projected volume's sources, a
+    downward-API volume's items)."""
+    out: dict[str, dict[str, Any]] = {}
     raw = spec.get("volumes")
     for i, v in enumerate(_typed(raw, list, f"{where}.volumes", "a list") if raw is not None else []):
         v = _typed(v, dict, f"{where}.volumes[{i}]", "an object")
         name = _typed(v.get("name"), str, f"{where}.volumes[{i}].name", "a string")
-        kinds = [k for k in v if k != "name"]
-        out[name] = kinds[0] if len(kinds) == 1 else "unknown"
+        out[name] = v
     return out
 
 
@@ -453,7 +539,8 @@ def pod_spec(obj: Mapping[str, Any], api_version: str, kind: str) -> PodSpec:
             parent = parent[key]
         meta = _opt_obj(parent, "metadata", ".".join(path[:-1]))
     return PodSpec(where, containers_of(node, where), volumes_of(node, where),
-                   _string_map(meta, "annotations", meta_where), f"{meta_where}.annotations")
+                   _string_map(meta, "annotations", meta_where), f"{meta_where}.annotations",
+                   _string_map(meta, "labels", meta_where), node)
 
 
 def _owner(meta: Mapping[str, Any]) -> Owner | None:

@@ -46,6 +46,8 @@ from mlseal.admission.manifest import (
 )
 from mlseal.admission.policy import Rules
 
+__all__ = ["LOADER_NAME", "REVIEW_API", "VOLUME_NAME", "inject_loader", "loader_patch", "mutate_response"]
+
 #: the names the injected pieces take (a workload already using them is left alone)
 LOADER_NAME = "mlseal-fetch"
 VOLUME_NAME = "mlseal-model"

@@ -21,6 +21,8 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
     loader:                                # the verifying loader (`mlseal fetch`) a pod must run
       image: ghcr.io/mlseal/mlseal-python@sha256:<64 hex>   # digest-pinned; no loader: no model pod
       policy: /etc/mlseal/policy.yaml      # MLSEAL_POLICY / --policy must be this (the default)
+      env: []                              # variables beyond the ones the loader reads (LOADER_ENV)
+      mounts: []                           # directories beyond LOADER_MOUNT_ROOTS it may read (read-only)
     images:                                # what containers may run (always repo@sha256:<digest>)
       - registry.example/serving/*         # a repository glob: any digest
       - "registry.example/x@sha256:<64 hex>"   # or one exact digest
@@ -30,6 +32,8 @@ denies (``enforce``) or only warns (``warn``). Namespaces may override the rules
     explainers: deny                       # or allow
     trained_models: deny                   # or check: digest and storageUri against the ledger
     unannotated_workloads: deny            # a workload naming no model (or allow: images still checked)
+    volumes: []                            # volume kinds a container besides the loader may mount, beyond
+                                           # emptyDir and API-written ones (e.g. [secret] for TLS)
     namespaces:
       staging: {mode: warn}
       prod: {gates: {accuracy: {min: 0.95}, robust_accuracy: {min: 0.70}}}
@@ -69,6 +73,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -81,6 +86,25 @@ from mlseal.gates import Gate as Gate  # re-exported: mlseal.admission.Gate
 from mlseal.gates import parse_gates
 from mlseal.signing.trust import TrustRoot, load_trust, load_yaml_file
 
+__all__ = [
+    "DEFAULT_LOADER_POLICY",
+    "DEFAULT_STAGES",
+    "VOLUME_SOURCES",
+    "Allow",
+    "EvaluationRules",
+    "ImageRule",
+    "LoaderRules",
+    "Mode",
+    "Policy",
+    "Rules",
+    "TrainedModels",
+    "Unannotated",
+    "load_policy",
+    "parse_policy",
+    "resolve_ledger_url",
+    "split_image",
+]
+
 log = logging.getLogger(__name__)
 
 #: the stages a model must have passed when a policy does not say
@@ -91,12 +115,28 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOP_KEYS = frozenset({
     "trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads", "evaluation",
     "serving_uris", "loader", "images", "init_images", "runtimes", "transformers", "explainers", "trained_models",
+    "volumes",
 })
 _RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads", "evaluation", "transformers",
-                        "explainers", "trained_models"})
+                        "explainers", "trained_models", "volumes"})
 #: set once, at the top of the policy (they describe the cluster, not one namespace)
 _GLOBAL_KEYS = ("serving_uris", "loader", "images", "init_images", "runtimes")
-_LOADER_KEYS = frozenset({"image", "policy"})
+_LOADER_KEYS = frozenset({"image", "policy", "env", "mounts"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: variables no policy may add to the loader's environment: each changes which code the loader
+#: runs (the executable and library search paths, Python's start-up hooks, botocore's
+#: ``credential_process`` from a config file, google-auth's executable-sourced credentials)
+_LOADER_ENV_NEVER = re.compile(
+    r"PATH|HOME|PYTHON.*|LD_.*|AWS_CONFIG_FILE|AWS_SHARED_CREDENTIALS_FILE|AWS_PROFILE|AWS_DATA_PATH|BOTO_CONFIG"
+    r"|GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES|CLOUDSDK_CONFIG|SSLKEYLOGFILE"
+)
+#: every volume source a pod spec may name (core/v1 VolumeSource)
+VOLUME_SOURCES = frozenset({
+    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi", "downwardAPI",
+    "emptyDir", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk", "gitRepo", "glusterfs", "hostPath",
+    "image", "iscsi", "nfs", "persistentVolumeClaim", "photonPersistentDisk", "portworxVolume", "projected",
+    "quobyte", "rbd", "scaleIO", "secret", "storageos", "vsphereVolume",
+})
 #: the loader's policy file when the pod does not say (MLSEAL_POLICY)
 DEFAULT_LOADER_POLICY = "/etc/mlseal/policy.yaml"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -171,6 +211,11 @@ class LoaderRules:
     image: str
     #: the loader's policy file (MLSEAL_POLICY must be unset or this)
     policy: str = DEFAULT_LOADER_POLICY
+    #: environment variables the loader may carry beyond the ones it reads
+    #: (`mlseal.admission.workload.LOADER_ENV`)
+    env: frozenset[str] = frozenset()
+    #: directories the loader may mount (read-only) beyond `mlseal.admission.workload.LOADER_MOUNT_ROOTS`
+    mounts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,6 +255,9 @@ class Rules:
     transformers: Allow = Allow.DENY
     explainers: Allow = Allow.DENY
     trained_models: TrainedModels = TrainedModels.DENY
+    #: volume sources a container other than the loader may mount beyond the default ones
+    #: (emptyDir, and volumes only the API server writes: see `mlseal.admission.workload`)
+    volumes: frozenset[str] = frozenset()
 
     def serving_uri(self, recorded: str) -> str:
         """Where a server fetches the recorded artifact: the longest mapped prefix replaced."""
@@ -323,7 +371,34 @@ def _parse_loader(raw: object, source: str) -> LoaderRules:
     policy = raw.get("policy", DEFAULT_LOADER_POLICY)
     if not isinstance(policy, str) or not policy.startswith("/"):
         raise _err(source, f"loader.policy must be the absolute path of the loader's policy file, got {policy!r}")
-    return LoaderRules(image=image, policy=policy)
+    env = raw.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(n, str) and _ENV_NAME.fullmatch(n) for n in env):
+        raise _err(source, f"loader.env must be a list of environment variable names, got {env!r}")
+    never = [n for n in env if _LOADER_ENV_NEVER.fullmatch(n)]
+    if never:
+        raise _err(source, f"loader.env may not list {', '.join(never)}: it changes which code the loader runs "
+                           "(a search path, a start-up hook or a command in a credentials file); pass storage "
+                           "settings through the variables mlseal reads (docs/admission.md)")
+    mounts = raw.get("mounts", [])
+    if not isinstance(mounts, list) or not all(
+        isinstance(m, str) and m.startswith("/") and posixpath.normpath(m) not in ("/", "//") for m in mounts
+    ):
+        raise _err(source, f"loader.mounts must be a list of absolute directories other than /, got {mounts!r}")
+    return LoaderRules(image=image, policy=policy, env=frozenset(env),
+                       mounts=tuple(posixpath.normpath(m) for m in mounts))
+
+
+def _parse_volumes(raw: object, source: str, where: str) -> frozenset[str]:
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise _err(source, f"{where} must be a list of volume types, e.g. [secret]")
+    unknown = [k for k in raw if k not in VOLUME_SOURCES]
+    if unknown:
+        raise _err(source, f"{where}: {', '.join(map(repr, unknown))} is not a volume type (known: "
+                           f"{', '.join(sorted(VOLUME_SOURCES))})")
+    if "hostPath" in raw:
+        raise _err(source, f"{where}: hostPath volumes cannot be allowed: the Kubernetes Pod Security baseline "
+                           "standard forbids them (a node path can hold or replace any model on the node)")
+    return frozenset(raw)
 
 
 def _parse_images(raw: object, source: str, where: str) -> tuple[ImageRule, ...]:
@@ -365,6 +440,8 @@ def _parse_rules(data: Mapping[str, Any], base: Rules, source: str, where: str) 
     for key, enum in (("transformers", Allow), ("explainers", Allow), ("trained_models", TrainedModels)):
         if key in data:
             rules = replace(rules, **{key: _parse_enum(data[key], enum, source, f"{where}{key}")})
+    if "volumes" in data:
+        rules = replace(rules, volumes=_parse_volumes(data["volumes"], source, f"{where}volumes"))
     if "evaluation" in data:
         rules = replace(rules, evaluation=_parse_evaluation(data["evaluation"], source, f"{where}evaluation"))
     if "require_stages" in data:

@@ -43,6 +43,18 @@ from mlseal.ledger.rollback import CheckpointState
 from mlseal.ledger.verified import VerifiedView, ViewFailed
 from mlseal.ledger.view import LedgerReader
 
+__all__ = [
+    "MAX_BODY",
+    "MAX_STALENESS",
+    "REVIEW_API",
+    "AdmissionController",
+    "BadReview",
+    "DecisionCache",
+    "ServedLedger",
+    "parse_review",
+    "review_response",
+]
+
 REVIEW_API = "admission.k8s.io/v1"
 #: default cap on a request body (configurable: `mlseal webhook serve --max-body`); bodies
 #: above it are denied unread. The reviewed kinds (InferenceService, Deployment,
@@ -432,8 +444,10 @@ class AdmissionController:
         rules = self.policy.rules_for(namespace)
         if obj is None:
             return Decision.deny(Finding(Reason.MALFORMED, f"{req.operation} request carries no object")), None, False
-        if req.operation == "UPDATE" and isinstance(meta, dict) and meta.get("deletionTimestamp"):
-            # An object being deleted only loses finalizers; blocking that would hang deletion.
+        if req.operation == "UPDATE" and isinstance(meta, dict) and meta.get("deletionTimestamp") \
+                and _runs_the_same(obj, req.old):
+            # An object being deleted only loses finalizers; blocking that would hang deletion. An
+            # update that also changes what runs (spec, annotations, owner) is judged like any other.
             return Decision.allow(), None, False
         try:
             ref = workload_model(obj, rules)  # whole-workload policy first (pure, no ledger)
@@ -511,6 +525,21 @@ class AdmissionController:
         if ref is not None:
             line.update(model_sha256=ref.sha256, model_uri=redact_uri(ref.uri) if ref.uri else None)
         audit_log.info(json.dumps(line, sort_keys=True))
+
+
+def _runs_the_same(obj: Mapping[str, Any], old: object) -> bool:
+    """Whether an UPDATE leaves everything the workload policy reads as it was: the spec, the
+    annotations (the model's digest and URI, KServe's source, values the downward API passes
+    on) and the owner references (which decide whether KServe completes a pod template).
+    The webhook's matchConditions send an UPDATE for exactly these changes."""
+    if not isinstance(old, Mapping):
+        return False
+    meta, old_meta = obj.get("metadata"), old.get("metadata")
+    if not isinstance(meta, Mapping) or not isinstance(old_meta, Mapping):
+        return False
+    return (obj.get("spec") == old.get("spec")
+            and (meta.get("annotations") or {}) == (old_meta.get("annotations") or {})
+            and (meta.get("ownerReferences") or []) == (old_meta.get("ownerReferences") or []))
 
 
 def _failed(exc: ViewFailed) -> Decision:

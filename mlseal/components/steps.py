@@ -24,6 +24,24 @@ from mlseal.errors import ConfigurationError, PolicyDenied
 from mlseal.ledger.record import StageKind
 from mlseal.stage import MEDIA_CSV, MEDIA_JSON, MEDIA_YAML, Sealing, Stage, StageResult
 
+__all__ = [
+    "DEFAULT_DATA_KEY_NAME",
+    "DEFAULT_DB_CREDENTIALS_PATH",
+    "DEFAULT_HMAC_KEY_PATH",
+    "MEDIA_ENCRYPTED",
+    "STEPS",
+    "ArtifactIn",
+    "ArtifactOut",
+    "anonymize",
+    "deploy",
+    "encrypt",
+    "evaluate",
+    "ingest",
+    "read_dataset",
+    "train",
+    "validate",
+]
+
 #: media type recorded for an encrypted dataset (mlseal.ml.crypto's envelope over a CSV)
 MEDIA_ENCRYPTED = "application/vnd.mlseal.dataset.encrypted.v1"
 

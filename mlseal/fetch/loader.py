@@ -56,6 +56,23 @@ if TYPE_CHECKING:
     from mlseal.signing.digest import Manifest
     from mlseal.signing.keys import Signer
 
+__all__ = [
+    "MAX_BUNDLE",
+    "PLACEMENT_ENV",
+    "SERVE_STAGE",
+    "STORAGE_LOGGERS",
+    "TMP_PREFIX",
+    "FetchDenied",
+    "FetchResult",
+    "Placement",
+    "check_dest",
+    "expected_digest",
+    "fetch_model",
+    "guard_logs",
+    "record_signer",
+    "scrub",
+]
+
 log = logging.getLogger(__name__)
 
 #: the stage kind of the record `--record` appends

@@ -33,6 +33,22 @@ from urllib.parse import urlsplit
 from mlseal._uris import redact_uri
 from mlseal.errors import ConfigurationError, VerificationError
 
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_FILES",
+    "PVC_ROOT",
+    "RANGE",
+    "SMALL",
+    "DownloadError",
+    "Fetched",
+    "RemoteFile",
+    "Source",
+    "download",
+    "list_files",
+    "parse_source",
+    "read_small",
+]
+
 #: where KServe mounts a ``pvc://`` source claim in the storage initializer
 PVC_ROOT = "/mnt/pvc"
 #: a range read of a large file (one request)

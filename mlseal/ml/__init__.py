@@ -23,3 +23,5 @@ Modules:
     >>> table.n_rows
     50
 """
+
+__all__: list[str] = []  # a namespace: import from the modules listed above

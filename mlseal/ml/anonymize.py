@@ -34,6 +34,22 @@ from mlseal.ml import _report
 from mlseal.ml.errors import DataError
 from mlseal.ml.table import ColumnType, Table
 
+__all__ = [
+    "CARD",
+    "EMAIL",
+    "KINDS",
+    "METHOD",
+    "MIN_KEY_BYTES",
+    "NATIONAL_ID",
+    "PHONE",
+    "AnonymizeReport",
+    "AnonymizeSpec",
+    "anonymize",
+    "luhn_valid",
+    "pseudonym",
+    "redact_text",
+]
+
 METHOD = "hmac-sha256"
 MIN_KEY_BYTES = 16
 

@@ -20,6 +20,8 @@ import numpy as np
 from mlseal.errors import ConfigurationError
 from mlseal.ml.model import LinearModel
 
+__all__ = ["fgsm", "pgd"]
+
 
 def _check_eps(epsilon: float) -> None:
     if not (epsilon >= 0.0 and np.isfinite(epsilon)):

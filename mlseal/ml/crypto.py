@@ -34,6 +34,19 @@ from mlseal.errors import ConfigurationError
 from mlseal.secrets import DATA_KEY, DataKey, SecretSource, envelope
 from mlseal.sensitive import Secret
 
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_CONTENT_TYPE",
+    "KEY_BYTES",
+    "MAGIC",
+    "Header",
+    "decrypt",
+    "decrypt_file",
+    "encrypt",
+    "encrypt_file",
+    "read_header",
+]
+
 #: Blobs start with the envelope's magic bytes (use `blob.startswith(MAGIC)` to detect them).
 MAGIC = envelope.MAGIC
 ALGORITHM = "AES-256-GCM"

@@ -32,6 +32,25 @@ from mlseal.ml import _csv, _report, _synthetic
 from mlseal.ml.errors import DataError
 from mlseal.ml.table import Column, ColumnType, Schema, Table
 
+__all__ = [
+    "DEMO_IDENTITY_COLUMNS",
+    "DEMO_LABEL",
+    "MAX_URL_BYTES",
+    "PG_PREFIX",
+    "IngestReport",
+    "from_csv_bytes",
+    "make_demo_dataset",
+    "public_url",
+    "read_csv",
+    "read_path",
+    "read_postgres",
+    "read_source",
+    "read_url",
+    "split",
+    "to_csv_bytes",
+    "write_csv",
+]
+
 #: Label column of the demo dataset: 1 = benign, 0 = malignant (scikit-learn's coding).
 DEMO_LABEL = "label"
 #: Identity columns the demo dataset adds; all synthetic.

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from mlseal.errors import VerificationError
 from mlseal.gates import UnmetGate
 
+__all__ = ["Breach", "DataError", "DataValidationError", "GateError", "ModelFormatError"]
+
 
 class DataError(VerificationError):
     """A dataset is malformed: empty, a missing column, a value of the wrong type."""

@@ -35,6 +35,8 @@ from mlseal.ml.model import LinearModel
 from mlseal.ml.table import Table
 from mlseal.ml.train import DEFAULT_EPSILON
 
+__all__ = ["DEFAULT_GATES", "Metrics", "check_gates", "evaluate", "membership_advantage"]
+
 #: The example policy's gates (docs/design.md#admission-policy-file); the demo model meets them at DEFAULT_EPSILON.
 DEFAULT_GATES: Mapping[str, Mapping[str, float]] = {"accuracy": {"min": 0.90}, "robust_accuracy": {"min": 0.70}}
 

@@ -26,6 +26,8 @@ import numpy as np
 from mlseal.ml.errors import DataError, ModelFormatError
 from mlseal.ml.table import Table
 
+__all__ = ["FORMAT", "KIND", "MAX_MODEL_BYTES", "MEDIA_TYPE", "LinearModel"]
+
 FORMAT = "mlseal.model.v1"
 KIND = "standardized-logistic"
 MEDIA_TYPE = "application/vnd.mlseal.model.v1+json"

@@ -55,6 +55,34 @@ from mlseal.errors import ConfigurationError
 from mlseal.ml.errors import ModelFormatError
 from mlseal.ml.model import LinearModel
 
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_MODEL_NAME",
+    "FORMAT",
+    "INPUT",
+    "IR_VERSION",
+    "KSERVE_API",
+    "MAX_CONFIG_BYTES",
+    "MAX_MODEL_BYTES",
+    "MEDIA_TYPE",
+    "MODEL_FILE",
+    "MODEL_VERSION",
+    "OPSET",
+    "OUTPUT_LABEL",
+    "OUTPUT_PROBABILITY",
+    "PROTOCOL_VERSION",
+    "RUNTIME",
+    "SHA_ANNOTATION",
+    "URI_ANNOTATION",
+    "build_onnx",
+    "export_model_repository",
+    "inference_service",
+    "load_model_repository",
+    "onnx_bytes",
+    "parse_onnx",
+    "triton_config",
+]
+
 #: value of the `mlseal.format` metadata entry in every graph this module writes
 FORMAT = "mlseal.serving.onnx.v1"
 #: media type recorded for a model repository directory (Triton layout, one ONNX model)

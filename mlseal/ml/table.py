@@ -24,6 +24,8 @@ import numpy as np
 
 from mlseal.ml.errors import DataError
 
+__all__ = ["Column", "ColumnType", "Schema", "Table"]
+
 
 class ColumnType(enum.StrEnum):
     FLOAT = "float"

@@ -35,6 +35,16 @@ from mlseal.ml.errors import DataError
 from mlseal.ml.model import LinearModel
 from mlseal.ml.table import ColumnType, Table
 
+__all__ = [
+    "DEFAULT_EPSILON",
+    "TrainConfig",
+    "TrainReport",
+    "feature_columns",
+    "load_model",
+    "save_model",
+    "train",
+]
+
 #: Default L-inf budget, in standardised feature units (see module docstring).
 DEFAULT_EPSILON = 0.2
 

@@ -39,6 +39,16 @@ from mlseal.ml import _report
 from mlseal.ml.errors import Breach, DataError, DataValidationError
 from mlseal.ml.table import ColumnType, Schema, Table
 
+__all__ = [
+    "REFERENCE_FORMAT",
+    "CheckResult",
+    "Reference",
+    "Thresholds",
+    "ValidationReport",
+    "assess",
+    "validate",
+]
+
 REFERENCE_FORMAT = "mlseal.reference.v1"
 
 

@@ -22,6 +22,8 @@ from kfp import dsl
 from mlseal import components as c
 from mlseal.components.compile import compile_checked
 
+__all__ = ["DEFAULT_GATES", "PIPELINE_NAME", "compile_reference", "reference"]
+
 PIPELINE_NAME = "mlseal-reference"
 
 #: evaluation gates the reference pipeline applies (and the demo's policy requires); explicit

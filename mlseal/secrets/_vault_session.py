@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.adapters
 import hvac.exceptions
-import requests  # type: ignore[import-untyped]
+import requests
 
 from mlseal.errors import ConfigurationError, VaultError
 from mlseal.secrets._vault_config import VaultConfig

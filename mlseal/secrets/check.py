@@ -39,6 +39,8 @@ from mlseal.errors import Error
 from mlseal.secrets._paths import DATA_KEY, SIGNING_KEY
 from mlseal.secrets.source import SecretSource
 
+__all__ = ["PROBE", "Check", "run_checks"]
+
 PROBE = b"mlseal vault check probe"
 
 

@@ -36,6 +36,8 @@ from mlseal.errors import VerificationError
 from mlseal.secrets.source import SecretSource
 from mlseal.secrets.values import DataKey
 
+__all__ = ["ALG", "MAGIC", "VERSION", "Header", "decrypt", "encrypt", "read_header"]
+
 MAGIC = b"MLSEALENV"
 VERSION = 1
 ALG = "A256GCM"

@@ -49,6 +49,18 @@ from typing import Any
 
 from mlseal.errors import ConfigurationError
 
+__all__ = [
+    "CLASS_CHANGE_RATE",
+    "HIGH_ENTROPY_BITS",
+    "HIGH_ENTROPY_MIN_LENGTH",
+    "MIXED_ENTROPY_BITS",
+    "SECRET_WORDS",
+    "SecretLiteralError",
+    "check_parameter",
+    "is_secret_like",
+    "secret_literal_kind",
+]
+
 SECRET_WORDS = re.compile(
     r"(secret|passw(?:or)?d|token|credential|api_?key|private_?key|hmac_?key|data_?key|signing_?key|"
     r"access_?key|dsn|conninfo)",

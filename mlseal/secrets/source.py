@@ -26,6 +26,8 @@ from mlseal.secrets.values import DataKey, KVSecret
 from mlseal.sensitive import Secret
 from mlseal.signing.keys import Signer
 
+__all__ = ["DEFAULT_DEV_DIR", "SecretSource", "open_secret_source"]
+
 log = logging.getLogger("mlseal.secrets")
 
 DEFAULT_DEV_DIR = Path(".mlseal/secrets")

@@ -7,3 +7,5 @@
     >>> dsse.verify(dsse.parse(env), [signer.verifier()]).payload
     b'hello'
 """
+
+__all__: list[str] = []  # a namespace: import from the modules (keys, dsse, digest, bundle, trust, ...)

@@ -37,6 +37,18 @@ from mlseal.signing.policy import KeyPolicy, policy_from_trust
 from mlseal.signing.sigbundle import SigstoreBundle, key_bundle_bytes, parse_bundle
 from mlseal.signing.trust import TrustRoot
 
+__all__ = [
+    "BundleSigner",
+    "PathLike",
+    "VerifiedArtifact",
+    "as_policy",
+    "bundle_for",
+    "default_bundle_path",
+    "read_bundle",
+    "sign_path",
+    "verify_path",
+]
+
 PathLike = str | os.PathLike[str]
 
 

@@ -54,6 +54,26 @@ from mlseal.errors import ConfigurationError, VerificationError
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
+__all__ = [
+    "DEFAULT_IGNORED",
+    "DIRECTORY_TAG",
+    "KIND_FILE",
+    "Manifest",
+    "PathLike",
+    "Resource",
+    "digest_path",
+    "directory_digest",
+    "directory_manifest_bytes",
+    "file_artifact_digest",
+    "file_sha256",
+    "list_files",
+    "manifest_of",
+    "range_sha256",
+    "shard_sort_key",
+    "sort_key",
+    "subject_digest",
+]
+
 #: Paths `model-signing` ignores by default (relative to the model root).
 DEFAULT_IGNORED: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
 

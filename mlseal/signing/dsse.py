@@ -26,6 +26,18 @@ import rfc8785
 from mlseal.errors import VerificationError
 from mlseal.signing.keys import Signer
 
+__all__ = [
+    "Envelope",
+    "Signature",
+    "Verified",
+    "envelope_from_obj",
+    "pae",
+    "parse",
+    "sign",
+    "sign_envelope",
+    "verify",
+]
+
 
 class _Verifier(Protocol):
     @property

@@ -24,6 +24,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 
+__all__ = [
+    "KeyId",
+    "LocalKeySigner",
+    "PublicKeyVerifier",
+    "Signer",
+    "key_id",
+    "load_public_key",
+    "public_pem",
+]
+
 KeyId = NewType("KeyId", str)
 
 _ECDSA = ec.ECDSA(hashes.SHA256())

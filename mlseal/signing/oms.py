@@ -30,6 +30,17 @@ from typing import Any
 from mlseal.errors import VerificationError
 from mlseal.signing.digest import Manifest, Resource, subject_digest
 
+__all__ = [
+    "IN_TOTO_PAYLOAD_TYPE",
+    "PREDICATE_TYPE",
+    "PREDICATE_TYPE_V01",
+    "STATEMENT_TYPE",
+    "parse_statement",
+    "resource_algorithm",
+    "statement_bytes",
+    "statement_obj",
+]
+
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"

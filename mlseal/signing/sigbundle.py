@@ -23,6 +23,15 @@ from typing import Any
 from mlseal.errors import VerificationError
 from mlseal.signing import dsse
 
+__all__ = [
+    "BUNDLE_MEDIA_TYPE",
+    "MessageSignature",
+    "SigstoreBundle",
+    "key_bundle_bytes",
+    "key_hint",
+    "parse_bundle",
+]
+
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 #: media types sigstore-python reads (v0.1-v0.3, both spellings)
 _SIGSTORE_MEDIA_TYPES = frozenset(

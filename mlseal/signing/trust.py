@@ -38,6 +38,8 @@ import yaml
 from mlseal.errors import ConfigurationError
 from mlseal.signing.keys import KeyId, PublicKeyVerifier
 
+__all__ = ["Grant", "KeylessIdentity", "TrustRoot", "load_trust", "load_yaml_file"]
+
 #: PyYAML's safe loader, the C one when PyYAML was built with libyaml (same documents, ~6x faster)
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")

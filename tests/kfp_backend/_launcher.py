@@ -104,7 +104,7 @@ class Launcher:
         self.component: dict[str, Any] = spec["component"]
         self.logs: list[str] = []
         store = spec["object_store"]
-        import boto3  # type: ignore[import-untyped]
+        import boto3
 
         self.s3 = boto3.client("s3", endpoint_url=store["endpoint"], aws_access_key_id=store["access_key"],
                                aws_secret_access_key=store["secret_key"], region_name=store["region"])

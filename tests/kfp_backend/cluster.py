@@ -104,7 +104,7 @@ class ObjectStore:
     region: str = "us-east-1"
 
     def client(self) -> Any:
-        import boto3  # type: ignore[import-untyped]
+        import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key, region_name=self.region)
