@@ -312,7 +312,8 @@ def _timed_verify(led: Ledger, trust: Trust, derived: bool, **kw: Any) -> tuple[
 
 def bench_derived(led: Ledger, trust: TrustRoot, cp: Checkpoint, repeat: int) -> None:
     """Rows 3-5 again, with and without the derived-row proof, alternating (same load)."""
-    cases = {"full verify": (trust, {}), "hash/Merkle-only verify": (UNSAFE_SKIP_SIGNATURES, {}),
+    cases: dict[str, tuple[Trust, dict[str, Any]]] = {
+             "full verify": (trust, {}), "hash/Merkle-only verify": (UNSAFE_SKIP_SIGNATURES, {}),
              "verify from checkpoint": (trust, {"checkpoint": cp, "from_checkpoint": True})}
     for what, (tr, kw) in cases.items():
         runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}

@@ -76,7 +76,6 @@ from mlseal.errors import VerificationError
 from mlseal.ledger import merkle
 from mlseal.ledger.checkpoint import Checkpoint, Trusted, tree_text, verify_checkpoint
 from mlseal.ledger.entry import parse_entry, prev_of, record_of, split_entry, verify_entry
-from mlseal.ledger.problem import Problem
 from mlseal.ledger.record import ZERO_HASH, Record
 from mlseal.ledger.unsafe import UNSAFE_SKIP_SIGNATURES, Trust, trust_root
 from mlseal.signing.trust import TrustRoot
@@ -166,7 +165,8 @@ class VerifiedView:
         self._bad_notes: set[bytes] = set()  # sha256 of stored notes that did not verify (warned once)
         self._checkpoint: Trusted | None = None  # the largest checkpoint accepted
         self.checkpoint_size = 0  # the size of the newest checkpoint accepted
-        self.problems: list[Problem] = []  # what is wrong with the store that did not fail the view
+        #: what is wrong with the store that did not fail the view (logged; the text of a ``root`` `Problem`)
+        self.problems: list[str] = []
         self.verified_at = 0.0  # clock() of the last successful build or refresh
         self._lock = threading.Lock()
         with contextlib.suppress(ViewFailed):  # kept: every read raises it
@@ -276,9 +276,9 @@ class VerifiedView:
             if head is not None:
                 root = self._tree.root(size)
                 if head.root != root:
-                    self.problems.append(Problem(None, "root", (
+                    self.problems.append(
                         f"the stored Merkle root of {size} records ({head.root.hex()[:16]}…) is not the root of "
-                        f"the stored entries ({root.hex()[:16]}…): entries or tree nodes were changed in storage")))
+                        f"the stored entries ({root.hex()[:16]}…): entries or tree nodes were changed in storage")
                     log.warning("verified ledger view: %s", self.problems[-1])
                 self._store_root = head.root
             self._head = ViewHead(size, self._tree.root(size), self._last_hash)
