@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mlseal.cli import main
 from mlseal.errors import VerificationError
-from mlseal.ledger import _canonical, open_ledger
+from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, _canonical, open_ledger
 from mlseal.ledger.entry import build_entry, parse_entry, record_of, split_entry
 from mlseal.ledger.record import (
     RECORD_PAYLOAD_TYPE,
@@ -148,9 +148,9 @@ def test_verify_refuses_non_canonical_entry(
 
 
 def test_hash_only_mode_does_not_check_canonical_form(ledger_signer: LocalKeySigner) -> None:
-    # documented in docs/ledger.md: trust=None reads only prev and seq
+    # documented in docs/ledger.md: UNSAFE_SKIP_SIGNATURES reads only prev and seq
     log = _log_with(ledger_signer, lambda c: replace_once(c, b'"stage":"train"', b'"stage": "train"'))
-    assert verify_entries(log, None).ok
+    assert verify_entries(log, UNSAFE_SKIP_SIGNATURES).ok
 
 
 def _append_raw(url: str, entries: list[tuple[int, bytes]]) -> None:
@@ -186,7 +186,7 @@ def test_ledger_verify_cli_refuses_signed_duplicate_key_entry(
     _append_raw(url, _log_with(
         ledger_signer, lambda c: replace_once(c, b'"stage":"train"', b'"stage":"deploy","stage":"train"')))
     with open_ledger(url) as led:  # storage itself is consistent: only the record is bad
-        assert verify_ledger(led, None).ok
+        assert verify_ledger(led, UNSAFE_SKIP_SIGNATURES).ok
     for extra in ([], ["--artifacts"]):
         code = main(["ledger", "verify", "--ledger", url, "--trust", str(tmp_path / "trust.yaml"), *extra])
         err = capsys.readouterr().err

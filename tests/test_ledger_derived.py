@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from mlseal.cli import main
-from mlseal.ledger import merkle, open_ledger, verify
+from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, merkle, open_ledger, verify
 from mlseal.ledger.checkpoint import Checkpoint
 from mlseal.ledger.entry import build_entry
 from mlseal.ledger.record import ZERO_HASH, InputRef, OutputRef, RecordDraft, Sha256Hex, SignerRef, Status
+from mlseal.ledger.unsafe import Trust
 from mlseal.ledger.verify import verify_entries, verify_ledger
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
@@ -61,7 +62,7 @@ def raw(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...
         return cur.fetchall() if cur.description else []
 
 
-def check(url: str, trust: TrustRoot | None, **kw: Any) -> verify.Report:
+def check(url: str, trust: Trust, **kw: Any) -> verify.Report:
     with open_ledger(url, create=False) as led:
         return verify_ledger(led, trust, **kw)
 
@@ -91,7 +92,7 @@ def test_untouched_ledger_has_exactly_the_implied_rows(
 ) -> None:
     fill(ledger_url, ledger_signer)
     assert check(ledger_url, ledger_trust).ok
-    assert check(ledger_url, None).ok
+    assert check(ledger_url, UNSAFE_SKIP_SIGNATURES).ok
     with open_ledger(ledger_url) as led:  # and the stores list them, in order
         rows = list(led._store.iter_digest_rows(0))
     assert rows == sorted(rows) and len(rows) == 10 + 9 + 1
@@ -104,7 +105,7 @@ def test_deleted_digest_row(
 ) -> None:
     fill(ledger_url, ledger_signer)
     raw(ledger_url, "DELETE FROM mlseal_digests WHERE seq = 4 AND role = 1")
-    for trust in (ledger_trust, None):
+    for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
         [p] = problems(check(ledger_url, trust), "index")
         assert p.seq == 4 and "no row for its input " + sha(3)[:16] in p.detail and "restore" in p.detail
     code, out, err = cli_verify(capsys, ledger_url, trust_file)
@@ -194,7 +195,7 @@ def test_deleted_and_changed_nodes(
     raw(ledger_url, "DELETE FROM mlseal_nodes WHERE level = 0 AND idx = 2")
     raw(ledger_url, "UPDATE mlseal_nodes SET hash = ? WHERE level = 1 AND idx = 2", (bytes(32),))
     raw(ledger_url, "UPDATE mlseal_nodes SET hash = ? WHERE level = 2 AND idx = 0", (b"\x01" * 32,))
-    for trust in (ledger_trust, None):
+    for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
         r = check(ledger_url, trust)
         assert {p.kind for p in r.problems} == {"node"}  # root, chain and signatures are intact
         found = problems(r, "node")
@@ -282,19 +283,20 @@ def test_every_node_and_row_is_checked(
     monkeypatch.setattr(verify, "PARALLEL_THRESHOLD", 8)
     log, digests = make_log(ledger_signer, 23)
     nodes = all_nodes(log)
-    assert verify_entries(log, None, derived=FakeRows(digests, nodes), batch=batch, workers=workers).ok
+    assert verify_entries(log, UNSAFE_SKIP_SIGNATURES, derived=FakeRows(digests, nodes), batch=batch,
+                          workers=workers).ok
     for c in nodes:
         fewer = dict(nodes)
         del fewer[c]
-        r = verify_entries(log, None, derived=FakeRows(digests, fewer), batch=batch, workers=workers)
+        r = verify_entries(log, UNSAFE_SKIP_SIGNATURES, derived=FakeRows(digests, fewer), batch=batch, workers=workers)
         named = [p.detail.split(" over")[0] for p in problems(r, "node")]
         assert named == [f"Merkle node (level {c[0]}, index {c[1]})"]
         wrong = {**nodes, c: bytes(32)}
-        r = verify_entries(log, None, derived=FakeRows(digests, wrong), batch=batch, workers=workers)
+        r = verify_entries(log, UNSAFE_SKIP_SIGNATURES, derived=FakeRows(digests, wrong), batch=batch, workers=workers)
         assert len(problems(r, "node")) == 1 and "has hash 0000" in r.problems[0].detail
     for i in range(0, len(digests), 3):
-        r = verify_entries(log, None, derived=FakeRows(digests[:i] + digests[i + 1 :], nodes), batch=batch,
-                           workers=workers)
+        r = verify_entries(log, UNSAFE_SKIP_SIGNATURES, derived=FakeRows(digests[:i] + digests[i + 1 :], nodes),
+                           batch=batch, workers=workers)
         assert [p.seq for p in problems(r, "index")] == [digests[i][0]]
 
 
@@ -316,7 +318,7 @@ def test_anchored_chunks_check_spanning_nodes(ledger_signer: LocalKeySigner, led
 
 def test_many_problems_are_capped(ledger_signer: LocalKeySigner) -> None:
     log, _ = make_log(ledger_signer, 64)
-    r = verify_entries(log, None, derived=FakeRows([], {}))
+    r = verify_entries(log, UNSAFE_SKIP_SIGNATURES, derived=FakeRows([], {}))
     assert not r.ok and len(r.problems) == verify.MAX_PROBLEMS
     assert r.omitted == 128 + 127 - verify.MAX_PROBLEMS
 

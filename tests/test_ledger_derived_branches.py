@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from mlseal.ledger import open_ledger, verify
+from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, open_ledger, verify
 from mlseal.ledger.entry import build_entry
 from mlseal.ledger.lineage import trace
 from mlseal.ledger.record import ZERO_HASH, Component, InputRef, OutputRef, RecordDraft, Sha256Hex, SignerRef
@@ -114,7 +114,7 @@ def test_producer_seq_that_is_not_earlier(
         led.append(RecordDraft(stage="ingest", outputs=(out("raw", "1"),)), ledger_signer, signer_name="p")
         led.append(RecordDraft(stage="train", inputs=(inp("raw", "1", 1),), outputs=(out("m", "2"),)),
                    ledger_signer, signer_name="p")
-        for trust in (ledger_trust, None):
+        for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
             lin = trace(led, d("2"), trust)
             assert not lin.ok and lin.ancestors == ()
             assert [(p.seq, p.kind) for p in lin.problems] == [(1, "break")]
@@ -131,7 +131,7 @@ def test_diamond_lineage_lists_each_ancestor_once(
         add(stage="process", inputs=(inp("raw", "1", 0),), outputs=(out("b", "3"),))  # 2
         add(stage="train", inputs=(inp("a", "2", 1), inp("b", "3", 2), inp("raw", "1", 0)),
             outputs=(out("m", "4"),))  # 3
-        for trust in (ledger_trust, None):
+        for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
             lin = trace(led, d("4"), trust)
             assert lin.ok, lin.problems
             assert [r.seq for r in lin.ancestors] == [1, 2, 0]
@@ -153,7 +153,7 @@ def test_unchecked_trace_refuses_a_record_stored_at_another_seq(
         e1 = c.execute("SELECT entry FROM mlseal_entries WHERE seq = 1").fetchone()[0]
         c.execute("UPDATE mlseal_entries SET entry = ?, entry_hash = ? WHERE seq = 0", (e1, b"x" * 32))
     with open_ledger(sqlite_url) as led:
-        lin = trace(led, d("2"), None)
+        lin = trace(led, d("2"), UNSAFE_SKIP_SIGNATURES)
     assert not lin.ok
     assert [(p.seq, p.kind) for p in lin.problems] == [(0, "signature")]
     assert "entry stored at 0 holds record seq 1" in lin.problems[0].detail
@@ -164,7 +164,7 @@ def test_unchecked_trace_takes_only_earlier_producers(sqlite_url: str, ledger_si
         led.append(RecordDraft(stage="train", inputs=(inp("data", "7"),), outputs=(out("m", "8"),)),
                    ledger_signer, signer_name="p")
         led.append(RecordDraft(stage="ingest", outputs=(out("data", "7"),)), ledger_signer, signer_name="p")
-        lin = trace(led, d("8"), None)
+        lin = trace(led, d("8"), UNSAFE_SKIP_SIGNATURES)
     assert not lin.ok and lin.ancestors == ()
     assert "input data (sha256 777777777777…) was not output by any earlier trusted record" in lin.problems[0].detail
 

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlseal.ledger import merkle, open_ledger, verify
+from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, fastread, merkle, open_ledger, verify
 from mlseal.ledger.checkpoint import Checkpoint
 from mlseal.ledger.entry import build_entry
 from mlseal.ledger.record import OutputRef, RecordDraft, RunInfo, Sha256Hex, SignerRef
+from mlseal.ledger.unsafe import Trust
 from mlseal.ledger.verify import Anchor, verify_entries, verify_ledger
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
@@ -57,7 +58,7 @@ def get_entry(url: str, seq: int) -> bytes:
     return bytes(raw(url, "SELECT entry FROM mlseal_entries WHERE seq = ?", (seq,))[0][0])
 
 
-def check(url: str, trust: TrustRoot | None, **kw: Any) -> verify.Report:
+def check(url: str, trust: Trust, **kw: Any) -> verify.Report:
     with open_ledger(url, create=False) as led:
         return verify_ledger(led, trust, **kw)
 
@@ -69,7 +70,7 @@ def first(report: verify.Report) -> verify.Problem:
 
 def test_untouched_ledger_verifies(ledger_url: str, ledger_signer: LocalKeySigner, ledger_trust: TrustRoot) -> None:
     fill(ledger_url, ledger_signer)
-    for trust in (ledger_trust, None):
+    for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
         r = check(ledger_url, trust)
         assert r.ok and r.size == 10 and not r.problems
         with open_ledger(ledger_url) as led:
@@ -90,7 +91,7 @@ def test_flipped_byte_in_any_entry(ledger_url: str, ledger_signer: LocalKeySigne
             assert p.seq == seq, (off, p)
             assert p.detail.startswith(f"record {seq}:")
             # without signatures, the next record's prev link (or the root) catches it
-            assert not check(ledger_url, None).ok
+            assert not check(ledger_url, UNSAFE_SKIP_SIGNATURES).ok
         set_entry(ledger_url, seq, original)
     assert check(ledger_url, ledger_trust).ok
 
@@ -173,7 +174,7 @@ def test_entry_signed_by_untrusted_key(
     p = first(r)
     assert p.seq == 3 and p.kind == "signature" and "does not list" in p.detail
     assert [q.seq for q in r.problems] == [3]
-    assert check(ledger_url, None).ok  # hash-only mode cannot see who signed
+    assert check(ledger_url, UNSAFE_SKIP_SIGNATURES).ok  # hash-only mode cannot see who signed
 
 
 def test_tampered_merkle_nodes(ledger_url: str, ledger_signer: LocalKeySigner, ledger_trust: TrustRoot) -> None:
@@ -263,7 +264,7 @@ def test_parallel_and_serial_agree(
     log[201], log[202] = (201, log[202][1]), (202, log[201][1])
     root = merkle.root_from_leaves(merkle.leaf_hash(e) for _, e in log)[1]
     cp = Checkpoint("o", 100, merkle.root_from_leaves(merkle.leaf_hash(e) for _, e in log[:100])[1])
-    for trust in (ledger_trust, None):
+    for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
         serial = verify_entries(log, trust, workers=1, checkpoint=cp)
         parallel = verify_entries(log, trust, workers=2, batch=37, checkpoint=cp)
         assert serial == parallel
@@ -286,7 +287,7 @@ def test_storage_error_while_streaming_is_raised(
 
     for workers in (1, 2):
         with pytest.raises(InfrastructureError, match="went away"):
-            verify_entries(entries(), None, workers=workers, batch=37)
+            verify_entries(entries(), UNSAFE_SKIP_SIGNATURES, workers=workers, batch=37)
 
 
 def test_fast_path_equals_json_parsing(ledger_signer: LocalKeySigner) -> None:
@@ -301,11 +302,11 @@ def test_fast_path_equals_json_parsing(ledger_signer: LocalKeySigner) -> None:
         e = build_entry(rec, ledger_signer)
         recs.append((seq, e))
         prev = hashlib.sha256(e).hexdigest()
-    assert verify_entries(recs, None).ok
+    assert verify_entries(recs, UNSAFE_SKIP_SIGNATURES).ok
     forged = RecordDraft(stage="process", params={"prev": prev}).complete(
         seq=3, prev="1" * 64, time="t", signer=SignerRef("p", ledger_signer.key_id)
     )
-    p = first(verify_entries([*recs, (3, build_entry(forged, ledger_signer))], None))
+    p = first(verify_entries([*recs, (3, build_entry(forged, ledger_signer))], UNSAFE_SKIP_SIGNATURES))
     assert p.seq == 3 and p.kind == "prev"
 
 
@@ -376,13 +377,13 @@ def test_fast_field_reader_agrees_with_json(
     e = build_entry(rec, ledger_signer)
     end = e.find(b'"', 12)
     want = (seq, rec.prev.encode(), ledger_signer.key_id.encode())
-    got = verify._fast_fields(e[12:end])
+    got = fastread.fast_fields(e[12:end])
     assert got is None or got[:3] == want
     # a guessed tail length (right, or off by a few bytes) never changes the answer
     for hint in {got[3] if got else 0, 250, 251, 300, 5, 2000}:
-        guessed = verify._fast_fields(e[12:end], hint)
+        guessed = fastread.fast_fields(e[12:end], hint)
         assert guessed is None or guessed[:3] == want
-        in_place = verify._guessed_tail(e, end, hint)
+        in_place = fastread.guessed_tail(e, end, hint)
         assert in_place is None or in_place[:3] == want
     if got is not None:  # the right guess is read in place too
-        assert verify._guessed_tail(e, end, got[3]) == got
+        assert fastread.guessed_tail(e, end, got[3]) == got

@@ -510,5 +510,6 @@ def test_every_stored_row_is_audited_on_both_backends(ledger_url: str) -> None:
         assert [r[1] for r in rows] == [1, 2, 3, 4, 1, 2] and [r[0] for r in rows] == sorted(r[0] for r in rows)
         checked, problems = audit_stored(led, TRUST, head.size, head.root, batch=2)
     assert checked == 6
-    assert [(p.row, p.size) for p in problems] == [(rows[2][0], 3)], problems
+    assert [(p.kind, p.detail.split(":")[0]) for p in problems] == [
+        ("stored_checkpoint", f"checkpoint row {rows[2][0]} (size 3)")], problems
     assert "is not the root of the ledger's first 3 records" in problems[0].detail

@@ -18,7 +18,7 @@ import pytest
 from mlseal.admission import decide, load_policy
 from mlseal.admission.decision import Reason
 from mlseal.errors import VerificationError
-from mlseal.ledger import Ledger, open_ledger
+from mlseal.ledger import UNSAFE_SKIP_SIGNATURES, Ledger, open_ledger
 from mlseal.ledger.checkpoint import Checkpoint, sign_checkpoint
 from mlseal.ledger.record import Component, InputRef, RecordDraft, Sha256Hex, Status
 from mlseal.ledger.recordcache import VerifiedRecords
@@ -277,7 +277,7 @@ def test_shared_verified_records_skip_second_signature_checks(world: World) -> N
 
 def test_view_without_trust_checks_chain_and_tree_only(world: World) -> None:
     with open_ledger(world.url, create=False) as led:
-        view = VerifiedView(led, None)
+        view = VerifiedView(led, UNSAFE_SKIP_SIGNATURES)
         assert view.size() == led.size() and view.head().root == led.head().root
         assert view.record(0).stage == "ingest"
 

@@ -21,7 +21,6 @@ from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_signin
 
 if TYPE_CHECKING:
     from mlseal.ledger import Ledger
-    from mlseal.ledger.checkpoint import Checkpoint
     from mlseal.ledger.verify import Report
     from mlseal.signing.trust import TrustRoot
 
@@ -217,50 +216,29 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from mlseal.errors import VerificationError
+    from mlseal.errors import ConfigurationError
     from mlseal.ledger.artifacts import digest_uri
-    from mlseal.ledger.checkpoint import parse_checkpoint, verify_checkpoint
-    from mlseal.ledger.verify import Problem, Report, verify_ledger
+    from mlseal.ledger.rollback import read_note
+    from mlseal.ledger.verify import verify_ledger, verify_ledger_note
 
     trust = _trust(args.trust)
     assert trust is not None
-    checkpoint = None
-    early: list[Problem] = []
     if args.from_checkpoint and not args.checkpoint:
-        from mlseal.errors import ConfigurationError
-
         raise ConfigurationError("--from-checkpoint needs --checkpoint FILE")
-    if args.checkpoint:
-        data = _read(args.checkpoint, "checkpoint")
-        try:
-            checkpoint = verify_checkpoint(data, trust, origin=args.origin)
-        except VerificationError as exc:
-            early.append(Problem(None, "checkpoint", f"checkpoint {args.checkpoint}: {exc}"))
-            checkpoint = parse_checkpoint(data)[0] if not args.from_checkpoint else None
+    options: dict[str, Any] = {"digest_uri": digest_uri if args.artifacts else None, "stored_checkpoints": True,
+                               "origin": args.origin}
     with _open(args) as led:
-        if early and args.from_checkpoint:
-            head = led.head()
-            report = Report(ok=False, size=head.size, root=head.root, problems=tuple(early))
+        if args.checkpoint:
+            got = read_note(args.checkpoint, env={})
+            assert got is not None
+            report = verify_ledger_note(led, trust, got[0], source=args.checkpoint,
+                                        from_checkpoint=args.from_checkpoint, **options)
         else:
-            report = verify_ledger(
-                led,
-                trust,
-                checkpoint=checkpoint,
-                from_checkpoint=args.from_checkpoint,
-                digest_uri=digest_uri if args.artifacts else None,
-                stored_checkpoints=True,
-                origin=args.origin,
-            )
-            if early:
-                report = Report(
-                    ok=False, size=report.size, root=report.root,
-                    problems=tuple(early) + report.problems, checked=report.checked, start=report.start,
-                    omitted=report.omitted,
-                )
+            report = verify_ledger(led, trust, **options)
     if args.json:
         emit_json(report.to_json())
     if report.ok:
-        say(f"ledger OK: {_verified_text(report, checkpoint, args.from_checkpoint, args.artifacts)}")
+        say(f"ledger OK: {_verified_text(report, args.from_checkpoint, args.artifacts)}")
         return 0
     say(f"ledger verification FAILED: {report.problems[0].detail}")
     for p in report.problems[1:]:
@@ -270,8 +248,9 @@ def _verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def _verified_text(report: Report, checkpoint: Checkpoint | None, from_checkpoint: bool, artifacts: bool) -> str:
+def _verified_text(report: Report, from_checkpoint: bool, artifacts: bool) -> str:
     """What a passing `ledger verify` actually checked, in words: no more than was read."""
+    checkpoint = report.checkpoint
     what = "signatures, hash chain, Merkle root, digest index, Merkle nodes"
     if artifacts:
         what += ", artifacts"
@@ -344,14 +323,16 @@ def _target_digest(text: str) -> str:
 
 
 def _trace(args: argparse.Namespace) -> int:
+    from mlseal.ledger import UNSAFE_SKIP_SIGNATURES
     from mlseal.ledger.lineage import trace
     from mlseal.ledger.rollback import load_checkpoint
     from mlseal.ledger.verified import VerifiedView, ViewFailed
 
     sha = _target_digest(args.artifact)
-    trust = _trust(args.trust)
+    trust = _trust(args.trust) or UNSAFE_SKIP_SIGNATURES  # without --trust: said below, and on stderr
+    unchecked = args.trust is None
     held = load_checkpoint(trust, path=args.checkpoint)
-    if held is not None and trust is None:
+    if held is not None and unchecked:
         say(f"warning: checkpoint signature NOT checked (pass --trust FILE); the ledger must still extend the "
             f"checkpoint from {held.source}")
     with _open(args) as led:
@@ -363,13 +344,13 @@ def _trace(args: argparse.Namespace) -> int:
         except ViewFailed as exc:
             if args.json:
                 emit_json({"sha256": sha, "ok": False, "code": exc.code, "error": str(exc),
-                           "signatures_checked": trust is not None})
+                           "signatures_checked": not unchecked})
             say(f"ledger refused: {exc}; its lineage is not shown: restore the ledger from a verified copy "
                 "(`mlseal ledger verify --checkpoint`)")
             return 1
     if args.json:
-        emit_json(lin.to_json() | {"signatures_checked": trust is not None})
-    if trust is None:
+        emit_json(lin.to_json() | {"signatures_checked": not unchecked})
+    if unchecked:
         say("warning: signatures NOT checked (pass --trust FILE)")
     if lin.producer is None:
         say(f"no record produced sha256 {sha}")
@@ -453,54 +434,30 @@ def _resolve_signer(key: str | None, vault_transit: str | None) -> Any:
 
 
 def _consistency(args: argparse.Namespace) -> int:
-    from mlseal.ledger.checkpoint import (
-        CheckpointError,
-        RollbackError,
-        expected_origin,
-        parse_checkpoint,
-        prove_consistency,
-        verify_checkpoint,
-    )
+    from mlseal.ledger import UNSAFE_SKIP_SIGNATURES
+    from mlseal.ledger.checkpoint import check_consistency
+    from mlseal.ledger.rollback import read_note, verify_held
 
-    data = _read(args.old_checkpoint, "checkpoint")
-    trust = _trust(args.trust)
-    if trust is not None:
-        old = verify_checkpoint(data, trust, origin=args.origin)
-    else:
-        old = parse_checkpoint(data)[0]
-        want = expected_origin(None, args.origin)
-        if old.origin != want:
-            raise CheckpointError(f"checkpoint is for origin {old.origin!r}, expected {want!r}")
+    got = read_note(args.old_checkpoint, env={}, option="OLD_CHECKPOINT")
+    assert got is not None
+    old = verify_held(got[0], _trust(args.trust) or UNSAFE_SKIP_SIGNATURES, source=got[1], origin=args.origin)
+    if args.trust is None:
         say("warning: checkpoint signature NOT checked (pass --trust FILE)")
     with _open(args) as led:
-        head = led.head()
-        proof: list[bytes] = []
-        error = None
-        try:
-            proof = list(prove_consistency(led, old, head).proof)
-        except RollbackError as exc:
-            error = str(exc)
-    ok = error is None
+        answer = check_consistency(led, old.checkpoint)
     if args.json:
-        emit_json({
-            "old_size": old.size,
-            "new_size": head.size,
-            "old_root": old.root.hex(),
-            "new_root": head.root.hex(),
-            "path": [p.hex() for p in proof],
-            "ok": ok,
-        })
-    if ok:
-        say(f"consistent: the log of {head.size} records extends the checkpoint of {old.size}")
+        emit_json(answer.to_json())
+    if answer.ok:
+        say(f"consistent: the log of {answer.size} records extends the checkpoint of {old.checkpoint.size}")
         return 0
-    say(f"NOT consistent: {error}")
+    say(f"NOT consistent: {answer.error}")
     return 1
 
 
 def _witness(args: argparse.Namespace) -> int:
     from mlseal.errors import ConfigurationError, VerificationError
     from mlseal.ledger.checkpoint import RollbackError
-    from mlseal.ledger.witness import read_state, witness, write_state
+    from mlseal.ledger.witness import run_witness
 
     if not args.key and not args.vault_transit:
         raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY")
@@ -514,13 +471,10 @@ def _witness(args: argparse.Namespace) -> int:
     trust = _trust(args.trust)
     assert trust is not None
     signer = _resolve_signer(args.key, args.vault_transit)
-    state_path = Path(args.state) if args.state else None
-    if state_path is not None and not state_path.parent.is_dir():
-        raise ConfigurationError(f"--state {state_path}: directory {state_path.parent} does not exist")
-    state = read_state(state_path) if state_path else None
     with _open(args) as led:
         try:
-            done = witness(led, trust, signer, state=state, origin=args.origin)
+            done = run_witness(led, trust, signer, state_path=Path(args.state) if args.state else None,
+                               origin=args.origin)
         except RollbackError as exc:
             if args.json:
                 emit_json({"ok": False, "kind": "rollback", "detail": str(exc)})
@@ -533,8 +487,6 @@ def _witness(args: argparse.Namespace) -> int:
             return 1
     for why in done.skipped:
         say(f"warning: {why}")
-    if state_path is not None:
-        write_state(state_path, done.note)
     if args.json:
         emit_json(done.to_json())
     start = f"checkpoint of {done.old.size} records" if done.old else "the first record (no checkpoint yet)"

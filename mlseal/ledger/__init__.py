@@ -44,12 +44,13 @@ from mlseal.ledger.dsn import is_keyword_dsn, redact_dsn
 from mlseal.ledger.entry import RecordTemplate
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import Record, RecordDraft, SignerRef, is_sha256_hex
+from mlseal.ledger.unsafe import UNSAFE_SKIP_SIGNATURES
 from mlseal.signing.keys import LocalKeySigner, Signer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["DEFAULT_URL", "Appended", "Head", "Ledger", "open_ledger"]
+__all__ = ["DEFAULT_URL", "UNSAFE_SKIP_SIGNATURES", "Appended", "Head", "Ledger", "open_ledger"]
 
 DEFAULT_URL = "sqlite:///.mlseal/ledger.db"
 ENV_VAR = "MLSEAL_LEDGER"

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.ledger import merkle
 from mlseal.ledger.merkle import HASH_SIZE
+from mlseal.ledger.problem import Problem
 from mlseal.signing.keys import PublicKeyVerifier, Signer
 from mlseal.signing.trust import TrustRoot
 
@@ -226,12 +227,30 @@ def tree_text(size: int, root: bytes) -> str:
 
 @dataclass(frozen=True)
 class Consistency:
-    """The current tree (``size``, ``root``) extends ``old``; ``proof`` is the RFC 9162 proof."""
+    """The current tree (``size``, ``root``) extends ``old``; ``proof`` is the RFC 9162 proof.
+
+    From `check_consistency`: ``error`` says why it does not (then ``proof`` is empty)."""
 
     old: Checkpoint
     size: int
     root: bytes
     proof: tuple[bytes, ...]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, object]:
+        """What ``ledger consistency --json`` prints."""
+        return {
+            "old_size": self.old.size,
+            "new_size": self.size,
+            "old_root": self.old.root.hex(),
+            "new_root": self.root.hex(),
+            "path": [p.hex() for p in self.proof],
+            "ok": self.ok,
+        }
 
 
 def prove_consistency(led: CheckpointLedger, old: Checkpoint, head: Head | None = None) -> Consistency:
@@ -261,6 +280,16 @@ def prove_consistency(led: CheckpointLedger, old: Checkpoint, head: Head | None 
     except VerificationError as exc:
         raise RollbackError(f"{what}: the records it pinned were rewritten (forked): {exc}") from None
     return Consistency(old=old, size=head.size, root=head.root, proof=tuple(proof))
+
+
+def check_consistency(led: CheckpointLedger, old: Checkpoint) -> Consistency:
+    """`prove_consistency` against the ledger's current head, as an answer: a log that does not
+    extend ``old`` gives a `Consistency` whose ``error`` names both tree heads."""
+    head = led.head()
+    try:
+        return prove_consistency(led, old, head)
+    except RollbackError as exc:
+        return Consistency(old=old, size=head.size, root=head.root, proof=(), error=str(exc))
 
 
 def require_included(led: CheckpointLedger, seq: int, head: Head, *, entry_sha256: str | None = None) -> bytes:
@@ -371,15 +400,6 @@ class AuditLedger(Protocol):
     def get_nodes(self, coords: Sequence[merkle.Coord]) -> Mapping[merkle.Coord, bytes]: ...
 
 
-@dataclass(frozen=True)
-class StoredProblem:
-    """A stored checkpoint row that is not a checkpoint of this ledger signed by a trusted key."""
-
-    row: int
-    size: int  # the row's size column, as stored
-    detail: str
-
-
 _WRITTEN_AROUND = ("only the witness stores checkpoints, and only notes it signed: someone who can write the "
                    "ledger's database stored this row; find out who, then delete the row as the schema owner")
 _NOT_EXTENDED = ("the ledger does not extend a checkpoint the checkpoint key signed: restore the ledger from a "
@@ -388,9 +408,10 @@ _NOT_EXTENDED = ("the ledger does not extend a checkpoint the checkpoint key sig
 
 
 def audit_stored(led: AuditLedger, trust: TrustRoot, size: int, root: bytes, *, origin: str | None = None,
-                 batch: int = 512) -> tuple[int, list[StoredProblem]]:
+                 batch: int = 512) -> tuple[int, list[Problem]]:
     """Check every stored checkpoint row against the tree (``size``, ``root``) the caller
-    verified; return (rows checked, problems, one per bad row, in row order).
+    verified; return (rows checked, problems, one per bad row, in row order). Each is a
+    ``stored_checkpoint`` `Problem` whose detail starts ``checkpoint row ROW (size SIZE):``.
 
     For each row, in this order (the first failure is its problem):
 
@@ -403,13 +424,13 @@ def audit_stored(led: AuditLedger, trust: TrustRoot, size: int, root: bytes, *, 
 
     Storage is read ``batch`` rows at a time, and the nodes of a batch's proofs in one read.
     """
-    problems: list[StoredProblem] = []
+    problems: list[tuple[int, Problem]] = []  # (row, problem)
     checked = 0
     rows = iter(led.checkpoint_rows())
     while True:
         page = list(itertools.islice(rows, max(batch, 1)))
         if not page:
-            return checked, problems
+            return checked, [p for _, p in problems]
         checked += len(page)
         pending: list[tuple[int, int, Checkpoint]] = []
         for row, column, note in page:
@@ -417,31 +438,34 @@ def audit_stored(led: AuditLedger, trust: TrustRoot, size: int, root: bytes, *, 
             try:
                 cp = parse_checkpoint(note)[0]
             except CheckpointError as exc:
-                problems.append(StoredProblem(row, column, f"{where}: the note does not parse ({exc}); "
-                                                           f"{_WRITTEN_AROUND}"))
+                problems.append(_stored(row, f"{where}: the note does not parse ({exc}); {_WRITTEN_AROUND}"))
                 continue
             if cp.size != column:
-                problems.append(StoredProblem(row, column, (
+                problems.append(_stored(row, (
                     f"{where}: its size column says {column}, but the note's tree size is {cp.size} (a row placed "
                     f"to sort before the real checkpoints); {_WRITTEN_AROUND}")))
                 continue
             try:
                 cp = verify_checkpoint(note, trust, origin=origin)
             except CheckpointError as exc:
-                problems.append(StoredProblem(row, column, f"{where}: {exc}; {_WRITTEN_AROUND}"))
+                problems.append(_stored(row, f"{where}: {exc}; {_WRITTEN_AROUND}"))
                 continue
             if cp.size > size:
-                problems.append(StoredProblem(row, column, (
+                problems.append(_stored(row, (
                     f"{where}: it pins {cp.size} records, but the ledger has only {size}; "
                     + _NOT_EXTENDED.format(what="truncated (rolled back)"))))
                 continue
             pending.append((row, column, cp))
         problems += _not_extended(led, pending, size, root)
-        problems.sort(key=lambda p: p.row)
+        problems.sort(key=lambda rp: rp[0])
+
+
+def _stored(row: int, detail: str) -> tuple[int, Problem]:
+    return row, Problem(None, "stored_checkpoint", detail)
 
 
 def _not_extended(led: AuditLedger, pending: list[tuple[int, int, Checkpoint]], size: int,
-                  root: bytes) -> list[StoredProblem]:
+                  root: bytes) -> list[tuple[int, Problem]]:
     """The rows of ``pending`` whose checkpoint the tree (size, root) does not extend."""
     coords = sorted({c for _, _, cp in pending if 0 < cp.size < size
                      for s, e in merkle.consistency_ranges(cp.size, size) for c in merkle.perfect_cover(s, e)})
@@ -461,7 +485,7 @@ def _not_extended(led: AuditLedger, pending: list[tuple[int, int, Checkpoint]], 
             proof = merkle.consistency_proof(cp.size, size, Fetched())
             merkle.verify_consistency(cp.size, size, proof, cp.root, root)
         except VerificationError as exc:
-            out.append(StoredProblem(row, column, (
+            out.append(_stored(row, (
                 f"checkpoint row {row} (size {column}): its root {cp.root.hex()[:16]}… is not the root of the "
                 f"ledger's first {cp.size} records ({exc}); " + _NOT_EXTENDED.format(what="rewritten (forked)"))))
     return out

@@ -39,6 +39,7 @@ from mlseal.ledger.record import (
     SignerRef,
     is_sha256_hex,
 )
+from mlseal.ledger.unsafe import Trust, trust_root
 from mlseal.signing import dsse
 from mlseal.signing.keys import KeyId, Signer
 from mlseal.signing.trust import TrustRoot
@@ -232,24 +233,26 @@ class UntrustedSigner(VerificationError):
     """The entry is signed, but by nobody the trust file names."""
 
 
-def verify_entry(seq: int, data: bytes, trust: TrustRoot | None, *,
+def verify_entry(seq: int, data: bytes, trust: Trust, *,
                  parse: Callable[[bytes, TrustRoot], Record] = parse_entry) -> Record:
     """Step 1 of the selection rule for the entry stored at `seq`: its record, verified.
 
     Signed by a key the trust file lists (else `UntrustedSigner`), under that key's grant,
     canonical (`parse`, default `parse_entry`), and holding the seq it is stored at.
-    ``trust=None`` reads the record without checking its signature (display only).
+    `UNSAFE_SKIP_SIGNATURES` reads the record without checking its signature (display only;
+    the caller that chose it warns: this runs once per entry); ``None`` is refused.
     """
-    if trust is None:
+    root = trust_root(trust, "verify_entry")
+    if root is None:
         rec = record_of(data)
     else:
         part = split_entry(data)
-        if part.keyid not in trust.signers:
+        if part.keyid not in root.signers:
             raise UntrustedSigner(
                 f"entry {seq} is signed by key {part.keyid[:16]}…, which the trust file does not list"
             )
         try:
-            rec = parse(data, trust)
+            rec = parse(data, root)
         except VerificationError as exc:
             raise VerificationError(f"entry {seq}: {exc}") from None
     if rec.seq != seq:

@@ -14,7 +14,7 @@ read, so a deleted index row hides nothing). The producer of a digest is chosen 
 use: the newest record with status ok that outputs
 it, verified against the trust file and hash-linked to its successor. Every record on
 the way is checked the same way. What is wrong is
-reported as a problem instead of raising: a broken lineage (an input nobody recorded,
+reported as a `mlseal.ledger.problem.Problem` instead of raising: a broken lineage (an input nobody recorded,
 a producer_seq that points to the wrong record, a path that ends before ingest) or a
 bad signature. Callers decide; admission denies on any problem.
 
@@ -39,10 +39,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlseal.errors import VerificationError
+from mlseal.ledger.problem import Problem
 from mlseal.ledger.record import Record, StageKind, Status
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
+from mlseal.ledger.unsafe import Trust, trust_root
 from mlseal.ledger.verified import VerifiedView, ViewFailed, trust_key
-from mlseal.signing.trust import TrustRoot
 
 if TYPE_CHECKING:
     from mlseal.ledger.view import LedgerReader
@@ -52,22 +53,12 @@ MAX_RECORDS = 100_000
 
 
 @dataclass(frozen=True)
-class LineageProblem:
-    seq: int | None
-    kind: str  # "break", "signature", "missing"
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind, "detail": self.detail}
-
-
-@dataclass(frozen=True)
 class Lineage:
     sha256: str
     producer: Record | None
     ancestors: tuple[Record, ...] = ()  # nearest first
     descendants: tuple[Record, ...] = ()  # nearest first
-    problems: tuple[LineageProblem, ...] = ()
+    problems: tuple[Problem, ...] = ()  # kinds: break, signature, missing, limit
     producers: tuple[int, ...] = field(default=())  # every seq that output the digest
 
     @property
@@ -106,13 +97,13 @@ class Lineage:
 class _Reader:
     """Reads records from a verified view of the ledger (TrustedReader's rule), noting problems."""
 
-    def __init__(self, led: LedgerReader, trust: TrustRoot | None) -> None:
+    def __init__(self, led: LedgerReader, trust: Trust) -> None:
+        root = trust_root(trust, "trace")
         self.view = led if isinstance(led, VerifiedView) and led.trust_key == trust_key(trust) else \
             VerifiedView(led, trust)
-        self.trust = trust
-        self.trusted = TrustedReader(self.view, trust) if trust is not None else None
+        self.trusted = TrustedReader(self.view, root) if root is not None else None
         self.cache: dict[int, Record | None] = {}
-        self.problems: list[LineageProblem] = []
+        self.problems: list[Problem] = []
 
     def get(self, seq: int) -> Record | None:
         if seq not in self.cache:
@@ -122,11 +113,11 @@ class _Reader:
                 raise
             except VerificationError as exc:
                 self.cache[seq] = None
-                self.problems.append(LineageProblem(seq, "signature", f"record {seq}: {exc}"))
+                self.problems.append(Problem(seq, "signature", f"record {seq}: {exc}"))
         return self.cache[seq]
 
     def producer_of(self, sha: str, before: int | None = None) -> Record | None:
-        """The producer by the TrustedReader rule (unchecked, the same rule, with ``trust=None``)."""
+        """The producer by the TrustedReader rule (unchecked, the same rule, with `UNSAFE_SKIP_SIGNATURES`)."""
         if self.trusted is None:
             for seq in sorted(self.view.producers_of(sha), reverse=True):
                 rec = self.get(seq) if before is None or seq < before else None
@@ -136,19 +127,20 @@ class _Reader:
         try:
             answer = self.trusted.producer_of(sha, before=before)
         except TooManyRecords as exc:
-            self.problems.append(LineageProblem(before, "limit", str(exc)))
+            self.problems.append(Problem(before, "limit", str(exc)))
             return None
         for p in answer.problems:
             if p.seq not in self.cache:
                 self.cache[p.seq] = None
-                self.problems.append(LineageProblem(p.seq, "signature", f"record {p.seq}: {p}"))
+                self.problems.append(p.to_problem())
         if answer.record is not None:
             self.cache[answer.record.seq] = answer.record
         return answer.record
 
 
-def trace(led: LedgerReader, sha256: str, trust: TrustRoot | None) -> Lineage:
-    """Lineage of the artifact with this digest. ``trust=None`` skips signature checks.
+def trace(led: LedgerReader, sha256: str, trust: Trust) -> Lineage:
+    """Lineage of the artifact with this digest, its records verified against ``trust``;
+    `UNSAFE_SKIP_SIGNATURES` skips signature checks (logged as a warning), ``None`` is refused.
 
     ``led`` is an open ledger (a `VerifiedView` of it is built for the call, reading and
     verifying every entry once) or a view already built with the same trust. Raises
@@ -159,7 +151,7 @@ def trace(led: LedgerReader, sha256: str, trust: TrustRoot | None) -> Lineage:
     producer = rd.producer_of(sha256)
     if producer is None:
         if not producers:
-            rd.problems.append(LineageProblem(None, "missing", f"no record in the ledger output sha256 {sha256}"))
+            rd.problems.append(Problem(None, "missing", f"no record in the ledger output sha256 {sha256}"))
         return Lineage(sha256, None, problems=tuple(rd.problems), producers=tuple(producers))
     ancestors = _walk_back(producer, rd)
     descendants = _walk_forward(producer, rd)
@@ -181,7 +173,7 @@ def _walk_back(start: Record, rd: _Reader) -> list[Record]:
         rec = queue.popleft()
         if not rec.inputs:
             if rec.stage != StageKind.INGEST:
-                rd.problems.append(LineageProblem(
+                rd.problems.append(Problem(
                     rec.seq, "break",
                     f"record {rec.seq} ({rec.stage}) has no inputs and is not an ingest record: "
                     "the lineage does not reach the raw data",
@@ -199,7 +191,7 @@ def _walk_back(start: Record, rd: _Reader) -> list[Record]:
 def _producer_of_input(rec: Record, name: str, sha: str, producer_seq: int | None, rd: _Reader) -> Record | None:
     if producer_seq is not None:
         if producer_seq >= rec.seq:
-            rd.problems.append(LineageProblem(
+            rd.problems.append(Problem(
                 rec.seq, "break",
                 f"record {rec.seq}: input {name} names producer record {producer_seq}, which is not earlier",
             ))
@@ -208,7 +200,7 @@ def _producer_of_input(rec: Record, name: str, sha: str, producer_seq: int | Non
         if parent is None:
             return None
         if not any(o.sha256 == sha for o in parent.outputs):
-            rd.problems.append(LineageProblem(
+            rd.problems.append(Problem(
                 rec.seq, "break",
                 f"record {rec.seq}: input {name} (sha256 {sha[:12]}…) names producer record "
                 f"{producer_seq}, which did not output that digest",
@@ -218,7 +210,7 @@ def _producer_of_input(rec: Record, name: str, sha: str, producer_seq: int | Non
     parent = rd.producer_of(sha, before=rec.seq)
     if parent is not None:
         return parent
-    rd.problems.append(LineageProblem(
+    rd.problems.append(Problem(
         rec.seq, "break",
         f"record {rec.seq} ({rec.stage}): input {name} (sha256 {sha[:12]}…) was not output by any earlier "
         "trusted record",

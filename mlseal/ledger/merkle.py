@@ -20,6 +20,7 @@ reads, and appending a leaf writes ``O(1)`` nodes amortised (at most ``log2 n``)
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -222,6 +223,79 @@ def root_from_leaves(leaves: Iterable[bytes]) -> tuple[int, bytes]:
     if not stack:
         return 0, EMPTY_ROOT
     return size, fold_cover([h for _, h in stack])
+
+
+class Frontier:
+    """The perfect subtrees covering leaves ``[0, end)``, merged as subtrees arrive left to right.
+
+    What a verifier streaming a log keeps: O(log n) hashes, from which `root` is the
+    RFC 9162 root of everything pushed so far. Start it from a trusted earlier tree by
+    passing that tree's size and its perfect cover's hashes (`perfect_cover(0, size)`).
+
+        >>> leaves = [leaf_hash(bytes([i])) for i in range(5)]
+        >>> f = Frontier()
+        >>> for level, h in range_nodes(0, leaves[:3]) + range_nodes(3, leaves[3:]):
+        ...     f.push(level, h)
+        >>> (f.end, f.root() == MemoryTree(leaves).root())
+        (5, True)
+        >>> g = Frontier(4, [MemoryTree(leaves[:4]).root()])
+        >>> g.push(0, leaves[4]); g.root() == f.root()
+        True
+    """
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        levels = [lv for lv, _ in perfect_cover(0, size)]
+        self.stack: list[tuple[int, bytes]] = list(zip(levels, hashes, strict=True))
+        self.end = size
+
+    def push(self, level: int, h: bytes, made: dict[Coord, bytes] | None = None) -> None:
+        """Add the perfect subtree of ``2**level`` leaves right after the current ones
+        (aligned to its size); the nodes the merges complete go to ``made``."""
+        start = self.end
+        self.end += 1 << level
+        while self.stack and self.stack[-1][0] == level:
+            h = node_hash(self.stack.pop()[1], h)
+            start -= 1 << level
+            level += 1
+            if made is not None:
+                made[(level, start >> level)] = h
+        self.stack.append((level, h))
+
+    def root(self) -> bytes:
+        if not self.stack:
+            return EMPTY_ROOT
+        return fold_cover([h for _, h in self.stack])
+
+
+def range_nodes(start: int, leaves: Sequence[bytes], tree: dict[Coord, bytes] | None = None) -> list[tuple[int, bytes]]:
+    """Perfect subtrees ``(level, hash)``, left to right, covering leaves ``[start,
+    start + len(leaves))``; with ``tree``, every perfect node inside the range goes there too.
+
+        >>> leaves = [leaf_hash(bytes([i])) for i in range(3)]
+        >>> [lv for lv, _ in range_nodes(0, leaves)], range_nodes(0, leaves)[0][1] == MemoryTree(leaves[:2]).root()
+        ([1, 0], True)
+    """
+    out: list[tuple[int, bytes]] = []
+    i, n = 0, len(leaves)
+    node = NODE_PREFIX
+    sha256 = hashlib.sha256
+    while i < n:
+        level = (n - i).bit_length() - 1
+        p = start + i
+        while p & ((1 << level) - 1):
+            level -= 1
+        row: Sequence[bytes] = leaves[i : i + (1 << level)]
+        lv = 0
+        if tree is not None:
+            tree.update(zip(zip(itertools.repeat(0), range(p, p + len(row))), row, strict=False))
+        while len(row) > 1:  # node_hash, inlined: half of a verification's hashing is here
+            row = [sha256(node + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=True)]
+            lv += 1
+            if tree is not None:
+                tree.update(zip(zip(itertools.repeat(lv), range(p >> lv, (p >> lv) + len(row))), row, strict=False))
+        out.append((level, row[0]))
+        i += 1 << level
+    return out
 
 
 def _check_hash(name: str, value: bytes) -> None:

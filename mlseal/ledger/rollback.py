@@ -47,6 +47,7 @@ from pathlib import Path
 
 from mlseal.errors import ConfigurationError
 from mlseal.ledger.checkpoint import CheckpointError, Trusted, expected_origin, parse_checkpoint, verify_checkpoint
+from mlseal.ledger.unsafe import Trust, trust_root
 from mlseal.signing.trust import TrustRoot
 
 #: the environment variable `load_checkpoint` reads when no file is given
@@ -70,15 +71,16 @@ def _read(path: Path, source: str) -> bytes:
     return data
 
 
-def read_note(path: str | os.PathLike[str] | None = None, *,
-              env: Mapping[str, str] | None = None) -> tuple[bytes, str] | None:
+def read_note(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+              option: str = "--checkpoint") -> tuple[bytes, str] | None:
     """The configured checkpoint note and where it came from (for messages), or None.
 
     ``path`` (``--checkpoint FILE``) wins; else ``env[MLSEAL_CHECKPOINT]`` (default:
     ``os.environ``) by the module's rule: with a newline, the note's text; otherwise a path.
+    ``option`` names the file's command-line option in messages.
     """
     if path is not None:
-        source = f"--checkpoint {path}"
+        source = f"{option} {path}"
         return _read(Path(path), source), source
     value = (os.environ if env is None else env).get(ENV_VAR, "")
     if not value.strip():
@@ -91,21 +93,22 @@ def read_note(path: str | os.PathLike[str] | None = None, *,
     return _read(Path(value), source), source
 
 
-def verify_held(note: bytes, trust: TrustRoot | None, *, source: str, origin: str | None = None) -> Trusted:
+def verify_held(note: bytes, trust: Trust, *, source: str, origin: str | None = None) -> Trusted:
     """The note as a `Trusted` checkpoint from ``source``, its signature verified against
     ``trust.checkpoint_keys`` (`CheckpointError` naming the source and the fix otherwise).
 
-    ``trust=None`` (``ledger trace`` without a trust file) checks only its form and origin;
-    the caller says that its signature was not checked.
+    `UNSAFE_SKIP_SIGNATURES` (``ledger trace`` or ``ledger consistency`` without a trust
+    file) checks only its form and origin; the caller says that its signature was not checked.
     """
+    root = trust_root(trust, "verify_held")
     try:
-        if trust is None:
+        if root is None:
             cp = parse_checkpoint(note)[0]
             want = expected_origin(None, origin)
             if cp.origin != want:
                 raise CheckpointError(f"checkpoint is for origin {cp.origin!r}, expected {want!r}")
         else:
-            cp = verify_checkpoint(note, trust, origin=origin)
+            cp = verify_checkpoint(note, root, origin=origin)
     except CheckpointError as exc:
         raise CheckpointError(f"the checkpoint from {source} cannot be used: {exc}; {_FIX}") from None
     except ConfigurationError as exc:
@@ -113,7 +116,7 @@ def verify_held(note: bytes, trust: TrustRoot | None, *, source: str, origin: st
     return Trusted(cp, note, source)
 
 
-def load_checkpoint(trust: TrustRoot | None, *, path: str | os.PathLike[str] | None = None,
+def load_checkpoint(trust: Trust, *, path: str | os.PathLike[str] | None = None,
                     env: Mapping[str, str] | None = None, origin: str | None = None) -> Trusted | None:
     """The checkpoint configured by ``--checkpoint FILE`` or ``$MLSEAL_CHECKPOINT``, verified
     (`read_note`, `verify_held`); None when none is configured."""

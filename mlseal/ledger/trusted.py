@@ -16,8 +16,9 @@ Among the records that name a digest (as an output for `producer_of`, as an inpu
    cannot also fix the record after it);
 3. matches the question (lists the digest as an output / input, of the asked stage kind)
 
-decides. A record failing 1 or 2 is skipped and reported as a `Problem` (callers decide
-whether a tampered candidate denies); older records are then considered.
+decides. A record failing 1 or 2 is skipped and reported as `Skipped`, with the error it
+failed with (callers decide whether a tampered candidate denies; `Skipped.untrusted` tells
+an unknown signer from tampering); older records are then considered.
 
 Which records name a digest comes from a `mlseal.ledger.verified.VerifiedView`, which
 indexes the entries themselves: the ledger's own digest index and Merkle nodes are
@@ -54,8 +55,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlseal.errors import VerificationError
+from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.ledger.entry import UntrustedSigner, parse_entry
+from mlseal.ledger.problem import Problem
 from mlseal.ledger.record import Record, Status
 from mlseal.ledger.recordcache import SHARED, VerifiedRecords
 from mlseal.ledger.verified import VerifiedView, trust_key
@@ -75,11 +77,19 @@ class TooManyRecords(VerificationError):
 
 
 @dataclass(frozen=True)
-class Problem:
-    """A candidate record that was skipped, and why."""
+class Skipped:
+    """A candidate record the selection rule passed over, and the error it failed with.
+
+    Not a `Problem` yet: the error's class is what callers decide by (admission denies a
+    tampered candidate, and treats one by an unknown signer as absent). Reported, it is a
+    ``signature`` problem (`to_problem`).
+    """
 
     seq: int
     error: VerificationError
+
+    def to_problem(self) -> Problem:
+        return Problem(self.seq, "signature", f"record {self.seq}: {self.error}")
 
     @property
     def untrusted(self) -> bool:
@@ -95,7 +105,7 @@ class Answer:
     """The deciding record (None: no candidate qualified) and the skipped candidates."""
 
     record: Record | None
-    problems: tuple[Problem, ...]
+    problems: tuple[Skipped, ...]
     candidates: tuple[int, ...]
 
 
@@ -120,6 +130,10 @@ class TrustedReader:
         parse: Callable[[bytes, TrustRoot], Record] = parse_entry,
         max_candidates: int | None = None,
     ) -> None:
+        if not isinstance(trust, TrustRoot):
+            raise ConfigurationError(
+                f"TrustedReader decides which records are trusted: it needs a trust root "
+                f"(mlseal.signing.trust.load_trust), not {trust!r}")
         self._source = view
         self._trust = trust
         self._verified = verified
@@ -161,12 +175,12 @@ class TrustedReader:
         return out
 
     def _select(self, seqs: list[int], match: Callable[[Record], bool]) -> Answer:
-        problems: list[Problem] = []
+        problems: list[Skipped] = []
         for seq in seqs:
             try:
                 rec = self.record(seq)
             except VerificationError as exc:
-                problems.append(Problem(seq, exc))
+                problems.append(Skipped(seq, exc))
                 continue
             if match(rec):
                 return Answer(rec, tuple(problems), tuple(seqs))

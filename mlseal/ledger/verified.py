@@ -77,6 +77,7 @@ from mlseal.ledger import merkle
 from mlseal.ledger.checkpoint import Checkpoint, Trusted, tree_text, verify_checkpoint
 from mlseal.ledger.entry import parse_entry, prev_of, record_of, split_entry, verify_entry
 from mlseal.ledger.record import ZERO_HASH, Record
+from mlseal.ledger.unsafe import UNSAFE_SKIP_SIGNATURES, Trust, trust_root
 from mlseal.signing.trust import TrustRoot
 
 if TYPE_CHECKING:
@@ -118,9 +119,11 @@ class ViewHead:
     last_entry_hash: str
 
 
-def trust_key(trust: TrustRoot | None) -> frozenset[Any] | None:
-    """What makes two trust roots verify alike: the signer keys and what each may sign."""
-    if trust is None:
+def trust_key(trust: Trust) -> frozenset[Any] | None:
+    """What makes two trust roots verify alike: the signer keys and what each may sign
+    (None for `UNSAFE_SKIP_SIGNATURES`)."""
+    if not isinstance(trust, TrustRoot):
+        trust_root(trust, "trust_key")  # refuses anything but the unsafe option
         return None
     return frozenset((k, trust.grants.get(k)) for k in trust.signers)
 
@@ -132,16 +135,18 @@ class VerifiedView:
     ``entry``, ``size``) plus ``head``, ``record``, ``refresh``, all from memory except
     ``refresh``. Building reads the whole ledger (an unreadable ledger raises
     `InfrastructureError`); a ledger found rolled back or forked while building gives a
-    failed view, whose reads raise `ViewFailed`. ``trust=None`` checks hash chain,
-    positions and Merkle tree only (records are read without checking signatures), for
-    ``trace`` without a trust file.
+    failed view, whose reads raise `ViewFailed`. ``trust`` is the trust root, or
+    `UNSAFE_SKIP_SIGNATURES` to check hash chain, positions and Merkle tree only (records
+    are read without checking signatures; logged as a warning), for ``trace`` without a
+    trust file. ``None`` is refused (`ConfigurationError`).
     """
 
-    def __init__(self, ledger: Any, trust: TrustRoot | None, *, parse: Parse = parse_entry,
+    def __init__(self, ledger: Any, trust: Trust, *, parse: Parse = parse_entry,
                  verified: VerifiedRecords | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.ledger = ledger
         self._verified = verified
-        self.trust = trust
+        self._root = trust_root(trust, "VerifiedView", warn=True)
+        self.trust: Trust = UNSAFE_SKIP_SIGNATURES if self._root is None else self._root
         self.trust_key = trust_key(trust)
         self.parse = parse
         self._clock = clock
@@ -160,7 +165,8 @@ class VerifiedView:
         self._bad_notes: set[bytes] = set()  # sha256 of stored notes that did not verify (warned once)
         self._checkpoint: Trusted | None = None  # the largest checkpoint accepted
         self.checkpoint_size = 0  # the size of the newest checkpoint accepted
-        self.problems: list[str] = []  # what is wrong with the store that did not fail the view
+        #: what is wrong with the store that did not fail the view (logged; the text of a ``root`` `Problem`)
+        self.problems: list[str] = []
         self.verified_at = 0.0  # clock() of the last successful build or refresh
         self._lock = threading.Lock()
         with contextlib.suppress(ViewFailed):  # kept: every read raises it
@@ -344,7 +350,7 @@ class VerifiedView:
             self._sigs.append(b"")
             return VerificationError(f"entry {seq}: {exc}"), None
         key = None
-        if self._verified is not None and self.trust is not None:
+        if self._verified is not None and self._root is not None:
             key = (self.trust_key, self.parse, seq, hashlib.sha256(data).digest())
             known = self._verified.get(key)
             if known is not None:
@@ -399,7 +405,7 @@ class VerifiedView:
         the view on it would let whoever may write the checkpoint table deny every model,
         while deleting the rows is open to them anyway. `ledger verify` names such rows.
         """
-        trust = self.trust
+        trust = self._root
         stored = getattr(self.ledger, "checkpoints", None)
         if trust is None or not trust.checkpoint_keys or stored is None:
             return

@@ -71,7 +71,10 @@ class Witnessed:
 
 
 def read_state(path: Path) -> bytes | None:
-    """The last checkpoint this witness accepted (None: no state yet)."""
+    """The last checkpoint this witness accepted (None: no state yet); `ConfigurationError`
+    when its directory does not exist (the state could never be written)."""
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"--state {path}: directory {path.parent} does not exist")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -139,6 +142,17 @@ def witness(led: Ledger, trust: TrustRoot, signer: Signer, *, state: bytes | Non
     note = sign_checkpoint(new, signer)
     led.add_checkpoint(note)
     return Witnessed(old=cp, new=new, note=note, stored=True, checked=report.checked, skipped=tuple(skipped))
+
+
+def run_witness(led: Ledger, trust: TrustRoot, signer: Signer, *, state_path: Path | None = None,
+                origin: str | None = None) -> Witnessed:
+    """`witness`, starting from (and, on success, replacing) the state file at ``state_path``
+    (``ledger witness --state``): what this witness accepted before must be extended."""
+    state = read_state(state_path) if state_path is not None else None
+    done = witness(led, trust, signer, state=state, origin=origin)
+    if state_path is not None:
+        write_state(state_path, done.note)
+    return done
 
 
 def _raced(report: Report, head_size: int) -> bool:
