@@ -81,6 +81,23 @@ from mlseal.admission.manifest import (
 )
 from mlseal.admission.policy import Allow, ImageRule, Rules, TrainedModels, Unannotated, split_image
 
+__all__ = [
+    "LOADER_ENV",
+    "LOADER_MOUNT_ROOTS",
+    "VOLUME_KINDS",
+    "WorkloadDenied",
+    "check_workload",
+    "image_finding",
+    "kube_expand",
+    "mount_findings",
+    "override_findings",
+    "pod_security_findings",
+    "remote_location",
+    "user_written_sources",
+    "volume_findings",
+    "workload_model",
+]
+
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: a ``scheme://`` location; it starts where a run of scheme characters starts (not inside one,
 #: which would rescan the run from every position)

@@ -60,6 +60,36 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from mlseal.ledger import Head
 
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "EM_DASH",
+    "MAX_SIGNATURES",
+    "SCAN_LIMIT",
+    "SIG_TYPE_ECDSA",
+    "Accepted",
+    "AuditLedger",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointLedger",
+    "Consistency",
+    "NoteSignature",
+    "RollbackError",
+    "Trusted",
+    "accept",
+    "audit_stored",
+    "check_consistency",
+    "ecdsa_key_hash",
+    "expected_origin",
+    "newest_stored",
+    "parse_checkpoint",
+    "prove_consistency",
+    "require_included",
+    "sign_checkpoint",
+    "tree_text",
+    "verify_checkpoint",
+    "verify_notes",
+]
+
 
 class CheckpointError(VerificationError):
     """A checkpoint is malformed, for another log, or not signed by a trusted key."""

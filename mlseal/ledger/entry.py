@@ -44,6 +44,24 @@ from mlseal.signing import dsse
 from mlseal.signing.keys import KeyId, Signer
 from mlseal.signing.trust import TrustRoot
 
+__all__ = [
+    "CANONICAL_ENTRY",
+    "EntryFormatError",
+    "RecordTemplate",
+    "SplitEntry",
+    "UntrustedSigner",
+    "build_entry",
+    "check_signature",
+    "entry_hash",
+    "envelope_bytes",
+    "pae",
+    "parse_entry",
+    "prev_of",
+    "record_of",
+    "split_entry",
+    "verify_entry",
+]
+
 #: The exact canonical form of a one-signature record entry. RFC 8785 sorts the keys
 #: (payload < payloadType < signatures; keyid < sig) and base64 needs no escaping, so an
 #: entry this module writes always matches, and a match is unambiguous: it lets readers

@@ -48,6 +48,8 @@ from mlseal.ledger.verified import VerifiedView, ViewFailed, trust_key
 if TYPE_CHECKING:
     from mlseal.ledger.view import LedgerReader
 
+__all__ = ["MAX_RECORDS", "Lineage", "trace"]
+
 #: stop walking after this many records (a lineage is a pipeline, not the whole log)
 MAX_RECORDS = 100_000
 

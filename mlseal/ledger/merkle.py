@@ -26,6 +26,34 @@ from typing import Protocol
 
 from mlseal.errors import VerificationError
 
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "LEAF_PREFIX",
+    "NODE_PREFIX",
+    "Coord",
+    "Frontier",
+    "MemoryTree",
+    "NodeReader",
+    "Range",
+    "append_coords",
+    "append_nodes",
+    "consistency_proof",
+    "consistency_ranges",
+    "fold_cover",
+    "inclusion_proof",
+    "inclusion_ranges",
+    "leaf_hash",
+    "node_hash",
+    "perfect_cover",
+    "range_nodes",
+    "root_from_inclusion",
+    "root_from_leaves",
+    "root_hash",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
 LEAF_PREFIX = b"\x00"  # RFC 9162 §2.1.1: domain separation of leaves ...
 NODE_PREFIX = b"\x01"  # ... from inner nodes, so a node cannot pass for a leaf.
 HASH_SIZE = 32

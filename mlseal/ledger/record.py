@@ -27,6 +27,29 @@ from typing import Any, NewType, TypeVar
 from mlseal.errors import VerificationError
 from mlseal.ledger import _canonical, _jcs
 
+__all__ = [
+    "DEV_SECRET_STORE",
+    "JSON",
+    "RECORD_PAYLOAD_TYPE",
+    "RECORD_VERSION",
+    "UNRESOLVED_PLACEHOLDER",
+    "ZERO_HASH",
+    "Component",
+    "InputRef",
+    "NonCanonicalRecordError",
+    "OutputRef",
+    "Record",
+    "RecordDraft",
+    "RecordFormatError",
+    "RunInfo",
+    "SecretRef",
+    "Sha256Hex",
+    "SignerRef",
+    "StageKind",
+    "Status",
+    "is_sha256_hex",
+]
+
 RECORD_PAYLOAD_TYPE = "application/vnd.mlseal.record.v1+json"
 RECORD_VERSION = 1
 ZERO_HASH = "0" * 64

@@ -64,6 +64,8 @@ from mlseal.ledger.verified import VerifiedView, trust_key
 from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
+__all__ = ["MAX_CANDIDATES", "Answer", "Skipped", "TooManyRecords", "TrustedReader"]
+
 #: candidate records examined per question (per digest); more is refused
 MAX_CANDIDATES = 1_000
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from mlseal.ledger.record import RecordDraft
     from mlseal.signing.keys import Signer
 
+__all__ = ["LedgerReader", "LedgerWriter"]
+
 
 @runtime_checkable
 class LedgerReader(Protocol):

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from mlseal.signing.keys import Signer
     from mlseal.signing.trust import TrustRoot
 
+__all__ = ["ATTEMPTS", "Witnessed", "read_state", "run_witness", "witness", "write_state"]
+
 #: appends racing the witness's read make storage report more entries than its head said
 ATTEMPTS = 3
 
