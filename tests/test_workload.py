@@ -510,7 +510,12 @@ def test_policy_keys_are_parsed_and_checked(admission_world: AdmissionWorld) -> 
         ({"runtimes": ["Bad Name"]}, "ServingRuntime names"),
         ({"transformers": "maybe"}, "transformers must be one of allow, deny"),
         ({"namespaces": {"x": {"images": []}}}, "unknown keys \\['images'\\]"),
+        ({"model_stages": ["train", "evaluate"]}, "'evaluate' judges or ships a model, it cannot produce one"),
+        ({"model_stages": []}, "model_stages must be a non-empty list"),
     ]
+    assert p.model_stages == ("train",)
+    custom = load_policy(write_policy(admission_world.dir, "ms.yaml", model_stages=["train", "quantize"]))
+    assert custom.default.model_stages == ("train", "quantize")
     for extra, words in bad_policies:
         with pytest.raises(ConfigurationError, match=words):
             load_policy(write_policy(admission_world.dir, "bad.yaml", **extra))

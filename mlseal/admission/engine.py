@@ -226,6 +226,14 @@ def check_model(ref: ModelRef, rules: Rules, view: LedgerReader, trust: TrustRoo
             "annotation (`mlseal digest MODEL`)"
         ))]
     findings: list[Finding] = []
+    # 2b. by a stage that makes models: an evaluate (or deploy, serve) key listing a new digest
+    # as its output cannot mint a model, which its own key could then also "evaluate"
+    if producer.stage not in rules.model_stages:
+        findings.append(Finding(Reason.BROKEN_LINEAGE, (
+            f"model sha256 {_short(ref.sha256)} was produced by {_label(producer)}, a {producer.stage!r} record; "
+            f"a served model must come from a {' or '.join(repr(s) for s in rules.model_stages)} record "
+            "(policy model_stages); deploy the model a training run produced"
+        )))
     # 3. the manifest deploys the bytes that were recorded, from where they were recorded
     uri_problem = _check_uri(ref, producer, rules)
     if uri_problem is not None:

@@ -109,16 +109,18 @@ log = logging.getLogger(__name__)
 
 #: the stages a model must have passed when a policy does not say
 DEFAULT_STAGES = ("ingest", "process", "train", "evaluate")
+#: the stage kinds whose records may produce a served model when a policy does not say
+DEFAULT_MODEL_STAGES = ("train",)
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOP_KEYS = frozenset({
     "trust", "ledger", "require_stages", "gates", "mode", "namespaces", "unannotated_workloads", "evaluation",
     "serving_uris", "loader", "images", "init_images", "runtimes", "transformers", "explainers", "trained_models",
-    "volumes",
+    "volumes", "model_stages",
 })
 _RULE_KEYS = frozenset({"require_stages", "gates", "mode", "unannotated_workloads", "evaluation", "transformers",
-                        "explainers", "trained_models", "volumes"})
+                        "explainers", "trained_models", "volumes", "model_stages"})
 #: set once, at the top of the policy (they describe the cluster, not one namespace)
 _GLOBAL_KEYS = ("serving_uris", "loader", "images", "init_images", "runtimes")
 _LOADER_KEYS = frozenset({"image", "policy", "env", "mounts"})
@@ -238,6 +240,9 @@ class Rules:
     """The checks one namespace applies."""
 
     require_stages: tuple[str, ...] = DEFAULT_STAGES
+    #: stage kinds whose records may produce a served model: an evaluate, deploy or serve
+    #: record that lists a new digest as an output never makes it a model
+    model_stages: tuple[str, ...] = DEFAULT_MODEL_STAGES
     gates: tuple[Gate, ...] = ()
     mode: Mode = Mode.ENFORCE
     unannotated_workloads: Unannotated = Unannotated.DENY
@@ -323,6 +328,20 @@ def _parse_stages(raw: object, source: str, where: str) -> tuple[str, ...]:
         if not isinstance(s, str) or not _NAME.fullmatch(name) or (kind and not _NAME.fullmatch(kind)):
             raise _err(source, f"{where}: {s!r} is not a stage kind, a processing step or kind/step "
                                "(lowercase, e.g. ingest, anonymize, train/fit)")
+    return tuple(dict.fromkeys(raw))
+
+
+#: stage kinds that judge or ship a model: never its producer
+_NOT_PRODUCERS = frozenset({"evaluate", "deploy", "serve"})
+
+
+def _parse_model_stages(raw: object, source: str, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and _NAME.fullmatch(s) for s in raw):
+        raise _err(source, f"{where} must be a non-empty list of stage kinds, e.g. [train]")
+    bad = sorted(set(raw) & _NOT_PRODUCERS)
+    if bad:
+        raise _err(source, f"{where}: {bad[0]!r} judges or ships a model, it cannot produce one; "
+                           "list the stages that train or transform models, e.g. [train]")
     return tuple(dict.fromkeys(raw))
 
 
@@ -446,6 +465,8 @@ def _parse_rules(data: Mapping[str, Any], base: Rules, source: str, where: str) 
         rules = replace(rules, evaluation=_parse_evaluation(data["evaluation"], source, f"{where}evaluation"))
     if "require_stages" in data:
         rules = replace(rules, require_stages=_parse_stages(data["require_stages"], source, f"{where}require_stages"))
+    if "model_stages" in data:
+        rules = replace(rules, model_stages=_parse_model_stages(data["model_stages"], source, f"{where}model_stages"))
     if "gates" in data:
         rules = replace(rules, gates=_parse_gates(data["gates"], source, f"{where}gates"))
     if "mode" in data:
