@@ -409,7 +409,12 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
     7. the provenance verifies (`verify_provenance`), is signed by the manifest's signer,
        and describes the producer record of the pack and the upstream inputs of its
        lineage; the ML-BOM is a CycloneDX 1.6 BOM of the model; the admission decision
-       names the model and the policy's SHA-256.
+       names the model and the policy's SHA-256;
+    8. a decision that says *allowed* agrees with what the pack itself proves: the model's
+       producer is of a stage the policy's ``model_stages`` lists, and the newest evaluation
+       of the model in the pack (at least the one the manifest names) has status ok and meets
+       the policy's gates. (The workload rules and anything outside the pack are the
+       signer's claim.)
     """
     from mlseal.export.slsa import verify_provenance
 
@@ -540,11 +545,54 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
             or decision.get("policy_sha256") != hashlib.sha256(policy).hexdigest() \
             or not isinstance(decision.get("allowed"), bool):
         raise PackError("the pack's admission decision does not name the model and the pack's policy")
+    if decision["allowed"]:  # 8
+        contradiction = _contradicts_allow(policy, decision.get("namespace"), producer,
+                                           records.get(ev_seq) if isinstance(ev_seq, int) else None, records, sha)
+        if contradiction is not None:
+            raise PackError(f"the pack's admission decision says allowed, but {contradiction}: the decision "
+                            "contradicts the pack's own policy and records")
     return PackReport(
         model_sha256=sha, producer_seq=producer.seq, records=tuple(sorted(records)), checkpoint=cp, signer=signer,
         allowed=decision["allowed"], reasons=tuple(str(r) for r in decision.get("reasons") or ()),
         evaluation=ev_seq if isinstance(ev_seq, int) else None, members=len(members), bundles=len(bundle_files),
     )
+
+
+def _contradicts_allow(policy: bytes, namespace: object, producer: Record, named: Record | None,
+                       records: Mapping[int, Record], sha: str) -> str | None:
+    """What in the pack contradicts an *allowed* decision (check 8), or None."""
+    import yaml
+
+    from mlseal.admission.policy import DEFAULT_MODEL_STAGES
+    from mlseal.gates import parse_gates, unmet
+
+    try:
+        doc = yaml.safe_load(policy)
+    except yaml.YAMLError:
+        return "its policy is not YAML"
+    if not isinstance(doc, dict):
+        return "its policy is not a mapping"
+    rules = dict(doc)
+    overrides = (doc.get("namespaces") or {}).get(namespace) if isinstance(namespace, str) else None
+    if isinstance(overrides, dict):
+        rules.update(overrides)
+    stages = rules.get("model_stages") or list(DEFAULT_MODEL_STAGES)
+    if producer.stage not in stages:
+        return f"the model was produced by a {producer.stage!r} record, not one of the policy's model stages {stages}"
+    evaluations = [r for r in records.values() if r.stage == "evaluate" and any(i.sha256 == sha for i in r.inputs)]
+    newest = max([*evaluations, *([named] if named else [])], key=lambda r: r.seq, default=None)
+    try:
+        gates = parse_gates(rules.get("gates") or {})
+    except ConfigurationError as exc:
+        return f"its policy's gates do not parse ({exc})"
+    if newest is None:
+        return "the policy has gates and the pack holds no evaluation of the model" if gates else None
+    if newest.status is not Status.OK:
+        return f"the model's newest evaluation in the pack, record {newest.seq}, is marked {newest.status.value}"
+    failed = unmet(gates, newest.metrics)
+    if failed:
+        return f"its evaluation record {newest.seq} fails {'; '.join(u.describe() for u in failed)}"
+    return None
 
 
 def _lineage_in_pack(records: Mapping[int, Record], producer: Record) -> set[str]:
