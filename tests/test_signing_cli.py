@@ -101,6 +101,8 @@ def test_trust_file_keyless_entry_needs_identity_and_issuer(tmp_path: Path) -> N
     ("signers:\n  - name: r\n    identity: https://ci.example/x\n    issuer: https://iss.example\n"
      "    stages: [train]\n", "signers[0] (r): unknown key 'stages'"),
     ("signers:\n  - name: p\n    public_key: k.pub.pem\ncheckpoint_origin: 7\n", "checkpoint_origin must be a string"),
+    # a repeated key: PyYAML would keep the second list, another reader the first
+    ("signers:\n  - name: p\n    public_key: k.pub.pem\nsigners: []\n", "found the key 'signers' twice"),
 ])
 def test_trust_file_refuses_what_it_does_not_know(tmp_path: Path, text: str, named: str) -> None:
     """Every key of a trust file means something; one it does not know is a typo that would

@@ -37,10 +37,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _documents(text: str, source: str) -> list[Any]:
     import yaml
 
+    from mlseal import _yaml as strict_yaml
     from mlseal.errors import ConfigurationError
 
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in strict_yaml.load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"manifest {source} is not valid YAML/JSON: {exc}") from None
     out: list[Any] = []

@@ -433,12 +433,26 @@ def _env(c: Mapping[str, Any], where: str) -> tuple[Env, ...]:
 
 
 def _exec_handler(raw: object, where: str) -> list[Handler]:
+    """The hook's or probe's ``exec`` command, and what its ``httpGet`` asks for (a URL of
+    the host, port and path, and its header values) as a command, so that both are held to
+    the same location rules: a path such as ``/load?url=https://…`` is a remote location."""
     h = _typed(raw, dict, where, "an object")
+    out: list[Handler] = []
     ex = h.get("exec")
-    if ex is None:
-        return []
-    ex = _typed(ex, dict, f"{where}.exec", "an object")
-    return [Handler(f"{where}.exec", _str_list(ex, "command", f"{where}.exec"))]
+    if ex is not None:
+        ex = _typed(ex, dict, f"{where}.exec", "an object")
+        out.append(Handler(f"{where}.exec", _str_list(ex, "command", f"{where}.exec")))
+    get = h.get("httpGet")
+    if get is not None:
+        get = _typed(get, dict, f"{where}.httpGet", "an object")
+        host = get.get("host")
+        path = get.get("path")
+        words = [f"http://{host}/" if isinstance(host, str) and host else "", path if isinstance(path, str) else ""]
+        for i, hdr in enumerate(_typed(get.get("httpHeaders") or [], list, f"{where}.httpGet.httpHeaders", "a list")):
+            value = _typed(hdr, dict, f"{where}.httpGet.httpHeaders[{i}]", "an object").get("value")
+            words.append(value if isinstance(value, str) else "")
+        out.append(Handler(f"{where}.httpGet", tuple(w for w in words if w)))
+    return out
 
 
 def _handlers(c: Mapping[str, Any], where: str) -> tuple[Handler, ...]:

@@ -590,7 +590,7 @@ def user_written_sources(volume: Mapping[str, Any]) -> set[str]:
         for sk, sv in (s.items() if isinstance(s, dict) else [("unknown", None)]):
             if sk in ("serviceAccountToken", "clusterTrustBundle"):
                 continue
-            if sk == "configMap" and isinstance(sv, dict) and sv.get("name") == _KUBE_ROOT_CA:
+            if sk == "configMap" and isinstance(sv, dict) and sv.get("name") == _KUBE_ROOT_CA and _ca_only(sv):
                 continue
             if sk == "downwardAPI":
                 if _user_downward_items(sv):
@@ -598,6 +598,16 @@ def user_written_sources(volume: Mapping[str, Any]) -> set[str]:
                 continue
             out.add(sk)
     return out
+
+
+def _ca_only(src: Mapping[str, Any]) -> bool:
+    """The projection of kube-root-ca.crt the ServiceAccount admission plugin writes: its
+    ``ca.crt`` key only. A namespace editor can add keys to that ConfigMap (under
+    ``binaryData``, which its publisher does not reset), so any other projection of it is a
+    configMap volume like another."""
+    items = src.get("items")
+    return (isinstance(items, list) and bool(items)
+            and all(isinstance(i, dict) and i.get("key") == "ca.crt" for i in items))
 
 
 def mount_findings(c: Container, sources: Mapping[str, Mapping[str, Any]], rules: Rules) -> list[Finding]:
@@ -704,6 +714,28 @@ def _container_security(c: Mapping[str, Any], where: str) -> list[Finding]:
     return out
 
 
+def _name_resolution_findings(spec: Mapping[str, Any], where: str) -> list[Finding]:
+    """``hostAliases`` and a ``dnsConfig`` with its own nameservers or search domains change
+    where every name a container resolves points (``localhost`` included: an alias appends
+    another address for it), so a location the rules take for loopback or for the cluster's
+    own can reach another host."""
+    out: list[Finding] = []
+    if spec.get("hostAliases"):
+        out.append(Finding(Reason.MODEL_OVERRIDE, (
+            f"{where}.hostAliases rewrites /etc/hosts in every container (a name such as localhost can then "
+            "reach another host); remove it"
+        )))
+    dns = spec.get("dnsConfig")
+    if isinstance(dns, dict):
+        for key in ("nameservers", "searches"):
+            if dns.get(key):
+                out.append(Finding(Reason.MODEL_OVERRIDE, (
+                    f"{where}.dnsConfig.{key} changes how every container resolves names (a short name can then "
+                    "reach a host outside the cluster); remove it"
+                )))
+    return out
+
+
 def pod_security_findings(spec: Mapping[str, Any], where: str, containers: Iterable[tuple[Mapping[str, Any], str]],
                           annotations: Mapping[str, str] | None = None,
                           annotations_where: str = "metadata.annotations") -> list[Finding]:
@@ -734,6 +766,7 @@ def pod_security_findings(spec: Mapping[str, Any], where: str, containers: Itera
                                  "use an emptyDir (the model comes through the loader)"))
     for c, cwhere in containers:
         out.extend(_container_security(c, cwhere))
+    out.extend(_name_resolution_findings(spec, where))
     for key, value in (annotations or {}).items():
         if key.startswith(_APPARMOR_ANNOTATION) and not (value == "runtime/default" or value.startswith("localhost/")):
             out.append(_baseline(f"{annotations_where}[{key}]", repr(value), "it runs without an AppArmor profile",
@@ -1111,6 +1144,12 @@ def _check_component_spec(w: Workload, spec: Mapping[str, Any], where: str, rule
             continue
         c = container({**sub, "name": sub.get("name", key)}, f"{where}.{key}", "app")
         inlined.append((sub, f"{where}.{key}"))
+        for extra in ("storageUris", "storage"):
+            if sub.get(extra) is not None:
+                out.append(Finding(Reason.NO_LOADER, (
+                    f"{where}.{key}.{extra} names model locations admission does not check; the model comes only "
+                    "from the verified storageUri, so remove it"
+                )))
         out.extend(_kserve_container(c, rules, facts, sources, storage_uri_ok=False))
         if sub.get("runtimeVersion") is not None:
             out.append(Finding(Reason.IMAGE_UNPINNED, (
