@@ -349,6 +349,9 @@ def _with_checkpoint(led: Ledger, note: bytes | None) -> Any:
         def latest_checkpoint(self) -> bytes | None:
             return self.note
 
+        def checkpoints(self, limit: int = 64) -> list[bytes]:
+            return [self.note][:limit] if self.note is not None else []
+
     return WithCheckpoint()
 
 
