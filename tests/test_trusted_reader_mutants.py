@@ -25,7 +25,8 @@ from mlseal.ledger.record import (
     Sha256Hex,
     SignerRef,
 )
-from mlseal.ledger.trusted import TooManyRecords, TrustedReader, VerifiedRecords
+from mlseal.ledger.recordcache import VerifiedRecords
+from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.ledger.verified import VerifiedView
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot

@@ -21,7 +21,7 @@ from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.ledger import Ledger, merkle, open_ledger, verified
 from mlseal.ledger.checkpoint import Checkpoint, sign_checkpoint
 from mlseal.ledger.record import ZERO_HASH, Component, InputRef, OutputRef, RecordDraft
-from mlseal.ledger.trusted import VerifiedRecords
+from mlseal.ledger.recordcache import VerifiedRecords
 from mlseal.ledger.verified import FORKED, ROLLED_BACK, TAMPERED, VerifiedView, ViewFailed, ViewHead
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
@@ -267,7 +267,8 @@ def test_a_read_that_fails_after_one_row_leaves_no_index_entry_behind(
 ) -> None:
     class Flaky:
         def __init__(self, led: Ledger) -> None:
-            self._led, self.fail_after = led, None
+            self._led = led
+            self.fail_after: int | None = None
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._led, name)
