@@ -38,3 +38,15 @@ def test_public_module_declares_all_and_defines_it(name: str) -> None:
     assert len(exported) == len(set(exported)), f"{name}.__all__ repeats a name"
     missing = [n for n in exported if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ names what it does not define: {missing}"
+
+
+def test_pure_ledger_modules_load_without_storage_or_signing() -> None:
+    """`import mlseal.ledger.merkle` (RFC 9162 hashing) loads neither the storage backends
+    nor the signing code and its cryptography modules: `Ledger` is named lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mlseal.ledger.merkle; "
+            "print(sorted(m for m in sys.modules if m.startswith(('mlseal', 'cryptography', 'psycopg'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['mlseal', 'mlseal.errors', 'mlseal.ledger', 'mlseal.ledger.merkle']"
