@@ -267,7 +267,8 @@ def test_a_read_that_fails_after_one_row_leaves_no_index_entry_behind(
 ) -> None:
     class Flaky:
         def __init__(self, led: Ledger) -> None:
-            self._led, self.fail_after = led, None
+            self._led = led
+            self.fail_after: int | None = None
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._led, name)
