@@ -16,6 +16,7 @@ from mlseal.ledger import merkle
 from mlseal.ledger.checkpoint import Checkpoint
 from mlseal.ledger.entry import build_entry, envelope_bytes, pae
 from mlseal.ledger.record import ZERO_HASH, Component, OutputRef, RecordDraft, Sha256Hex, SignerRef
+from mlseal.ledger.unsafe import UNSAFE_SKIP_SIGNATURES
 from mlseal.ledger.verify import Anchor, Report, verify_entries
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import Grant, TrustRoot
@@ -187,17 +188,17 @@ def test_a_payload_that_is_not_its_records_canonical_encoding(
     assert [(p.seq, p.kind) for p in found] == [(0, "format"), (1, "format"), (2, "format")]
     assert all("payload is not the RFC 8785 canonical encoding of its record" in p.detail for p in found)
     # the hash-only mode reads seq and prev from any JSON payload (docs/ledger.md)
-    assert verify_entries(log, None).ok
+    assert verify_entries(log, UNSAFE_SKIP_SIGNATURES).ok
     moved = _indented_log(ledger_signer, 3, seq=7)
-    assert [(p.seq, p.kind) for p in verify_entries(moved, None).problems] == [(2, "seq")]
+    assert [(p.seq, p.kind) for p in verify_entries(moved, UNSAFE_SKIP_SIGNATURES).problems] == [(2, "seq")]
     relinked = _indented_log(ledger_signer, 3, prev="ab" * 32)
-    assert [(p.seq, p.kind) for p in verify_entries(relinked, None).problems] == [(2, "prev")]
+    assert [(p.seq, p.kind) for p in verify_entries(relinked, UNSAFE_SKIP_SIGNATURES).problems] == [(2, "prev")]
 
 
 def test_hash_only_mode_needs_an_integer_seq_and_a_string_prev(ledger_signer: LocalKeySigner) -> None:
     for change in ({"seq": "2"}, {"seq": True}, {"prev": 5}):
         log = _indented_log(ledger_signer, 3, **change)
-        [p] = verify_entries(log, None).problems
+        [p] = verify_entries(log, UNSAFE_SKIP_SIGNATURES).problems
         assert (p.seq, p.kind) == (2, "format"), change
         assert p.detail == "record 2: record has no integer seq and string prev"
 
@@ -218,7 +219,7 @@ def test_image_grant_is_checked_when_artifacts_are_checked_too(ledger_signer: Lo
 def test_a_payload_that_is_not_json_is_a_format_problem(ledger_signer: LocalKeySigner, ledger_trust: TrustRoot) -> None:
     log = make_log(ledger_signer, 2)
     bad = [log[0], (1, _signed(ledger_signer, b"not json"))]
-    for trust in (ledger_trust, None):
+    for trust in (ledger_trust, UNSAFE_SKIP_SIGNATURES):
         found = [(p.seq, p.kind, p.detail) for p in verify_entries(bad, trust).problems]
         assert (1, "format", "record 1: payload is not valid JSON") in found, trust
 
@@ -236,10 +237,10 @@ def test_a_broken_link_at_a_batch_boundary_is_found(ledger_signer: LocalKeySigne
 
 def test_storage_claiming_another_size_is_named_once(ledger_signer: LocalKeySigner) -> None:
     log = make_log(ledger_signer, 4)
-    r = verify_entries(log, None, stored_size=5, stored_last_hash="ab" * 32, stored_root=bytes(32))
+    r = verify_entries(log, UNSAFE_SKIP_SIGNATURES, stored_size=5, stored_last_hash="ab" * 32, stored_root=bytes(32))
     assert [(p.kind, p.detail) for p in r.problems] == [
         ("size", "storage says the log has 5 records, but 4 were read")]
-    [p] = verify_entries(log, None, stored_root=bytes(32)).problems
+    [p] = verify_entries(log, UNSAFE_SKIP_SIGNATURES, stored_root=bytes(32)).problems
     root = merkle.MemoryTree(merkle.leaf_hash(e) for _, e in log).root()
     assert (p.kind, p.detail) == (
         "root", f"stored Merkle root {'0' * 16}… does not match the root of the entries ({root.hex()[:16]}…)")

@@ -127,7 +127,7 @@ def test_a_signing_key_that_is_not_usable_is_named(sealed_env: SealedEnv) -> Non
         def key_id(self) -> KeyId:
             raise Error("the key file is unreadable")
 
-    sealing = dataclasses.replace(sealed_env.sealing, signer=Broken())
+    sealing = dataclasses.replace(sealed_env.sealing, signer=Broken())  # type: ignore[arg-type]  # a stand-in
     with pytest.raises(ConfigurationError, match="the signing key for stage 'train' is not usable: the key file"):
         sealing.preflight("train")
 
@@ -184,7 +184,7 @@ def test_inputs_need_no_rollback_support_without_checkpoints(sealed_env: SealedE
         def append(self, *a: object, **k: object) -> object:
             return self._led.append(*a, **k)  # type: ignore[attr-defined]
 
-    sealing = dataclasses.replace(env.sealing, ledger=RecordsOnly(env.ledger))
+    sealing = dataclasses.replace(env.sealing, ledger=RecordsOnly(env.ledger))  # type: ignore[arg-type]  # reads only
     with Stage("process", name="p", sealing=sealing) as st:
         st.input("raw", raw)
         st.output("o", env.root / "o.csv").write_text("x")
