@@ -61,7 +61,7 @@ def moto_s3() -> Iterator[str]:
 
 def record(led: Any, key: Any, tag: str, model: Path, uri: str) -> str:
     from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, Sha256Hex
-    from mlseal.signing.bundle import sign_path
+    from mlseal.signing.artifact import sign_path
     from mlseal.signing.digest import digest_path
 
     def h(s: str) -> Sha256Hex:

@@ -61,6 +61,7 @@ from mlseal.ledger.checkpoint import (
     require_included,
     verify_notes,
 )
+from mlseal.ledger.protocols import LedgerWriter
 from mlseal.ledger.record import (
     DEV_SECRET_STORE,
     UNRESOLVED_PLACEHOLDER,
@@ -77,7 +78,6 @@ from mlseal.ledger.record import (
     Status,
 )
 from mlseal.ledger.trusted import TrustedReader
-from mlseal.ledger.view import LedgerWriter
 from mlseal.secrets.refs import check_parameter
 from mlseal.signing.keys import Signer
 
@@ -141,13 +141,13 @@ def _default_digest(path: Path) -> str:
 
 
 def _default_sign(path: Path, signer: Signer) -> Path:
-    from mlseal.signing.bundle import sign_path
+    from mlseal.signing.artifact import sign_path
 
     return Path(sign_path(path, signer))
 
 
 def _default_verify(path: Path, bundle: Path, trust: TrustRoot) -> SignedBy:
-    from mlseal.signing.bundle import verify_path
+    from mlseal.signing.artifact import verify_path
 
     return verify_path(path, bundle, trust).signer
 
@@ -917,7 +917,7 @@ def _check_param(key: str, value: Any, where: str) -> None:
 
 
 def _sig_of(path: Path) -> Path:
-    from mlseal.signing.bundle import default_bundle_path
+    from mlseal.signing.artifact import default_bundle_path
 
     return default_bundle_path(path)
 

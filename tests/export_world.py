@@ -22,7 +22,7 @@ import yaml
 from mlseal.ledger import open_ledger
 from mlseal.ledger.checkpoint import DEFAULT_ORIGIN, Checkpoint, sign_checkpoint
 from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, RunInfo, SecretRef, Sha256Hex, Status
-from mlseal.signing.bundle import sign_path
+from mlseal.signing.artifact import sign_path
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mlseal.errors import ConfigurationError, VerificationError
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.digest import DEFAULT_IGNORED, list_files, manifest_of, range_sha256
 from tests.fixtures_signing import KeyFiles
 

@@ -19,9 +19,9 @@ import pytest
 
 from mlseal.errors import VerificationError
 from mlseal.signing import dsse
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.keys import LocalKeySigner
-from mlseal.signing.sigbundle import BUNDLE_MEDIA_TYPE, parse_bundle
+from mlseal.signing.sigstore_bundle import BUNDLE_MEDIA_TYPE, parse_bundle
 from tests.fixtures_signing import KeyFiles
 
 Obj = dict[str, Any]

@@ -17,11 +17,11 @@ import pytest
 
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing import dsse, oms
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.digest import file_sha256, manifest_of
 from mlseal.signing.keys import LocalKeySigner, public_pem
 from mlseal.signing.policy import KeyPolicy, UnsafeNoSignatureCheck
-from mlseal.signing.sigbundle import key_bundle_bytes
+from mlseal.signing.sigstore_bundle import key_bundle_bytes
 from tests.fixtures_signing import KeyFiles
 from tests.test_bundle_parsing import message_bundle
 

@@ -14,7 +14,7 @@ import pytest
 
 from mlseal.errors import VerificationError
 from mlseal.signing import digest as dg
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.keys import LocalKeySigner
 
 

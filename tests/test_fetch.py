@@ -32,7 +32,7 @@ import yaml
 from mlseal.cli import main
 from mlseal.ledger import open_ledger
 from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, Sha256Hex
-from mlseal.signing.bundle import sign_path
+from mlseal.signing.artifact import sign_path
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
 

@@ -35,7 +35,7 @@ from mlseal.ledger import open_ledger
 from mlseal.ledger.checkpoint import Checkpoint, Trusted, sign_checkpoint
 from mlseal.ledger.record import Component, InputRef, OutputRef, RecordDraft, Sha256Hex, Status
 from mlseal.ledger.witness import witness
-from mlseal.signing.bundle import sign_path
+from mlseal.signing.artifact import sign_path
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import load_trust

@@ -275,7 +275,7 @@ def test_an_object_store_writer_gets_nothing_published(tmp_path: Path, attack: s
     else:
         other = tmp_path / "other"
         shutil.copytree(w.model_dir, other)
-        from mlseal.signing.bundle import sign_path
+        from mlseal.signing.artifact import sign_path
 
         sig = sign_path(other, w.keys["train"])
         Path(str(w.model_dir) + ".sig").write_bytes(sig.read_bytes() + b" ")

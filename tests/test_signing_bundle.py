@@ -9,7 +9,7 @@ import model_signing
 import pytest
 
 from mlseal.errors import VerificationError
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.digest import Resource, digest_path, directory_digest, file_sha256, manifest_of
 from mlseal.signing.keys import PublicKeyVerifier
 from tests.fixtures_signing import KeyFiles

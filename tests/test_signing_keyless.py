@@ -14,7 +14,7 @@ import pytest
 
 from mlseal.cli import main
 from mlseal.errors import ConfigurationError, VerificationError
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.keyless import IdentityPolicy, KeylessSigner
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.policy import AnyOf, KeyPolicy, policy_from_trust

@@ -15,7 +15,7 @@ import pytest
 
 from mlseal.cli import main
 from mlseal.errors import InfrastructureError, VerificationError
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.keyless import IdentityPolicy, KeylessSigner
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.policy import KeyPolicy

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlseal.errors import VerificationError
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.keyless import IdentityPolicy
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.policy import AllOf, UnsafeNoSignatureCheck

@@ -11,12 +11,12 @@ import pytest
 
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing import dsse, oms
+from mlseal.signing.artifact import read_bundle, sign_path, verify_path
 from mlseal.signing.authenticated import Authenticated, BundlePolicy, SignedBy
-from mlseal.signing.bundle import read_bundle, sign_path, verify_path
 from mlseal.signing.digest import manifest_of
 from mlseal.signing.keys import LocalKeySigner, public_pem
 from mlseal.signing.policy import AllOf, AnyOf, KeyPolicy, UnsafeNoSignatureCheck, policy_from_trust
-from mlseal.signing.sigbundle import BUNDLE_MEDIA_TYPE, SigstoreBundle, key_bundle_bytes, key_hint
+from mlseal.signing.sigstore_bundle import BUNDLE_MEDIA_TYPE, SigstoreBundle, key_bundle_bytes, key_hint
 from mlseal.signing.trust import TrustRoot
 from tests.test_bundle_parsing import message_bundle
 

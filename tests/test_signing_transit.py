@@ -15,7 +15,7 @@ import pytest
 from mlseal.cli import main
 from mlseal.errors import VerificationError
 from mlseal.secrets.signer import resolve_signer
-from mlseal.signing.bundle import sign_path, verify_path
+from mlseal.signing.artifact import sign_path, verify_path
 from mlseal.signing.keys import PublicKeyVerifier
 from tests.fixtures_vault import VaultHarness
 

@@ -11,7 +11,7 @@ import pytest
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.record import RunInfo, Status
-from mlseal.signing.bundle import verify_path
+from mlseal.signing.artifact import verify_path
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot
 from mlseal.stage import InputRefused, Sealing, Stage, run_info_from_env, sealed, source_sha256

@@ -79,7 +79,7 @@ def test_stage_input_from_a_record_outside_its_signers_grant_is_refused(tmp_path
     raw.write_text("a\n1\n")
     # an ingest record signed by the train key (appended around the stage runtime)
     from mlseal.ledger.record import OutputRef, Sha256Hex
-    from mlseal.signing.bundle import sign_path
+    from mlseal.signing.artifact import sign_path
     from mlseal.signing.digest import digest_path, file_sha256
 
     bundle = Path(sign_path(raw, keys["train"]))
@@ -103,7 +103,7 @@ def test_stage_input_bundle_signed_outside_the_producers_grant_is_refused(tmp_pa
     raw = tmp_path / "raw.csv"
     raw.write_text("a\n1\n")
     from mlseal.ledger.record import OutputRef, Sha256Hex
-    from mlseal.signing.bundle import sign_path
+    from mlseal.signing.artifact import sign_path
     from mlseal.signing.digest import digest_path, file_sha256
 
     bundle = Path(sign_path(raw, keys["train"]))  # a key granted train, not ingest

@@ -13,7 +13,7 @@ from mlseal.ledger import open_ledger
 from mlseal.ledger.entry import parse_entry
 from mlseal.ml import data
 from mlseal.secrets import open_secret_source
-from mlseal.signing.bundle import verify_path
+from mlseal.signing.artifact import verify_path
 from mlseal.signing.keys import PublicKeyVerifier
 from mlseal.signing.trust import TrustRoot
 from mlseal.stage import Sealing

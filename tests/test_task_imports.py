@@ -111,7 +111,7 @@ def test_a_sealed_task_imports_only_what_sealing_needs(sealed_env: SealedEnv, tm
         print(json.dumps(sorted(sys.modules)))
     """, _task_env(sealed_env))
     # it did seal: the stage verified, signed and appended with the services it needs
-    assert {"mlseal.stage", "mlseal.signing.bundle", "mlseal.ledger._sqlite", "mlseal.secrets._dev"} <= modules
+    assert {"mlseal.stage", "mlseal.signing.artifact", "mlseal.ledger._sqlite", "mlseal.secrets._dev"} <= modules
     assert sealed_env.ledger.size() == 2
     assert _loaded(modules, NOT_ON_TASK_PATH) == []
 

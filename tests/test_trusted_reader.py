@@ -16,10 +16,10 @@ from mlseal.admission.engine import _trusted_producer
 from mlseal.ledger import open_ledger, trusted
 from mlseal.ledger.entry import parse_entry
 from mlseal.ledger.lineage import trace
+from mlseal.ledger.protocols import LedgerWriter
 from mlseal.ledger.record import Component, InputRef, Record, RecordDraft, Sha256Hex, Status
 from mlseal.ledger.recordcache import VerifiedRecords
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
-from mlseal.ledger.view import LedgerWriter
 from mlseal.signing.digest import digest_path
 from mlseal.signing.keys import LocalKeySigner
 from mlseal.signing.trust import TrustRoot

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_policy, emit_json, say
+from mlseal._cli._options import add_checkpoint, add_json, add_ledger, add_policy, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

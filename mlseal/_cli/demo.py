@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlseal._cli._common import add_json, emit_json, say
+from mlseal._cli._options import add_json, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,7 +19,7 @@ import argparse
 import os
 from typing import Any
 
-from mlseal._cli._common import add_checkpoint, add_json, emit_json, say
+from mlseal._cli._options import add_checkpoint, add_json, emit_json, say
 
 DEFAULT_POLICY = "/etc/mlseal/policy.yaml"
 

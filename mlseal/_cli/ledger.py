@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlseal._cli._common import add_checkpoint, add_json, add_ledger, add_signing_key, emit_json, say
+from mlseal._cli._options import add_checkpoint, add_json, add_ledger, add_signing_key, emit_json, say
 
 if TYPE_CHECKING:
     from mlseal.ledger import Ledger

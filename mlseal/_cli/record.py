@@ -21,7 +21,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from mlseal._cli._common import add_json, add_ledger, add_signing_key, emit_json, say
+from mlseal._cli._options import add_json, add_ledger, add_signing_key, emit_json, say
 from mlseal.errors import ConfigurationError
 
 if TYPE_CHECKING:

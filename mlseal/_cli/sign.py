@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlseal._cli._common import add_allow_symlinks, add_json, add_signing_key, emit_json, say
+from mlseal._cli._options import add_allow_symlinks, add_json, add_signing_key, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mlseal.errors import ConfigurationError
     from mlseal.signing import oms
-    from mlseal.signing.bundle import BundleSigner, read_bundle, sign_path
+    from mlseal.signing.artifact import BundleSigner, read_bundle, sign_path
     from mlseal.signing.keys import Signer
 
     signer: Signer | BundleSigner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlseal._cli._common import add_json, emit_json, say
+from mlseal._cli._options import add_json, emit_json, say
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mlseal.errors import ConfigurationError, VerificationError
+    from mlseal.signing.artifact import verify_path
     from mlseal.signing.authenticated import BundlePolicy
-    from mlseal.signing.bundle import verify_path
     from mlseal.signing.keyless import IdentityPolicy
     from mlseal.signing.keys import PublicKeyVerifier
     from mlseal.signing.policy import KeyPolicy, policy_from_trust

@@ -37,11 +37,11 @@ from mlseal.admission.workload import check_workload
 from mlseal.errors import InfrastructureError, VerificationError
 from mlseal.ledger.dsn import redact_text
 from mlseal.ledger.entry import UntrustedSigner
+from mlseal.ledger.protocols import LedgerReader
 from mlseal.ledger.record import Record, Status
 from mlseal.ledger.recordcache import VerifiedRecords as VerifiedRecords  # re-exported: webhook, server
 from mlseal.ledger.trusted import TooManyRecords, TrustedReader
 from mlseal.ledger.verified import ViewFailed
-from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
 __all__ = ["MAX_LINEAGE", "apply_mode", "check_model", "decide", "decide_model"]

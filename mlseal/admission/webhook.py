@@ -39,9 +39,9 @@ from mlseal.admission.workload import WorkloadDenied, workload_model
 from mlseal.errors import Error
 from mlseal.ledger.checkpoint import Trusted
 from mlseal.ledger.dsn import redact_text
+from mlseal.ledger.protocols import LedgerReader
 from mlseal.ledger.rollback import CheckpointState
 from mlseal.ledger.verified import VerifiedView, ViewFailed
-from mlseal.ledger.view import LedgerReader
 
 __all__ = [
     "MAX_BODY",

@@ -172,7 +172,7 @@ def _local_path(uri: str) -> Path | None:
 def _bundles(src: ModelSource, trust: TrustRoot) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
     """The OMS bundle of every output the records bound one to and that is on a local path,
     checked against the record (SHA-256 and signature); the model's must be there."""
-    from mlseal.signing.bundle import default_bundle_path
+    from mlseal.signing.artifact import default_bundle_path
 
     found: dict[str, bytes] = {}
     listed: list[dict[str, Any]] = []
@@ -211,7 +211,7 @@ def _check_bundle(data: bytes, artifact_sha256: str, trust: TrustRoot, what: str
     """The bundle's signer is trusted and its signed file list gives the recorded digest."""
     from mlseal.signing import oms
     from mlseal.signing.policy import policy_from_trust
-    from mlseal.signing.sigbundle import parse_bundle
+    from mlseal.signing.sigstore_bundle import parse_bundle
 
     try:
         auth = policy_from_trust(trust).verify(parse_bundle(data, source=what))

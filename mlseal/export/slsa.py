@@ -216,7 +216,7 @@ def sign_provenance(statement: Mapping[str, Any], signer: Signer, trust: TrustRo
 
 def bundle_of(envelope: bytes, signer_public_pem: bytes) -> bytes:
     """The same envelope as a Sigstore bundle v0.3 naming the key by hint (no transparency log)."""
-    from mlseal.signing.sigbundle import key_bundle_bytes
+    from mlseal.signing.sigstore_bundle import key_bundle_bytes
 
     return key_bundle_bytes(dsse.parse(envelope.strip()), signer_public_pem)
 

@@ -253,7 +253,7 @@ def _signed_manifest(data: bytes, producer: Record, out: OutputRef, sha: str, po
     from mlseal.signing import oms
     from mlseal.signing.digest import Manifest, Resource
     from mlseal.signing.policy import policy_from_trust
-    from mlseal.signing.sigbundle import parse_bundle
+    from mlseal.signing.sigstore_bundle import parse_bundle
 
     found = hashlib.sha256(data).hexdigest()
     if out.bundle_sha256 is not None and found != out.bundle_sha256:

@@ -46,7 +46,7 @@ from mlseal.ledger.unsafe import Trust, trust_root
 from mlseal.ledger.verified import VerifiedView, ViewFailed, trust_key
 
 if TYPE_CHECKING:
-    from mlseal.ledger.view import LedgerReader
+    from mlseal.ledger.protocols import LedgerReader
 
 __all__ = ["MAX_RECORDS", "Lineage", "trace"]
 

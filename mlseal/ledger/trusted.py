@@ -58,10 +58,10 @@ from dataclasses import dataclass
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.ledger.entry import UntrustedSigner, parse_entry
 from mlseal.ledger.problem import Problem
+from mlseal.ledger.protocols import LedgerReader
 from mlseal.ledger.record import Record, Status
 from mlseal.ledger.recordcache import SHARED, VerifiedRecords
 from mlseal.ledger.verified import VerifiedView, trust_key
-from mlseal.ledger.view import LedgerReader
 from mlseal.signing.trust import TrustRoot
 
 __all__ = ["MAX_CANDIDATES", "Answer", "Skipped", "TooManyRecords", "TrustedReader"]

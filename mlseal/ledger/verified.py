@@ -131,7 +131,7 @@ def trust_key(trust: Trust) -> frozenset[Any] | None:
 class VerifiedView:
     """An incrementally verified copy of a ledger's entries (see the module docstring).
 
-    Implements `mlseal.ledger.view.LedgerReader` (``producers_of``, ``consumers_of``,
+    Implements `mlseal.ledger.protocols.LedgerReader` (``producers_of``, ``consumers_of``,
     ``entry``, ``size``) plus ``head``, ``record``, ``refresh``, all from memory except
     ``refresh``. Building reads the whole ledger (an unreadable ledger raises
     `InfrastructureError`); a ledger found rolled back or forked while building gives a

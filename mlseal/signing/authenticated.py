@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from mlseal.signing.sigbundle import SigstoreBundle
+from mlseal.signing.sigstore_bundle import SigstoreBundle
 
 __all__ = ["Authenticated", "BundlePolicy", "SignedBy"]
 

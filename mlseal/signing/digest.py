@@ -14,7 +14,7 @@ directory changes the digest. No file can have a directory's digest: a file whos
 bytes begin with `DIRECTORY_TAG` is refused (`VerificationError`), so the only way to
 make sha256(file) equal a directory digest is a SHA-256 collision. (The OMS *subject*
 digest, sha256 over the concatenated per-file digests, binds no names; an OMS bundle
-binds them through its file list, which `mlseal.signing.bundle` checks. A ledger record
+binds them through its file list, which `mlseal.signing.artifact` checks. A ledger record
 holds a bare digest, hence this one; `Manifest.subject_digest` keeps the OMS value.)
 
 Large files are hashed through 16 MiB mmap windows (no copy; memory stays bounded

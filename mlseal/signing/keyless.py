@@ -27,7 +27,7 @@ from typing import Any
 from mlseal.errors import ConfigurationError, InfrastructureError, VerificationError
 from mlseal.sensitive import Secret
 from mlseal.signing.authenticated import Authenticated, SignedBy
-from mlseal.signing.sigbundle import SigstoreBundle
+from mlseal.signing.sigstore_bundle import SigstoreBundle
 
 __all__ = ["IdentityPolicy", "KeylessSigner", "verify_bundle"]
 

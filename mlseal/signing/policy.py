@@ -27,7 +27,7 @@ from mlseal.signing import dsse
 from mlseal.signing.authenticated import Authenticated, BundlePolicy, SignedBy
 from mlseal.signing.keyless import IdentityPolicy
 from mlseal.signing.keys import PublicKeyVerifier, public_pem
-from mlseal.signing.sigbundle import SigstoreBundle, key_hint
+from mlseal.signing.sigstore_bundle import SigstoreBundle, key_hint
 from mlseal.signing.trust import TrustRoot
 
 __all__ = ["AllOf", "AnyOf", "KeyPolicy", "UnsafeNoSignatureCheck", "policy_from_trust"]

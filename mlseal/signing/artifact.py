@@ -34,7 +34,7 @@ from mlseal.signing.digest import Manifest, manifest_of
 from mlseal.signing.digest import _check_kind as check_kind
 from mlseal.signing.keys import PublicKeyVerifier, Signer, public_pem
 from mlseal.signing.policy import KeyPolicy, policy_from_trust
-from mlseal.signing.sigbundle import SigstoreBundle, key_bundle_bytes, parse_bundle
+from mlseal.signing.sigstore_bundle import SigstoreBundle, key_bundle_bytes, parse_bundle
 from mlseal.signing.trust import TrustRoot
 
 __all__ = [
