@@ -38,7 +38,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from mlseal.errors import ConfigurationError, InfrastructureError, LedgerConflict
 from mlseal.ledger import merkle
-from mlseal.ledger._sqlite import check_meta
 from mlseal.ledger._store import (
     CHECKPOINTS_SINCE,
     ROLE_INPUT,
@@ -52,6 +51,7 @@ from mlseal.ledger._store import (
     NodeRow,
     Prepared,
     batched_entries,
+    check_meta,
 )
 from mlseal.ledger.dsn import redact_text, scrub
 from mlseal.ledger.merkle import HASH_SIZE, Coord

@@ -26,6 +26,7 @@ from mlseal.ledger._store import (
     NodeRow,
     Prepared,
     batched_entries,
+    check_meta,
 )
 from mlseal.ledger.merkle import Coord
 from mlseal.ledger.record import ZERO_HASH
@@ -320,20 +321,3 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def check_meta(meta: Mapping[str, str], display: str) -> None:
-    """Refuse a database that is not an mlseal ledger, or one newer than this code."""
-    if meta.get("format") != SCHEMA_FORMAT:
-        raise ConfigurationError(f"ledger {display}: not an mlseal ledger (format {meta.get('format')!r})")
-    try:
-        version = int(meta.get("schema_version", ""))
-    except ValueError:
-        raise ConfigurationError(
-            f"ledger {display}: unreadable schema version {meta.get('schema_version')!r}"
-        ) from None
-    if version > SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"ledger {display}: schema version {version} is newer than this mlseal supports "
-            f"({SCHEMA_VERSION}); upgrade mlseal"
-        )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from mlseal.errors import ConfigurationError
 from mlseal.ledger.merkle import Coord
 
 #: version of the storage schema this code writes; newer schemas are refused.
@@ -114,3 +115,20 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def check_meta(meta: Mapping[str, str], display: str) -> None:
+    """Refuse a database that is not an mlseal ledger, or one newer than this code."""
+    if meta.get("format") != SCHEMA_FORMAT:
+        raise ConfigurationError(f"ledger {display}: not an mlseal ledger (format {meta.get('format')!r})")
+    try:
+        version = int(meta.get("schema_version", ""))
+    except ValueError:
+        raise ConfigurationError(
+            f"ledger {display}: unreadable schema version {meta.get('schema_version')!r}"
+        ) from None
+    if version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"ledger {display}: schema version {version} is newer than this mlseal supports "
+            f"({SCHEMA_VERSION}); upgrade mlseal"
+        )
