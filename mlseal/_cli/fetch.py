@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mlseal import _progress
     from mlseal.admission import load_policy
     from mlseal.fetch import fetch_model
     from mlseal.ledger.rollback import load_checkpoint
@@ -76,10 +77,11 @@ def _run(args: argparse.Namespace) -> int:
     sha = args.sha256 if args.sha256 is not None else os.environ.get("MLSEAL_MODEL_SHA256")
     policy = load_policy(args.policy or os.environ.get("MLSEAL_POLICY") or DEFAULT_POLICY)
     held = load_checkpoint(policy.trust, path=args.checkpoint)
-    result = fetch_model(
-        args.src, args.dest, sha256=sha, policy=policy, bundle_uri=args.bundle, record=args.record,
-        record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None, checkpoint=held,
-    )
+    with _progress.shown("fetch", unit="bytes", enabled=_progress.wanted(args)):
+        result = fetch_model(
+            args.src, args.dest, sha256=sha, policy=policy, bundle_uri=args.bundle, record=args.record,
+            record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None, checkpoint=held,
+        )
     if args.json:
         emit_json(result.to_json())
     say(f"mlseal fetch: {result.uri} verified (sha256 {result.sha256[:16]}…, {result.files} file(s), "

@@ -216,7 +216,10 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from mlseal.errors import ConfigurationError
+    import contextlib
+
+    from mlseal import _progress
+    from mlseal.errors import ConfigurationError, Error
     from mlseal.ledger.artifacts import digest_uri
     from mlseal.ledger.rollback import read_note
     from mlseal.ledger.verify import verify_ledger, verify_ledger_note
@@ -227,7 +230,11 @@ def _verify(args: argparse.Namespace) -> int:
         raise ConfigurationError("--from-checkpoint needs --checkpoint FILE")
     options: dict[str, Any] = {"digest_uri": digest_uri if args.artifacts else None, "stored_checkpoints": True,
                                "origin": args.origin}
-    with _open(args) as led:
+    show = _progress.wanted(args)
+    with _open(args) as led, _progress.shown("verifying the ledger", unit="entries", enabled=show):
+        if show:
+            with contextlib.suppress(Error):  # the total only sizes the bar; verification reports a bad head
+                _progress.expect(led.head().size, "entries")
         if args.checkpoint:
             got = read_note(args.checkpoint, env={})
             assert got is not None

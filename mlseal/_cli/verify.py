@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mlseal import _progress
     from mlseal.errors import ConfigurationError, VerificationError
     from mlseal.signing.authenticated import BundlePolicy
     from mlseal.signing.bundle import verify_path
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             trusted_root=Path(args.trusted_root) if args.trusted_root else None, staging=args.staging,
         )
     try:
-        v = verify_path(args.path, args.bundle, policy)
+        with _progress.over_path(args, "verify", args.path):
+            v = verify_path(args.path, args.bundle, policy)
     except VerificationError as exc:
         if args.json:
             emit_json({"ok": False, "path": args.path, "reason": str(exc)})
