@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mlseal import _jsonlog
 from mlseal._uris import redact_uri
 from mlseal.admission._metrics import WebhookMetrics
 from mlseal.admission.decision import Decision, Finding, Reason, denial_line, see_why
@@ -523,11 +524,7 @@ class AdmissionController:
         if not audit_log.isEnabledFor(logging.INFO):
             return
         result = "denied" if not decision.allowed else ("warned" if decision.warnings else "allowed")
-        line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "level": "info",
-            "logger": "mlseal.audit",
-            "event": "admission",
+        fields: dict[str, Any] = {
             "uid": uid,
             "operation": req.operation if req else None,
             "kind": req.kind if req else None,
@@ -546,7 +543,7 @@ class AdmissionController:
             "latency_ms": round(elapsed * 1000, 3),
             "ledger": self._head_fields(),
         }
-        audit_log.info(json.dumps(line, sort_keys=True))
+        audit_log.info(_jsonlog.line("mlseal.audit", "admission", **fields))
 
     def _head_fields(self) -> dict[str, Any] | None:
         """The verified view's tree the decision read: size and root (hex), or None."""
