@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 from typing import Any
 
-__all__ = ["COMMON_FIELDS", "line"]
+__all__ = ["COMMON_FIELDS", "JsonFormatter", "line"]
 
 COMMON_FIELDS = ("time", "level", "logger", "event")
 
@@ -33,3 +34,15 @@ def line(logger: str, event: str, *, level: str = "info", **fields: Any) -> str:
     if clash:
         raise ValueError(f"fields {sorted(clash)} are the common fields")
     return json.dumps({"time": _now(), "level": level, "logger": logger, "event": event, **fields}, sort_keys=True)
+
+
+class JsonFormatter(logging.Formatter):
+    """Any log record as one line of this format: event ``log``, ``message`` (and
+    ``exception``, the traceback, when there is one). The webhook's operational logs
+    use it, so that its stdout and stderr carry one format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {"message": record.getMessage()}
+        if record.exc_info:
+            fields["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return line(record.name, "log", level=record.levelname.lower(), **fields)

@@ -139,3 +139,20 @@ def test_admission_admits_a_loader_with_the_metrics_file_and_log_format(adm_worl
                     {"name": "MLSEAL_LOG_FORMAT", "value": "json"}]
     findings, ref = check_workload(d, adm_world.policy.rules_for("prod"))
     assert findings == [] and ref is not None
+
+
+def test_the_webhooks_own_log_records_are_json_lines_too() -> None:
+    import sys
+
+    from mlseal._jsonlog import JsonFormatter
+
+    rec = logging.LogRecord("mlseal.admission.webhook", logging.WARNING, __file__, 1,
+                            "cannot read the ledger: %s", ("refused",), None)
+    line = json.loads(JsonFormatter().format(rec))
+    assert line["level"] == "warning" and line["logger"] == "mlseal.admission.webhook" and line["event"] == "log"
+    assert line["message"] == "cannot read the ledger: refused" and "time" in line
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "RuntimeError: boom" in json.loads(JsonFormatter().format(rec))["exception"]

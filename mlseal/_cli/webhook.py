@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}")
     limits = ServeLimits(max_body=args.max_body, max_buffered=args.max_buffered, read_timeout=args.read_timeout,
                          max_connections=args.max_connections, decision_backlog=args.decision_backlog)
+    _json_logs()
     policy = load_policy(args.policy)
     held = load_checkpoint(policy.trust, path=args.checkpoint)
     serve(
@@ -79,3 +80,13 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_state=args.checkpoint_state,
     )
     return 0
+
+
+def _json_logs() -> None:
+    """The webhook's own log records (stderr) in the audit line's JSON format (mlseal._jsonlog)."""
+    import logging
+
+    from mlseal._jsonlog import JsonFormatter
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
