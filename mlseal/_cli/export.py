@@ -112,7 +112,8 @@ def _trust(args: argparse.Namespace) -> TrustRoot:
 
     path = args.trust or os.environ.get(TRUST_ENV)
     if not path:
-        raise ConfigurationError(f"exports read only verified records: pass --trust FILE (or set ${TRUST_ENV})")
+        raise ConfigurationError(f"exports read only verified records: pass --trust FILE (or set ${TRUST_ENV}), "
+                                 "e.g. --trust /etc/mlseal/trust.yaml")
     return load_trust(path)
 
 

@@ -227,7 +227,8 @@ def _verify(args: argparse.Namespace) -> int:
     trust = _trust(args.trust)
     assert trust is not None
     if args.from_checkpoint and not args.checkpoint:
-        raise ConfigurationError("--from-checkpoint needs --checkpoint FILE")
+        raise ConfigurationError("--from-checkpoint needs --checkpoint FILE, "
+                                 "e.g. --checkpoint checkpoint --from-checkpoint")
     options: dict[str, Any] = {"digest_uri": digest_uri if args.artifacts else None, "stored_checkpoints": True,
                                "origin": args.origin}
     show = _progress.wanted(args)
@@ -381,7 +382,7 @@ def _prove(args: argparse.Namespace) -> int:
     if not args.target.isdigit() and not args.trust:
         raise ConfigurationError(
             f"which record produced {args.target} is decided from verified entries: pass --trust FILE "
-            "(or name the record by its seq)"
+            "(or name the record by its seq), e.g. --trust trust.yaml"
         )
     with _open(args) as led:
         head = led.head()
@@ -418,7 +419,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
     from mlseal.ledger.checkpoint import DEFAULT_ORIGIN, Checkpoint, sign_checkpoint
 
     if not args.key and not args.vault_transit:
-        raise ConfigurationError("a checkpoint needs a signing key: --key PEM or --vault-transit KEY")
+        raise ConfigurationError("a checkpoint needs a signing key: --key PEM or --vault-transit KEY, "
+                                 "e.g. --vault-transit mlseal-checkpoint")
     signer = _resolve_signer(args.key, args.vault_transit)
     with _open(args) as led:
         head = led.head()
@@ -467,7 +469,8 @@ def _witness(args: argparse.Namespace) -> int:
     from mlseal.ledger.witness import run_witness
 
     if not args.key and not args.vault_transit:
-        raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY")
+        raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY, "
+                                 "e.g. --vault-transit mlseal-checkpoint")
     if args.ledger_file:
         if args.ledger:
             raise ConfigurationError("pass either --ledger or --ledger-file, not both")

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         policy = policy_from_trust(load_trust(args.trust))
     else:
         if not args.issuer:
-            raise ConfigurationError("--identity needs --issuer (the OIDC issuer URL)")
+            raise ConfigurationError("--identity needs --issuer (the OIDC issuer URL), "
+                                     "e.g. --issuer https://token.actions.githubusercontent.com")
         policy = IdentityPolicy(
             args.identity, args.issuer,
             trusted_root=Path(args.trusted_root) if args.trusted_root else None, staging=args.staging,
