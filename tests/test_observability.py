@@ -156,3 +156,18 @@ def test_the_webhooks_own_log_records_are_json_lines_too() -> None:
     except RuntimeError:
         rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     assert "RuntimeError: boom" in json.loads(JsonFormatter().format(rec))["exception"]
+
+
+def test_fetch_shows_progress_on_a_terminal_only(world: World, tmp_path: Path) -> None:  # noqa: F811
+    from tests.test_progress import run_on_pty
+
+    sha, uri, _ = world.models["local"]
+    for i, extra in enumerate(([], ["--json"], ["--quiet"])):
+        d = tmp_path / f"d{i}"
+        d.mkdir()
+        argv = ["fetch", uri, str(d), "--policy", str(world.policy), "--sha256", sha, *extra]
+        if extra == ["--quiet"]:
+            argv = ["--quiet", *argv[:-1]]
+        code, _, err = run_on_pty(argv)
+        assert code == 0, err
+        assert ("\x1b" in err) is (not extra), err  # the bar's terminal codes, only without --json/--quiet
