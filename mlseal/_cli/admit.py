@@ -12,9 +12,14 @@ model, ``ledger_rolled_back`` / ``ledger_forked``.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import shlex
+from typing import TYPE_CHECKING, Any
 
 from mlseal._cli._options import add_checkpoint, add_json, add_ledger, add_policy, emit_json, say
+
+if TYPE_CHECKING:
+    from mlseal.admission.decision import Decision
+    from mlseal.admission.policy import Policy
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,12 +70,35 @@ def _describe(doc: Any) -> str:
     return f"{doc.get('kind', '?')} {ns + '/' if isinstance(ns, str) else ''}{name if isinstance(name, str) else '?'}"
 
 
+def _see_why(decision: Decision, manifest: dict[str, Any], policy: Policy, args: argparse.Namespace) -> list[str]:
+    """The commands that show why `decision` denied (`mlseal.admission.decision.see_why`)."""
+    from mlseal.admission.decision import see_why
+    from mlseal.admission.manifest import ManifestError
+    from mlseal.admission.workload import check_workload
+
+    if decision.allowed:
+        return []
+    try:
+        _, ref = check_workload(manifest, policy.rules_for(args.namespace or _namespace(manifest)))
+    except ManifestError:
+        ref = None
+    return see_why(decision.codes, sha256=ref.sha256 if ref else None, trust=policy.trust.source,
+                   policy=args.policy, manifest=shlex.quote(args.manifest))
+
+
+def _namespace(manifest: dict[str, Any]) -> str | None:
+    meta = manifest.get("metadata")
+    ns = meta.get("namespace") if isinstance(meta, dict) else None
+    return ns if isinstance(ns, str) else None
+
+
 def run(args: argparse.Namespace) -> int:
     import contextlib
     import sys
     from pathlib import Path
 
     from mlseal.admission import decide, load_policy
+    from mlseal.admission.decision import denial_line
     from mlseal.errors import ConfigurationError
     from mlseal.ledger import open_ledger
     from mlseal.ledger.rollback import load_checkpoint
@@ -99,26 +127,32 @@ def run(args: argparse.Namespace) -> int:
         for doc in docs:
             manifest = doc if isinstance(doc, dict) else {"_": doc}
             decision = decide(manifest, policy, ledger=view, namespace=args.namespace)
-            results.append((_describe(doc), decision))
-    allowed = all(d.allowed for _, d in results)
+            results.append((_describe(doc), decision, _see_why(decision, manifest, policy, args)))
+    allowed = all(d.allowed for _, d, _ in results)
     if args.json:
         single = len(results) == 1
         out: dict[str, Any] = {
             "allowed": allowed,
-            "reasons": [r if single else f"{what}: {r}" for what, d in results for r in d.reasons],
+            "reasons": [r if single else f"{what}: {r}" for what, d, _ in results for r in d.reasons],
         }
-        codes = list(dict.fromkeys(str(c) for _, d in results if not d.allowed for c in d.codes))
+        codes = list(dict.fromkeys(str(c) for _, d, _ in results if not d.allowed for c in d.codes))
         if codes:  # why, as machine codes (ledger_rolled_back, gate_failed, ...)
             out["codes"] = codes
-        warnings = [w if single else f"{what}: {w}" for what, d in results for w in d.warnings]
+        see = list(dict.fromkeys(c for _, _, cmds in results for c in cmds))
+        if see:  # the commands that show why
+            out["see_why"] = see
+        warnings = [w if single else f"{what}: {w}" for what, d, _ in results for w in d.warnings]
         if warnings:
             out["warnings"] = warnings
         if not single:
-            out["documents"] = [{"object": what, **d.to_json()} for what, d in results]
+            out["documents"] = [{"object": what, **d.to_json()} for what, d, _ in results]
         emit_json(out)
-    for what, d in results:
-        say(f"{what}: {'allowed' if d.allowed else 'DENIED'}")
-        for r in d.reasons:
+    for what, d, cmds in results:
+        if d.allowed:
+            say(f"{what}: allowed")
+        else:  # one line: what failed and the command that shows why; then each reason
+            say(f"{what}: DENIED: {denial_line(d, cmds)}")
+        for r in d.reasons if len(d.reasons) > 1 else ():
             say(f"  - {r}")
         for w in d.warnings:
             say(f"  warning: {w}")

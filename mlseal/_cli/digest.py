@@ -26,17 +26,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from mlseal import _progress
     from mlseal.signing.digest import digest_path, manifest_of
 
     if os.path.isdir(args.path) and args.json:
-        m = manifest_of(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)
+        m = manifest_of(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)  # --json: no bar
         emit_json({
             "path": args.path, "kind": "directory", "sha256": m.artifact_digest,
             "subject_sha256": m.subject_digest,
             "files": [{"name": r.name, "sha256": r.sha256} for r in m.resources],
         })
         return 0
-    digest = digest_path(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)
+    with _progress.over_path(args, "digest", args.path):
+        digest = digest_path(args.path, ignore=args.ignore, allow_symlinks=args.allow_symlinks)
     if args.json:
         emit_json({"path": args.path, "kind": "file", "sha256": digest})
     else:

@@ -95,8 +95,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlseal import _progress
+
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    # the long part is verifying every ledger entry (mlseal.ledger.verified)
+    with _progress.shown(f"export {args.export_command}" if hasattr(args, "export_command") else "export",
+                         unit="entries", enabled=_progress.wanted(args)):
+        return handler(args)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -107,7 +112,8 @@ def _trust(args: argparse.Namespace) -> TrustRoot:
 
     path = args.trust or os.environ.get(TRUST_ENV)
     if not path:
-        raise ConfigurationError(f"exports read only verified records: pass --trust FILE (or set ${TRUST_ENV})")
+        raise ConfigurationError(f"exports read only verified records: pass --trust FILE (or set ${TRUST_ENV}), "
+                                 "e.g. --trust /etc/mlseal/trust.yaml")
     return load_trust(path)
 
 

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlseal._cli._options import add_checkpoint, add_json, emit_json, say
 
+if TYPE_CHECKING:
+    from mlseal.fetch import FetchResult
+
 DEFAULT_POLICY = "/etc/mlseal/policy.yaml"
+#: ``json``: one JSON log line per run on stderr (docs/fetch.md); default ``text``
+LOG_FORMAT_ENV = "MLSEAL_LOG_FORMAT"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,43 +48,36 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--ledger", metavar="URL",
                    help="ledger to append the --record to (default: $MLSEAL_LEDGER, else the policy's ledger)")
     add_checkpoint(p, "the policy's ledger")
+    p.add_argument("--metrics-file", metavar="FILE",
+                   help="write this run's Prometheus metrics here, textfile format (default: $MLSEAL_METRICS_FILE)")
     add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from mlseal.errors import Error
     from mlseal.fetch import guard_logs
 
     guard_logs()
+    start = time.monotonic()
     try:
-        return _run(args)
+        result = _run(args)
     except Error as exc:
         from mlseal.fetch import scrub
 
         text = scrub(str(exc))
+        codes = tuple(str(c) for c in getattr(exc, "codes", ()))
+        _account(args, "refused" if exc.exit_code == 1 else "error", codes, None, text, time.monotonic() - start)
         if args.json:
             out: dict[str, Any] = {"ok": False, "error": text, "exit": exc.exit_code}
-            codes = getattr(exc, "codes", ())
             if codes:  # why, as the admission reason codes (ledger_rolled_back, gate_failed, ...)
-                out["codes"] = [str(c) for c in codes]
+                out["codes"] = list(codes)
             emit_json(out)
         say(f"mlseal fetch: refused, nothing published: {text}")
         return exc.exit_code
-
-
-def _run(args: argparse.Namespace) -> int:
-    from mlseal.admission import load_policy
-    from mlseal.fetch import fetch_model
-    from mlseal.ledger.rollback import load_checkpoint
-
-    sha = args.sha256 if args.sha256 is not None else os.environ.get("MLSEAL_MODEL_SHA256")
-    policy = load_policy(args.policy or os.environ.get("MLSEAL_POLICY") or DEFAULT_POLICY)
-    held = load_checkpoint(policy.trust, path=args.checkpoint)
-    result = fetch_model(
-        args.src, args.dest, sha256=sha, policy=policy, bundle_uri=args.bundle, record=args.record,
-        record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None, checkpoint=held,
-    )
+    _account(args, "published", (), result, None, time.monotonic() - start)
     if args.json:
         emit_json(result.to_json())
     say(f"mlseal fetch: {result.uri} verified (sha256 {result.sha256[:16]}…, {result.files} file(s), "
@@ -90,3 +88,69 @@ def _run(args: argparse.Namespace) -> int:
     if result.record_seq is not None:
         say(f"  served record: ledger entry {result.record_seq}")
     return 0
+
+
+def _account(args: argparse.Namespace, decision: str, codes: tuple[str, ...], result: FetchResult | None,
+             error: str | None, seconds: float) -> None:
+    """The run's metrics file (--metrics-file / $MLSEAL_METRICS_FILE) and, with
+    MLSEAL_LOG_FORMAT=json, its one JSON log line on stderr (docs/fetch.md)."""
+    import sys
+
+    from mlseal import _jsonlog
+    from mlseal.errors import ConfigurationError
+    from mlseal.fetch import Placement
+    from mlseal.fetch._metrics import LoaderMetrics, metrics_path
+
+    path = metrics_path(args.metrics_file)
+    if path is not None:
+        m = LoaderMetrics()
+        m.observe(decision, codes, result.bytes if result else 0, seconds)
+        try:
+            m.write(path)
+        except ConfigurationError as exc:  # metrics never change the verdict, nor fail a published model
+            say(f"mlseal fetch: warning: {exc}")
+    if os.environ.get(LOG_FORMAT_ENV, "text") != "json":
+        return
+    where = Placement.from_env()
+    sha = result.sha256 if result else (args.sha256 or os.environ.get("MLSEAL_MODEL_SHA256"))
+    fields: dict[str, Any] = {
+        "uri": result.uri if result else _shown_uri(args.src),
+        "dest": str(result.dest) if result else args.dest,
+        "model_sha256": sha.removeprefix("sha256:") if sha else None,
+        "decision": decision,
+        "reasons": [error] if error else [],
+        "codes": list(codes),
+        "warnings": list(result.warnings) if result else [],
+        "files": result.files if result else None,
+        "bytes": result.bytes if result else None,
+        "producer_seq": result.producer_seq if result else None,
+        "signer": result.signer if result else None,
+        "record_seq": result.record_seq if result else None,
+        "namespace": where.namespace,
+        "pod": where.pod,
+        "duration_ms": round(seconds * 1000, 3),
+    }
+    level = "info" if decision == "published" else "error"
+    print(_jsonlog.line("mlseal.fetch", "fetch", level=level, **fields), file=sys.stderr, flush=True)
+
+
+def _shown_uri(uri: str) -> str:
+    from mlseal._uris import redact_uri
+
+    return redact_uri(uri)
+
+
+def _run(args: argparse.Namespace) -> FetchResult:
+    from mlseal import _progress
+    from mlseal.admission import load_policy
+    from mlseal.fetch import fetch_model
+    from mlseal.ledger.rollback import load_checkpoint
+
+    sha = args.sha256 if args.sha256 is not None else os.environ.get("MLSEAL_MODEL_SHA256")
+    policy = load_policy(args.policy or os.environ.get("MLSEAL_POLICY") or DEFAULT_POLICY)
+    held = load_checkpoint(policy.trust, path=args.checkpoint)
+    with _progress.shown("fetch", unit="bytes", enabled=_progress.wanted(args)):
+        return fetch_model(
+            args.src, args.dest, sha256=sha, policy=policy, bundle_uri=args.bundle, record=args.record,
+            record_ledger=args.ledger or os.environ.get("MLSEAL_LEDGER") or None, checkpoint=held,
+        )

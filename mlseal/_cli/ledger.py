@@ -216,7 +216,10 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from mlseal.errors import ConfigurationError
+    import contextlib
+
+    from mlseal import _progress
+    from mlseal.errors import ConfigurationError, Error
     from mlseal.ledger.artifacts import digest_uri
     from mlseal.ledger.rollback import read_note
     from mlseal.ledger.verify import verify_ledger, verify_ledger_note
@@ -224,10 +227,15 @@ def _verify(args: argparse.Namespace) -> int:
     trust = _trust(args.trust)
     assert trust is not None
     if args.from_checkpoint and not args.checkpoint:
-        raise ConfigurationError("--from-checkpoint needs --checkpoint FILE")
+        raise ConfigurationError("--from-checkpoint needs --checkpoint FILE, "
+                                 "e.g. --checkpoint checkpoint --from-checkpoint")
     options: dict[str, Any] = {"digest_uri": digest_uri if args.artifacts else None, "stored_checkpoints": True,
                                "origin": args.origin}
-    with _open(args) as led:
+    show = _progress.wanted(args)
+    with _open(args) as led, _progress.shown("verifying the ledger", unit="entries", enabled=show):
+        if show:
+            with contextlib.suppress(Error):  # the total only sizes the bar; verification reports a bad head
+                _progress.expect(led.head().size, "entries")
         if args.checkpoint:
             got = read_note(args.checkpoint, env={})
             assert got is not None
@@ -374,7 +382,7 @@ def _prove(args: argparse.Namespace) -> int:
     if not args.target.isdigit() and not args.trust:
         raise ConfigurationError(
             f"which record produced {args.target} is decided from verified entries: pass --trust FILE "
-            "(or name the record by its seq)"
+            "(or name the record by its seq), e.g. --trust trust.yaml"
         )
     with _open(args) as led:
         head = led.head()
@@ -411,7 +419,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
     from mlseal.ledger.checkpoint import DEFAULT_ORIGIN, Checkpoint, sign_checkpoint
 
     if not args.key and not args.vault_transit:
-        raise ConfigurationError("a checkpoint needs a signing key: --key PEM or --vault-transit KEY")
+        raise ConfigurationError("a checkpoint needs a signing key: --key PEM or --vault-transit KEY, "
+                                 "e.g. --vault-transit mlseal-checkpoint")
     signer = _resolve_signer(args.key, args.vault_transit)
     with _open(args) as led:
         head = led.head()
@@ -460,7 +469,8 @@ def _witness(args: argparse.Namespace) -> int:
     from mlseal.ledger.witness import run_witness
 
     if not args.key and not args.vault_transit:
-        raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY")
+        raise ConfigurationError("the witness needs the checkpoint signing key: --key PEM or --vault-transit KEY, "
+                                 "e.g. --vault-transit mlseal-checkpoint")
     if args.ledger_file:
         if args.ledger:
             raise ConfigurationError("pass either --ledger or --ledger-file, not both")

@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     trust = _trust(args.trust or os.environ.get("MLSEAL_TRUST"), signer, args.signer_name or args.stage)
     names = [n for n, _ in args.input] + [n for n, _ in args.output]
     if len(set(names)) != len(names):
-        raise ConfigurationError(f"input/output names must be unique, got {names}")
+        raise ConfigurationError(f"--input/--output names must be unique, got {names}; e.g. --input data=a.csv "
+                                 "--output model=model.onnx")
     for name, path in [*args.input, *args.output]:
         if not os.path.exists(path):  # a usage error, not a failed step: nothing is recorded
             raise ConfigurationError(f"{name}={path}: no such file or directory")
@@ -197,7 +198,7 @@ def _metrics(args: argparse.Namespace) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for k, v in args.metric:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}")
+            raise ConfigurationError(f"--metric {k} must be a finite number, got {v!r}; e.g. --metric {k}=0.93")
         metrics[k] = float(v)
     return metrics
 

@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mlseal import _progress
     from mlseal.errors import ConfigurationError
     from mlseal.signing import oms
     from mlseal.signing.artifact import BundleSigner, read_bundle, sign_path
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         from mlseal.secrets.signer import resolve_signer
 
         signer = resolve_signer(key=args.key, vault_transit=args.vault_transit)
-    out = sign_path(args.path, signer, out=args.out, allow_symlinks=args.allow_symlinks, shard_size=args.shard_size)
+    with _progress.over_path(args, "sign", args.path):
+        out = sign_path(args.path, signer, out=args.out, allow_symlinks=args.allow_symlinks,
+                        shard_size=args.shard_size)
     # report the digests the bundle just written names
     envelope = read_bundle(out).envelope
     assert envelope is not None

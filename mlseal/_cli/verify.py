@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mlseal import _progress
     from mlseal.errors import ConfigurationError, VerificationError
     from mlseal.signing.artifact import verify_path
     from mlseal.signing.authenticated import BundlePolicy
@@ -45,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
         policy = policy_from_trust(load_trust(args.trust))
     else:
         if not args.issuer:
-            raise ConfigurationError("--identity needs --issuer (the OIDC issuer URL)")
+            raise ConfigurationError("--identity needs --issuer (the OIDC issuer URL), "
+                                     "e.g. --issuer https://token.actions.githubusercontent.com")
         policy = IdentityPolicy(
             args.identity, args.issuer,
             trusted_root=Path(args.trusted_root) if args.trusted_root else None, staging=args.staging,
         )
     try:
-        v = verify_path(args.path, args.bundle, policy)
+        with _progress.over_path(args, "verify", args.path):
+            v = verify_path(args.path, args.bundle, policy)
     except VerificationError as exc:
         if args.json:
             emit_json({"ok": False, "path": args.path, "reason": str(exc)})

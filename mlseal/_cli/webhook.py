@@ -60,16 +60,18 @@ def run(args: argparse.Namespace) -> int:
     from mlseal.ledger.rollback import load_checkpoint
 
     if not 0 < args.port < 65536:
-        raise ConfigurationError(f"--port must be 1-65535, got {args.port}")
+        raise ConfigurationError(f"--port must be 1-65535, got {args.port}; e.g. --port 8443")
     for flag, value, least in (("--threads", args.threads, 1), ("--cache-size", args.cache_size, 0),
                                ("--cache-ttl", args.cache_ttl, 0), ("--max-staleness", args.max_staleness, 0),
                                ("--inline-max", args.inline_max, 0)):
         if value < least:
-            raise ConfigurationError(f"{flag} must be at least {least}, got {value}")
+            raise ConfigurationError(f"{flag} must be at least {least}, got {value}; e.g. {flag} {max(least, 1) * 4}")
     if not args.reload_interval > 0:
-        raise ConfigurationError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}")
+        raise ConfigurationError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}; "
+                                 "e.g. --reload-interval 60")
     limits = ServeLimits(max_body=args.max_body, max_buffered=args.max_buffered, read_timeout=args.read_timeout,
                          max_connections=args.max_connections, decision_backlog=args.decision_backlog)
+    _json_logs()
     policy = load_policy(args.policy)
     held = load_checkpoint(policy.trust, path=args.checkpoint)
     serve(
@@ -79,3 +81,13 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_state=args.checkpoint_state,
     )
     return 0
+
+
+def _json_logs() -> None:
+    """The webhook's own log records (stderr) in the audit line's JSON format (mlseal._jsonlog)."""
+    import logging
+
+    from mlseal._jsonlog import JsonFormatter
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())

@@ -306,8 +306,43 @@ class Policy:
 
 # --- parsing ------------------------------------------------------------------------
 
+#: a valid example of each key, added to every error about it (docs/design.md#admission-policy-file)
+_EXAMPLES = {
+    "trust": "trust: trust.yaml",
+    "ledger": "ledger: {url_file: /vault/secrets/ledger-url}",
+    "model_stages": "model_stages: [train]",
+    "require_stages": "require_stages: [ingest, anonymize, train, evaluate]",
+    "gates": "gates: {accuracy: {min: 0.9}}",
+    "mode": "mode: enforce",
+    "evaluation": "evaluation: {signers: [evaluate], held_out: true}",
+    "unannotated_workloads": "unannotated_workloads: deny",
+    "transformers": "transformers: deny",
+    "explainers": "explainers: deny",
+    "trained_models": "trained_models: check",
+    "serving_uris": 'serving_uris: {"minio://mlpipeline/": "s3://mlpipeline/"}',
+    "loader": 'loader: {image: "ghcr.io/mlseal/mlseal-python@sha256:<64 hex>"}',
+    "images": 'images: ["registry.example/serving/*"]',
+    "init_images": 'init_images: ["registry.example/tools/certs@sha256:<64 hex>"]',
+    "runtimes": "runtimes: [kserve-tritonserver]",
+    "volumes": "volumes: [secret]",
+    "namespaces": "namespaces: {models-staging: {mode: warn}}",
+}
+_KEY = re.compile(r"(?:namespaces\.[^.:\s]+\.)?([a-z_]+)")
+
+
 def _err(source: str, msg: str) -> ConfigurationError:
-    return ConfigurationError(f"policy {source}: {msg}")
+    """An error naming the file, the key (every message starts with the key's path) and a
+    valid example of that key; an unknown key gets the example of the nearest known one."""
+    m = _KEY.match(msg)
+    key = m.group(1) if m else ""
+    if "unknown keys" in msg:  # "unknown keys ['stage'] (known: ...)": the nearest known key
+        import difflib
+
+        named = re.findall(r"'([^']*)'", msg)
+        near = difflib.get_close_matches(named[0], list(_EXAMPLES), n=1, cutoff=0.5) if named else []
+        key = near[0] if near else "mode"
+    example = _EXAMPLES.get(key, _EXAMPLES["mode"])
+    return ConfigurationError(f"policy {source}: {msg}; a valid example: `{example}`")
 
 
 def _parse_gates(raw: object, source: str, where: str) -> tuple[Gate, ...]:

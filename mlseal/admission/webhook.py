@@ -29,9 +29,10 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mlseal import _jsonlog
 from mlseal._uris import redact_uri
 from mlseal.admission._metrics import WebhookMetrics
-from mlseal.admission.decision import Decision, Finding, Reason
+from mlseal.admission.decision import Decision, Finding, Reason, denial_line, see_why
 from mlseal.admission.engine import apply_mode, check_model
 from mlseal.admission.manifest import ManifestError, ModelRef
 from mlseal.admission.policy import Policy, Rules
@@ -215,11 +216,13 @@ def parse_review(body: bytes) -> _Request:
     )
 
 
-def review_response(uid: str, decision: Decision) -> dict[str, Any]:
+def review_response(uid: str, decision: Decision, commands: list[str] | None = None) -> dict[str, Any]:
+    """The AdmissionReview answer; a denial's message is one line: every reason, then the
+    `commands` that show why (`mlseal.admission.decision.see_why`)."""
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if not decision.allowed:
         response["status"] = {"code": 403, "reason": "Forbidden",
-                              "message": "mlseal: " + "; ".join(decision.reasons)}
+                              "message": "mlseal: " + denial_line(decision, commands or [])}
     if decision.warnings:
         response["warnings"] = ["mlseal: " + w[:_MAX_WARNING] for w in decision.warnings]
     return {"apiVersion": REVIEW_API, "kind": "AdmissionReview", "response": response}
@@ -482,7 +485,7 @@ class AdmissionController:
         elapsed = self._clock() - start
         self._account(decision, hit, elapsed)
         self._audit(req, uid, ref, decision, hit, elapsed)
-        return status, review_response(uid, decision)
+        return status, review_response(uid, decision, self.see_why(decision, ref))
 
     def deny_body(
         self, body: bytes, message: str, *, status: int, internal: bool = False
@@ -492,7 +495,17 @@ class AdmissionController:
         uid = _salvage_uid(body)
         self._account(decision, False, 0.0)
         self._audit(None, uid, None, decision, False, 0.0)
-        return status, review_response(uid, decision)
+        return status, review_response(uid, decision, self.see_why(decision, None))
+
+    def see_why(self, decision: Decision, ref: ModelRef | None) -> list[str]:
+        """The commands a kubectl user runs to see why `decision` denied (none if it allowed).
+
+        Paths are the webhook's own (the policy's ConfigMap mounts them at the same place
+        in the loader); MANIFEST is the file the user applied."""
+        if decision.allowed:
+            return []
+        return see_why(decision.codes, sha256=ref.sha256 if ref else None, trust=self.policy.trust.source,
+                       policy=self.policy.source, manifest="MANIFEST")
 
     # --- accounting -----------------------------------------------------------------
     def _account(self, decision: Decision, hit: bool, elapsed: float) -> None:
@@ -506,25 +519,42 @@ class AdmissionController:
 
     def _audit(self, req: _Request | None, uid: str, ref: ModelRef | None, decision: Decision,
                hit: bool, elapsed: float) -> None:
+        """One JSON line per decision, every field always present (null when unknown): the
+        fields are documented in docs/admission.md, "Audit log"."""
         if not audit_log.isEnabledFor(logging.INFO):
             return
-        line: dict[str, Any] = {
-            "event": "admission",
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        result = "denied" if not decision.allowed else ("warned" if decision.warnings else "allowed")
+        fields: dict[str, Any] = {
             "uid": uid,
+            "operation": req.operation if req else None,
+            "kind": req.kind if req else None,
+            "namespace": req.namespace if req else None,
+            "name": req.name if req else None,
+            "user": req.user if req else None,
+            "dry_run": req.dry_run if req else None,
+            "model_sha256": ref.sha256 if ref else None,
+            "model_uri": redact_uri(ref.uri) if ref and ref.uri else None,
+            "decision": result,
             "allowed": decision.allowed,
             "reasons": decision.reasons,
             "warnings": decision.warnings,
             "codes": [str(c) for c in decision.codes],
             "cached": hit,
             "latency_ms": round(elapsed * 1000, 3),
+            "ledger": self._head_fields(),
         }
-        if req is not None:
-            line.update(operation=req.operation, namespace=req.namespace, kind=req.kind, name=req.name,
-                        user=req.user, dry_run=req.dry_run)
-        if ref is not None:
-            line.update(model_sha256=ref.sha256, model_uri=redact_uri(ref.uri) if ref.uri else None)
-        audit_log.info(json.dumps(line, sort_keys=True))
+        audit_log.info(_jsonlog.line("mlseal.audit", "admission", **fields))
+
+    def _head_fields(self) -> dict[str, Any] | None:
+        """The verified view's tree the decision read: size and root (hex), or None."""
+        view = self.view
+        if view is None:
+            return None
+        try:
+            head = view.head()
+        except Exception:  # a failed view: the decision's reasons say why
+            return None
+        return {"size": head.size, "root": head.root.hex()}
 
 
 def _runs_the_same(obj: Mapping[str, Any], old: object) -> bool:

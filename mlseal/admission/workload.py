@@ -124,7 +124,7 @@ _KSERVE_OWNERS = frozenset({
 })
 #: loader flags (contract with `mlseal fetch`): flag -> takes a value
 _LOADER_FLAGS = {"--sha256": True, "--policy": True, "--bundle": True, "--ledger": True, "--record": False,
-                 "--json": False}
+                 "--json": False, "--metrics-file": True}
 _SHA_FIELD = f"metadata.annotations['{SHA_ANNOTATION}']"
 _SHA_FIELD_ALT = f'metadata.annotations["{SHA_ANNOTATION}"]'
 #: volume sources a model-serving pod may declare: none of them can be filled with a model from
@@ -150,6 +150,8 @@ LOADER_ENV = frozenset({
     "MLSEAL_SIGNER_NAME", "MLSEAL_IMAGE", "MLSEAL_PVC_ROOT", "MLSEAL_CHECKPOINT", "MLSEAL_VAULT_TRANSIT_KEY",
     "MLSEAL_VAULT_TRANSIT_MOUNT", "MLSEAL_VAULT_KV_MOUNT", "MLSEAL_VAULT_K8S_ROLE", "MLSEAL_VAULT_K8S_JWT",
     "MLSEAL_VAULT_K8S_MOUNT", "MLSEAL_VAULT_APPROLE_MOUNT",
+    # the run's metrics file and its log format (docs/fetch.md, "Logs and metrics")
+    "MLSEAL_METRICS_FILE", "MLSEAL_LOG_FORMAT",
     "VAULT_ADDR", "VAULT_CACERT", "VAULT_NAMESPACE", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID",
     # where the model is served (downward API)
     "POD_NAMESPACE", "POD_NAME", "NODE_NAME", "POD_UID",

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlseal import _progress
 from mlseal._uris import redact_uri
 from mlseal.errors import ConfigurationError, VerificationError
 
@@ -289,6 +290,7 @@ class _Writer:
             n = os.write(self.fd, view)
             view = view[n:]
         self.size += len(data)
+        _progress.advance(len(data), "bytes")
 
     def close(self, name: str) -> Fetched:
         os.close(self.fd)
@@ -451,6 +453,7 @@ def _hash_landed(src: Source, f: RemoteFile, local: Path) -> Fetched:
             f"{_shown_file(src, f)} changed while it was downloaded (size {len(data)}, listed {f.size})"
         )
     h.update(data)
+    _progress.advance(len(data), "bytes")
     return Fetched(f.name, local, h.hexdigest(), len(data), data[:64])
 
 
@@ -464,6 +467,7 @@ def download(src: Source, files: Sequence[RemoteFile], target: Callable[[RemoteF
     plain download), each batch hashed while the next one downloads.
     """
     out: list[Fetched] = []
+    _progress.expect(sum(max(f.size, 0) for f in files), "bytes")
     try:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlseal-fetch") as pool:
             if src.streamed:

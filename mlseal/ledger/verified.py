@@ -72,6 +72,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlseal import _progress
 from mlseal.errors import VerificationError
 from mlseal.ledger import merkle
 from mlseal.ledger.checkpoint import Checkpoint, Trusted, tree_text, verify_checkpoint
@@ -268,6 +269,7 @@ class VerifiedView:
                     f"the ledger's root at {old} records is now {before.hex()[:16]}…, it was "
                     f"{self._store_root.hex()[:16]}… when they were verified: the log was rewritten (forked)"))
         if size > old:
+            _progress.expect(size - old, "entries")
             try:
                 self._extend(old, size)
             except BaseException:
@@ -321,6 +323,7 @@ class VerifiedView:
             self._tree.append(merkle.leaf_hash(data))
             prev_hash = hashlib.sha256(data).hexdigest()
             pos += 1
+            _progress.advance(1, "entries")
             if len(pending) >= BATCH:
                 self._records.extend(pending[:-1])  # the last may still lose its successor check
                 pending = pending[-1:]

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlseal import _progress
 from mlseal.errors import VerificationError
 from mlseal.ledger import merkle, pool
 from mlseal.ledger.checkpoint import Checkpoint, parse_checkpoint, verify_checkpoint
@@ -174,7 +175,9 @@ def verify_entries(
             made: dict[Coord, bytes] = {}
             for level, h in chunk.nodes:
                 frontier.push(level, h, made if check is not None else None)
+            done = pos
             pos = chunk.lo + sum(1 << lv for lv, _ in chunk.nodes)
+            _progress.advance(pos - done, "entries")
             if checkpoint is not None and pos == checkpoint.size:
                 cp_root = frontier.root()
             if check is not None:  # (7) the derived rows over these entries

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
+from mlseal import _progress
 from mlseal.errors import ConfigurationError, VerificationError
 
 if TYPE_CHECKING:
@@ -265,6 +266,7 @@ def _hash_read(fd: int, h: _Sink) -> None:
     view = memoryview(buf)
     while n := os.readv(fd, [buf]):
         h.update(view[:n])
+        _progress.advance(n, "bytes")
 
 
 def _populate(m: mmap.mmap) -> mmap.mmap:
@@ -288,6 +290,7 @@ def _hash_mmap(fd: int, size: int, h: _Sink, *, prefetch: bool) -> None:
         for off in range(0, size, _WINDOW):
             with window(off) as m:
                 h.update(m)
+                _progress.advance(len(m), "bytes")
         return
     from concurrent.futures import ThreadPoolExecutor  # (here: only big files pay for its import)
 
@@ -299,6 +302,7 @@ def _hash_mmap(fd: int, size: int, h: _Sink, *, prefetch: bool) -> None:
                 nxt = pool.submit(lambda o=off + _WINDOW: _populate(window(o)))  # type: ignore[misc]
             with m:
                 h.update(m)
+                _progress.advance(len(m), "bytes")
 
 
 def _hash_file(path: PathLike, h: _Sink, *, prefetch: bool) -> None:

@@ -178,13 +178,39 @@ _KEYLESS_SIGNER_KEYS = ("name", "identity", "issuer")
 _SIGSTORE_KEYS = ("trusted_root", "staging")
 
 
+#: a valid example of each key, added to every error about it (docs/design.md#trust-file)
+_EXAMPLES = {
+    "signers": "signers: [{name: train, public_key: keys/train.pub.pem, stages: [train]}]",
+    "name": "signers: [{name: train, public_key: keys/train.pub.pem}]",
+    "public_key": "public_key: keys/train.pub.pem",
+    "identity": "{name: ci, identity: https://github.com/org/repo/.github/workflows/release.yml@refs/heads/main, "
+                "issuer: https://token.actions.githubusercontent.com}",
+    "issuer": "issuer: https://token.actions.githubusercontent.com",
+    "stages": "stages: [train]",
+    "components": "components: [<64 hex digits of the component source>]",
+    "images": "images: [registry.example/mlseal@sha256:<digest>]",
+    "checkpoint_keys": "checkpoint_keys: [keys/checkpoint.pub.pem]",
+    "checkpoint_origin": "checkpoint_origin: mlseal.example/ledger",
+    "sigstore": "sigstore: {trusted_root: trusted_root.json}",
+    "trusted_root": "sigstore: {trusted_root: trusted_root.json}",
+    "staging": "sigstore: {staging: true}",
+}
+
+
+def _bad(where: str, key: str, msg: str) -> ConfigurationError:
+    """An error naming the file (`where` starts with it), the key and a valid example."""
+    return ConfigurationError(f"{where}: {msg}; a valid example: `{_EXAMPLES[key]}`")
+
+
 def _known(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = [k for k in obj if k not in allowed]
     if unknown:
-        raise ConfigurationError(
-            f"{where}: unknown key {str(unknown[0])!r}; the keys here are {', '.join(allowed)} "
-            "(docs/design.md#trust-file)"
-        )
+        import difflib
+
+        near = difflib.get_close_matches(str(unknown[0]), allowed, n=1, cutoff=0.5)
+        raise _bad(where, near[0] if near else allowed[0],
+                   f"unknown key {str(unknown[0])!r}; the keys here are {', '.join(allowed)} "
+                   "(docs/design.md#trust-file)")
 
 
 def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
@@ -196,28 +222,26 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
     grants: dict[KeyId, Grant] = {}
     raw_signers = data.get("signers") or []
     if not isinstance(raw_signers, list):
-        raise ConfigurationError(f"trust file {path}: signers must be a list")
+        raise _bad(f"trust file {path}", "signers", "signers must be a list")
     for i, s in enumerate(raw_signers):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
-            raise ConfigurationError(f"trust file {path}: signers[{i}] needs a name")
+            raise _bad(f"trust file {path}", "name", f"signers[{i}] needs a name")
         if "public_key" not in s:
             # keyless identities are kept in `extra` (see TrustRoot.keyless_identities)
             if not isinstance(s.get("identity"), str) or not isinstance(s.get("issuer"), str):
-                raise ConfigurationError(
-                    f"trust file {path}: signers[{i}] ({s['name']}) needs a public_key, or an identity and an issuer"
-                )
+                raise _bad(f"trust file {path}", "identity",
+                           f"signers[{i}] ({s['name']}) needs a public_key, or an identity and an issuer")
             # (no grants: keyless identities sign artifact bundles, never ledger records)
             _known(s, _KEYLESS_SIGNER_KEYS, f"trust file {path}: signers[{i}] ({s['name']})")
             continue
         _known(s, _KEY_SIGNER_KEYS, f"trust file {path}: signers[{i}] ({s['name']})")
         if not isinstance(s["public_key"], str):
-            raise ConfigurationError(f"trust file {path}: signers[{i}].public_key must be a path")
+            raise _bad(f"trust file {path}", "public_key", f"signers[{i}].public_key must be a path")
         v = PublicKeyVerifier.from_file(base / s["public_key"], name=s["name"])
         if v.key_id in signers:
-            raise ConfigurationError(
-                f"trust file {path}: signers[{i}] ({s['name']}) repeats the key of {signers[v.key_id].name}: "
-                "list each key once, with every stage it may sign"
-            )
+            raise _bad(f"trust file {path}", "signers",
+                       f"signers[{i}] ({s['name']}) repeats the key of {signers[v.key_id].name}: "
+                       "list each key once, with every stage it may sign")
         signers[v.key_id] = v
         grant = _grant(s, f"trust file {path}: signers[{i}] ({s['name']})")
         if grant is not None:
@@ -225,29 +249,27 @@ def load_trust(path: str | os.PathLike[str]) -> TrustRoot:
     cps: dict[KeyId, PublicKeyVerifier] = {}
     raw_cps = data.get("checkpoint_keys") or []
     if not isinstance(raw_cps, list):
-        raise ConfigurationError(f"trust file {path}: checkpoint_keys must be a list of paths")
+        raise _bad(f"trust file {path}", "checkpoint_keys", "checkpoint_keys must be a list of paths")
     for p in raw_cps:
         if not isinstance(p, str):
-            raise ConfigurationError(f"trust file {path}: checkpoint_keys entries must be paths")
+            raise _bad(f"trust file {path}", "checkpoint_keys", "checkpoint_keys entries must be paths")
         v = PublicKeyVerifier.from_file(base / p, name=Path(p).stem)
         cps[v.key_id] = v
     sig_cfg = data.get("sigstore")
     if sig_cfg is not None and not (
         isinstance(sig_cfg, dict) and isinstance(sig_cfg.get("trusted_root", ""), str)
     ):
-        raise ConfigurationError(f"trust file {path}: sigstore must be a mapping with a trusted_root path")
+        raise _bad(f"trust file {path}", "sigstore", "sigstore must be a mapping with a trusted_root path")
     if isinstance(sig_cfg, dict):
         _known(sig_cfg, _SIGSTORE_KEYS, f"trust file {path}: sigstore")
         if not isinstance(sig_cfg.get("staging", False), bool):
-            raise ConfigurationError(f"trust file {path}: sigstore.staging must be true or false")
+            raise _bad(f"trust file {path}", "staging", "sigstore.staging must be true or false")
     if not isinstance(data.get("checkpoint_origin", ""), str):
-        raise ConfigurationError(
-            f"trust file {path}: checkpoint_origin must be a string, e.g. checkpoint_origin: mlseal.example/ledger"
-        )
+        raise _bad(f"trust file {path}", "checkpoint_origin", "checkpoint_origin must be a string")
     extra = {k: v for k, v in data.items() if k not in ("signers", "checkpoint_keys")}
     extra["signers"] = [s for s in raw_signers if isinstance(s, dict) and "public_key" not in s]
     if not signers and not extra["signers"]:
-        raise ConfigurationError(f"trust file {path} trusts no signer: an empty trust policy is refused")
+        raise _bad(f"trust file {path}", "signers", "trusts no signer: an empty trust policy is refused")
     return TrustRoot(signers=signers, checkpoint_keys=cps, grants=grants, extra=extra, source=str(path))
 
 
@@ -259,10 +281,10 @@ def _grant(s: dict[str, Any], where: str) -> Grant | None:
         if raw is None:
             return None
         if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
-            raise ConfigurationError(f"{where}: {key} must be a non-empty list of strings, e.g. {key}: [{example}]")
+            raise _bad(where, key, f"{key} must be a non-empty list of strings")
         bad = [x for x in raw if pattern is not None and not pattern.fullmatch(x)]
         if bad:
-            raise ConfigurationError(f"{where}: {key} has {bad[0]!r}; expected values like {example}")
+            raise _bad(where, key, f"{key} has {bad[0]!r}; expected values like {example}")
         return frozenset(raw)
 
     stages = strings("stages", _STAGE_NAME, "train")
