@@ -290,31 +290,176 @@ def test_each_model_volume_finding_has_its_code() -> None:
 
 # --- pod security: the value shown and the fix ------------------------------------------------
 
+POD = "spec.template.spec"
+
+
 def _sc(**sc: Any) -> dict[str, Any]:
     return deployment(securityContext=sc)
 
 
+def _pod(**fields: Any) -> dict[str, Any]:
+    obj = deployment()
+    spec_of(obj).update(fields)
+    return obj
+
+
+def _annotated(key: str, value: str) -> dict[str, Any]:
+    obj = deployment()
+    obj["spec"]["template"]["metadata"]["annotations"][key] = value
+    return obj
+
+
+_APPARMOR = "container.apparmor.security.beta.kubernetes.io/server"
+
+
 @pytest.mark.parametrize(("obj", "field", "phrases"), [
-    (_sc(seccompProfile={"type": "Unconfined"}), "securityContext.seccompProfile.type is 'Unconfined'",
+    (_sc(privileged=True), f"{SERVER}.securityContext.privileged is true", ("remove privileged",)),
+    (_sc(allowPrivilegeEscalation=True), f"{SERVER}.securityContext.allowPrivilegeEscalation is true",
+     ("set allowPrivilegeEscalation: false",)),
+    (_sc(capabilities={"add": ["NET_BIND_SERVICE", "CAP_CHOWN", "kill", "SYS_ADMIN"]}),
+     f"{SERVER}.securityContext.capabilities.add is ['SYS_ADMIN']",
+     ("add only NET_BIND_SERVICE and the runtime defaults",)),
+    (_sc(procMount="Unmasked"), f"{SERVER}.securityContext.procMount is 'Unmasked'", ("use procMount: Default",)),
+    (_sc(seccompProfile={"type": "Unconfined"}), f"{SERVER}.securityContext.seccompProfile.type is 'Unconfined'",
      ("use type RuntimeDefault or Localhost",)),
-    (_sc(appArmorProfile={"type": "Unconfined"}), "securityContext.appArmorProfile.type is 'Unconfined'",
+    (_sc(appArmorProfile={"type": "Unconfined"}), f"{SERVER}.securityContext.appArmorProfile.type is 'Unconfined'",
      ("use type RuntimeDefault or Localhost",)),
-    (_sc(seLinuxOptions={"type": "spc_t"}), "securityContext.seLinuxOptions is {'type': 'spc_t'}",
+    (_sc(seLinuxOptions={"type": "spc_t"}), f"{SERVER}.securityContext.seLinuxOptions is {{'type': 'spc_t'}}",
      ("a type of container_t",)),
-    (_sc(seLinuxOptions={"user": "system_u"}), "securityContext.seLinuxOptions is {'user': 'system_u'}",
+    (_sc(seLinuxOptions={"user": "system_u"}), f"{SERVER}.securityContext.seLinuxOptions is {{'user': 'system_u'}}",
      ("set no user or role",)),
-    (_sc(seLinuxOptions={"role": "sysadm_r"}), "securityContext.seLinuxOptions is {'role': 'sysadm_r'}",
+    (_sc(seLinuxOptions={"role": "sysadm_r"}), f"{SERVER}.securityContext.seLinuxOptions is {{'role': 'sysadm_r'}}",
      ("set no user or role",)),
-    (_sc(windowsOptions={"hostProcess": True}), "securityContext.windowsOptions.hostProcess is true",
+    (_sc(windowsOptions={"hostProcess": True}), f"{SERVER}.securityContext.windowsOptions.hostProcess is true",
      ("remove hostProcess",)),
+    (deployment(ports=[{"containerPort": 8080}, {"containerPort": 9000, "hostPort": 9000}]),
+     f"{SERVER}.ports[1].hostPort is 9000", ("remove hostPort",)),
+    (_pod(hostNetwork=True), f"{POD}.hostNetwork is true: the pod shares the node's network", ("remove hostNetwork",)),
+    (_pod(hostPID=True), f"{POD}.hostPID is true: the pod shares the node's processes", ("remove hostPID",)),
+    (_pod(hostIPC=True), f"{POD}.hostIPC is true: the pod shares the node's IPC", ("remove hostIPC",)),
+    (_pod(securityContext={"seccompProfile": {"type": "Unconfined"}}),
+     f"{POD}.securityContext.seccompProfile.type is 'Unconfined'", ("use type RuntimeDefault or Localhost",)),
+    (_pod(securityContext={"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"},
+                                       {"name": "kernel.msgmax", "value": "65536"}]}),
+     f"{POD}.securityContext.sysctls[1] is 'kernel.msgmax'", ("not one of the safe, namespaced sysctls",)),
+    (_pod(volumes=[{"name": "model", "emptyDir": {}}, {"name": "node", "hostPath": {"path": "/"}}]),
+     f"{POD}.volumes[node] is a hostPath volume", ("use an emptyDir",)),
+    (_annotated(_APPARMOR, "unconfined"), f"{POD.removesuffix('.spec')}.metadata.annotations[{_APPARMOR}] is "
+     "'unconfined'", ("use runtime/default or localhost/<profile>",)),
 ])
 def test_pod_security_findings_show_the_value_and_the_fix(obj: dict[str, Any], field: str,
                                                           phrases: tuple[str, ...]) -> None:
-    denied(obj, Reason.POD_SECURITY, f"{SERVER}.{field}", "Pod Security baseline", *phrases)
+    denied(obj, Reason.POD_SECURITY, field, "Pod Security baseline", *phrases)
 
 
-@pytest.mark.parametrize("field", ["seccompProfile", "appArmorProfile", "seLinuxOptions", "windowsOptions"])
-def test_a_malformed_security_profile_is_named(field: str) -> None:
-    findings, ref = check_workload(_sc(**{field: "Unconfined"}), RULES)
+def test_what_the_baseline_allows_is_admitted() -> None:
+    admitted(_sc(privileged=False, allowPrivilegeEscalation=False, capabilities={"add": ["cap_chown", "KILL"]},
+                 procMount="Default", windowsOptions={"hostProcess": False}))
+    admitted(_annotated(_APPARMOR, "localhost/model-server"))
+    admitted(_pod(hostNetwork=False, securityContext={"sysctls": []}))
+
+
+@pytest.mark.parametrize(("obj", "field", "what"), [
+    (_sc(seccompProfile="Unconfined"), f"{SERVER}.securityContext.seccompProfile", "an object"),
+    (_sc(appArmorProfile="Unconfined"), f"{SERVER}.securityContext.appArmorProfile", "an object"),
+    (_sc(seLinuxOptions="spc_t"), f"{SERVER}.securityContext.seLinuxOptions", "an object"),
+    (_sc(windowsOptions="hostProcess"), f"{SERVER}.securityContext.windowsOptions", "an object"),
+    (_sc(capabilities="SYS_ADMIN"), f"{SERVER}.securityContext.capabilities", "an object"),
+    (_sc(capabilities={"add": "SYS_ADMIN"}), f"{SERVER}.securityContext.capabilities.add", "a list"),
+    (deployment(securityContext="privileged"), f"{SERVER}.securityContext", "an object"),
+    (deployment(ports={"hostPort": 80}), f"{SERVER}.ports", "a list"),
+    (deployment(ports=[80]), f"{SERVER}.ports[0]", "an object"),
+    (_pod(securityContext="privileged"), f"{POD}.securityContext", "an object"),
+    (_pod(securityContext={"sysctls": "kernel.msgmax"}), f"{POD}.securityContext.sysctls", "a list"),
+    (_pod(securityContext={"sysctls": ["kernel.msgmax"]}), f"{POD}.securityContext.sysctls[0]", "an object"),
+])
+def test_a_malformed_security_field_is_named(obj: dict[str, Any], field: str, what: str) -> None:
+    findings, ref = check_workload(obj, RULES)
     assert ref is None and [f.code for f in findings] == [Reason.MALFORMED], findings
-    assert f"{SERVER}.securityContext.{field} must be an object" in findings[0].message
+    assert f"{field} must be {what}" in findings[0].message
+
+
+# --- the loader -------------------------------------------------------------------------------
+
+def test_a_policy_without_a_loader_admits_no_loader() -> None:
+    denied(deployment(), Reason.BAD_LOADER, f"{LD} is a model loader but the policy names no loader image",
+           "set loader: {image: REPO@sha256:DIGEST} in the policy", rules=Rules(images=RULES.images))
+
+
+def test_a_hidden_value_in_the_loaders_args_is_denied() -> None:
+    obj = deployment()
+    ld = loader_of(obj)
+    ld["env"].append({"name": "MLSEAL_LEDGER", "valueFrom": {"secretKeyRef": {"name": "ledger", "key": "url"}}})
+    ld["args"] += ["--record", "--ledger=$(MLSEAL_LEDGER)"]
+    denied(obj, Reason.BAD_LOADER, f"{LD}.args[3] (container 'mlseal-fetch') references MLSEAL_LEDGER, which "
+           f"{LD}.env[1] sets from valueFrom.secretKeyRef")
+
+
+@pytest.mark.parametrize("args", [[URI], ["--json", URI, "/mnt/models"], [URI, "--record", "/mnt/models"]])
+def test_the_loader_takes_the_model_and_its_destination_first(args: list[str]) -> None:
+    obj = deployment()
+    loader_of(obj)["args"] = args
+    denied(obj, Reason.BAD_LOADER, f"{LD}.args is", "the loader takes [MODEL_URI, DEST_DIR, flags...]")
+
+
+def test_every_loader_flag_is_judged() -> None:
+    obj = deployment()
+    loader_of(obj)["args"] += ["--record", "--no-verify"]
+    denied(obj, Reason.BAD_LOADER, f"{LD}.args[3] '--no-verify' is not a loader flag mlseal admits")
+    obj = deployment()
+    loader_of(obj)["args"] += ["--json", "--policy=/tmp/lenient.yaml"]
+    denied(obj, Reason.BAD_LOADER, f"{LD}.args[3] points the loader at policy '/tmp/lenient.yaml'")
+
+
+def test_a_flag_without_its_value_is_judged_as_empty() -> None:
+    obj = deployment()
+    loader_of(obj)["args"] += ["--policy"]
+    denied(obj, Reason.BAD_LOADER, f"{LD}.args[2] points the loader at policy '', not the admission policy "
+           "/etc/mlseal/policy.yaml")
+    obj = deployment()
+    loader_of(obj)["args"] += ["--sha256"]
+    findings, ref = check_workload(obj, RULES)
+    assert ref is None and [f.code for f in findings] == [Reason.MALFORMED], findings
+    assert f"{LD}.args[2] must be the model's sha256" in findings[0].message
+
+
+def test_a_loader_without_a_digest_names_where_to_put_it() -> None:
+    obj = deployment()
+    loader_of(obj)["env"] = []
+    denied(obj, Reason.NO_MODEL, f"{LD} is given no model digest", "MLSEAL_MODEL_SHA256")
+
+
+def test_a_malformed_digest_names_its_field() -> None:
+    obj = deployment()
+    loader_of(obj)["env"][0]["value"] = "abc"
+    findings, _ = check_workload(obj, RULES)
+    assert [f.code for f in findings] == [Reason.MALFORMED], findings
+    assert f"{LD}.env[0] must be the model's sha256" in findings[0].message
+
+
+def test_two_digests_name_both_fields() -> None:
+    obj = deployment()
+    loader_of(obj)["args"] += ["--sha256", "cd" * 32]
+    denied(obj, Reason.MALFORMED, "more than one model digest", f"{LD}.args[2]=cdcdcdcdcdcdcdcd",
+           f"{LD}.env[0]=abababababababab")
+
+
+@pytest.mark.parametrize("on_template", [True, False])
+def test_the_uri_annotation_must_name_what_the_loader_fetches(on_template: bool) -> None:
+    def annotated(uri: str) -> dict[str, Any]:
+        obj = deployment()
+        meta = obj["spec"]["template"]["metadata"] if on_template else obj["metadata"]
+        meta.setdefault("annotations", {})["mlseal.dev/model-uri"] = uri
+        return obj
+
+    denied(annotated("s3://models/other/model.joblib"), Reason.URI_MISMATCH,
+           "annotation mlseal.dev/model-uri 's3://models/other/model.joblib' differs from what the loader fetches",
+           f"{LD}.args[0] 's3://models/good/model.joblib'")
+    admitted(annotated(URI + "/"))  # a trailing slash names the same object
+
+
+def test_the_model_is_the_loaders_source_and_digest_in_the_workloads_name() -> None:
+    findings, ref = check_workload(deployment(), RULES)
+    assert findings == [] and ref is not None
+    assert (ref.kind, ref.name, ref.namespace, ref.sha256, ref.uri, ref.where) == (
+        "Deployment", "s", "prod", SHA, URI, f"{LD}.args[0]")
