@@ -272,9 +272,10 @@ def _remote_uri(text: str) -> str | None:
 def _bare_host(host: str, port: str | None) -> bool:
     """Whether `host` (before ``:port/`` or ``/``) names another machine: a dotted DNS name whose
     last label is a top-level domain, an IPv4 address, or a single label with a port; not loopback."""
-    if host.lower() in _LOCAL_HOSTS or len(host) > 253:
+    name = host.removesuffix(".")  # a fully qualified name's root dot is not part of its 253 characters
+    if host.lower() in _LOCAL_HOSTS or len(name) > 253:
         return False
-    labels = host.removesuffix(".").split(".")
+    labels = name.split(".")
     if len(labels) == 4 and all(p.isdigit() and len(p) <= 3 for p in labels):
         return True
     if not all(_HOST_LABEL.fullmatch(p) for p in labels):
@@ -1016,8 +1017,10 @@ def _loader_env_findings(env: _Environment, extra: frozenset[str]) -> list[Findi
 
 
 def _loader_roots(rules: Rules) -> tuple[str, ...]:
-    policy_dir = posixpath.dirname(rules.loader.policy) if rules.loader else "/etc/mlseal"
-    own = rules.loader.policy if policy_dir in ("/", "//") and rules.loader else policy_dir
+    # normalised first: the directory of /./policy.yaml or /etc/../policy.yaml is /, not a directory below it
+    policy = posixpath.normpath(rules.loader.policy) if rules.loader else None
+    policy_dir = posixpath.dirname(policy) if policy else "/etc/mlseal"
+    own = policy if policy and policy_dir in ("/", "//") else policy_dir
     return (own, *LOADER_MOUNT_ROOTS, *(rules.loader.mounts if rules.loader else ()))
 
 
