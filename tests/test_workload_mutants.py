@@ -179,8 +179,11 @@ def test_an_ipv4_address_has_four_parts_of_at_most_three_digits(text: str, want:
     # one projection naming two sources (the API server refuses it): each is judged
     ({"projected": {"sources": [{"serviceAccountToken": {"path": "t"}, "configMap": {"name": "weights"}}]}},
      {"configMap"}),
-    ({"projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt"}, "secret": {"name": "weights"}}]}},
+    ({"projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "c"}]},
+                                 "secret": {"name": "weights"}}]}},
      {"secret"}),
+    # kube-root-ca.crt is exempt only as its ca.crt key (a namespace editor can add others)
+    ({"projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt"}}]}}, {"configMap"}),
     ({"projected": {"sources": [{"downwardAPI": {"items": []}, "configMap": {"name": "weights"}}]}},
      {"configMap"}),
 ])
