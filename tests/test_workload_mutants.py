@@ -19,7 +19,7 @@ import pytest
 from mlseal.admission import Reason
 from mlseal.admission.decision import Finding
 from mlseal.admission.policy import ImageRule, LoaderRules, Rules
-from mlseal.admission.workload import check_workload, remote_location, user_written_sources
+from mlseal.admission.workload import check_workload, kube_expand, remote_location, user_written_sources
 from tests.fixtures_admission import LOADER_IMAGE, SERVER_IMAGE, loader
 from tests.test_workload import wrap
 
@@ -98,6 +98,11 @@ def test_a_service_link_variable_expands_to_another_machine(arg: str, shown: str
 def test_a_variable_the_container_defines_wins_over_the_service_link() -> None:
     admitted(deployment(env=[{"name": "MODELS_SERVICE_HOST", "value": "localhost"}],
                         args=["--health=$(MODELS_SERVICE_HOST):8080/health"]))
+
+
+def test_an_empty_reference_does_not_swallow_the_next_one() -> None:
+    """``$()`` stays as written and the kubelet expands what follows it."""
+    assert kube_expand("$()$(A)//attacker/m", {"A": "s3:"}.get) == "$()s3://attacker/m"
 
 
 # --- the downward API, resolved from the reviewed object ---------------------------------------
