@@ -150,7 +150,8 @@ def test_the_longest_host_name_is_a_host() -> None:
     assert remote_location(f"wget {_LONG_HOST}/m") == f"{_LONG_HOST}/m"
     # written fully qualified, with the root's dot: the same name
     assert remote_location(f"wget {_LONG_HOST}./m") == f"{_LONG_HOST}./m"
-    assert remote_location(f"wget a{_LONG_HOST}/m") is None  # not a DNS name
+    longer = ".".join(["a" * 63] * 3 + ["e" * 62])
+    assert len(longer) == 254 and remote_location(f"wget {longer}/m") is None  # longer than any DNS name
 
 
 @pytest.mark.parametrize(("text", "want"), [
