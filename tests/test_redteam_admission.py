@@ -302,6 +302,11 @@ def test_a_url_without_a_scheme_is_a_remote_location(admission_world: AdmissionW
     ("localhost:8080/health", None), ("http://[::1]:8080/x", None), ("1.2.3.4.5/x", None),
     ("evil_host.example.com/m", None), ("[::1]:8080/health", None), ("${HOME}/models/m.onnx", None),
     ("$(POD_NAME)-$(POD_NAMESPACE)/x", None), ("sh -c 'cd $HOME && exec serve ./model.onnx'", None),
+    # IPv4 shorthand that resolvers accept (inet_aton): with a port, or written in hex or octal
+    ("wget 10.1:9000/m", "10.1:9000/m"), ("wget 167772161:80/m", "167772161:80/m"),
+    ("wget 0xa.0.0.1/m", "0xa.0.0.1/m"), ("wget 0xa000001/m", "0xa000001/m"), ("wget 012.0.0.1/m", "012.0.0.1/m"),
+    # left to the egress NetworkPolicy: bare decimal shorthand reads like a number before a path
+    ("serve 20240101/model.onnx", None), ("wget 10.1/m", None),
 ])
 def test_remote_location_vectors(text: str, want: str | None) -> None:
     assert remote_location(text) == want

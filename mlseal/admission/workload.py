@@ -269,6 +269,20 @@ def _remote_uri(text: str) -> str | None:
     return None
 
 
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
+
+
+def _ipv4_shorthand(labels: list[str], port: str | None) -> bool:
+    """An address in the forms resolvers also accept (``inet_aton``: one to four numbers,
+    each decimal, octal with a leading 0, or hex with 0x), when it cannot be read as
+    anything else: with a port, or with a hex or octal part. Bare decimal shorthand
+    (``10.1/m``) reads like ``20240101/model.onnx`` and is left to the egress policy."""
+    if not 1 <= len(labels) <= 4 or not all(_NUMBER.fullmatch(p) for p in labels):
+        return False
+    unusual = any(p[:2].lower() == "0x" or (len(p) > 1 and p.startswith("0")) for p in labels)
+    return port is not None or unusual
+
+
 def _bare_host(host: str, port: str | None) -> bool:
     """Whether `host` (before ``:port/`` or ``/``) names another machine: a dotted DNS name whose
     last label is a top-level domain, an IPv4 address, or a single label with a port; not loopback."""
@@ -277,6 +291,8 @@ def _bare_host(host: str, port: str | None) -> bool:
         return False
     labels = name.split(".")
     if len(labels) == 4 and all(p.isdigit() and len(p) <= 3 for p in labels):
+        return True
+    if _ipv4_shorthand(labels, port):
         return True
     if not all(_HOST_LABEL.fullmatch(p) for p in labels):
         return False
