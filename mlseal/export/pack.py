@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import yaml
+
 from mlseal._files import write_atomic
 from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.export._source import ExportRefused, ModelSource, ingest_source
@@ -546,8 +548,8 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
             or not isinstance(decision.get("allowed"), bool):
         raise PackError("the pack's admission decision does not name the model and the pack's policy")
     if decision["allowed"]:  # 8
-        contradiction = _contradicts_allow(policy, decision.get("namespace"), producer,
-                                           records.get(ev_seq) if isinstance(ev_seq, int) else None, records, sha)
+        named = records.get(ev_seq) if isinstance(ev_seq, int) else None
+        contradiction = _contradicts_allow(policy, decision.get("namespace"), producer, named, records, sha, trust)
         if contradiction is not None:
             raise PackError(f"the pack's admission decision says allowed, but {contradiction}: the decision "
                             "contradicts the pack's own policy and records")
@@ -559,37 +561,31 @@ def verify_pack_bytes(data: bytes, trust: TrustRoot) -> PackReport:
 
 
 def _contradicts_allow(policy: bytes, namespace: object, producer: Record, named: Record | None,
-                       records: Mapping[int, Record], sha: str) -> str | None:
-    """What in the pack contradicts an *allowed* decision (check 8), or None."""
-    import yaml
-
-    from mlseal.admission.policy import DEFAULT_MODEL_STAGES
-    from mlseal.gates import parse_gates, unmet
+                       records: Mapping[int, Record], sha: str, trust: TrustRoot) -> str | None:
+    """What in the pack contradicts an *allowed* decision (check 8), or None. The pack's policy
+    is read as admission reads it (`parse_policy`, the rules of the decision's namespace)."""
+    from mlseal import _yaml as strict_yaml
+    from mlseal.admission.policy import parse_policy
+    from mlseal.gates import unmet
 
     try:
-        doc = yaml.safe_load(policy)
-    except yaml.YAMLError:
-        return "its policy is not YAML"
-    if not isinstance(doc, dict):
-        return "its policy is not a mapping"
-    rules = dict(doc)
-    overrides = (doc.get("namespaces") or {}).get(namespace) if isinstance(namespace, str) else None
-    if isinstance(overrides, dict):
-        rules.update(overrides)
-    stages = rules.get("model_stages") or list(DEFAULT_MODEL_STAGES)
-    if producer.stage not in stages:
-        return f"the model was produced by a {producer.stage!r} record, not one of the policy's model stages {stages}"
+        doc = strict_yaml.load(policy)
+        if not isinstance(doc, dict):
+            return "its policy is not a mapping"
+        rules = parse_policy(doc, base=Path("."), source="the pack's policy.yaml", trust=trust).rules_for(
+            namespace if isinstance(namespace, str) else None)
+    except (yaml.YAMLError, ConfigurationError) as exc:
+        return f"its policy does not parse ({exc})"
+    if producer.stage not in rules.model_stages:
+        return (f"the model was produced by a {producer.stage!r} record, not one of the policy's model stages "
+                f"{list(rules.model_stages)}")
     evaluations = [r for r in records.values() if r.stage == "evaluate" and any(i.sha256 == sha for i in r.inputs)]
     newest = max([*evaluations, *([named] if named else [])], key=lambda r: r.seq, default=None)
-    try:
-        gates = parse_gates(rules.get("gates") or {})
-    except ConfigurationError as exc:
-        return f"its policy's gates do not parse ({exc})"
     if newest is None:
-        return "the policy has gates and the pack holds no evaluation of the model" if gates else None
+        return "the policy has gates and the pack holds no evaluation of the model" if rules.gates else None
     if newest.status is not Status.OK:
         return f"the model's newest evaluation in the pack, record {newest.seq}, is marked {newest.status.value}"
-    failed = unmet(gates, newest.metrics)
+    failed = unmet(rules.gates, newest.metrics)
     if failed:
         return f"its evaluation record {newest.seq} fails {'; '.join(u.describe() for u in failed)}"
     return None
