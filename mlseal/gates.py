@@ -93,13 +93,17 @@ class Gate:
             raise ConfigurationError(f"gate {self.metric!r}: min {self.minimum:g} is above max "
                                      f"{self.maximum:g}; no model could pass")
 
-    def describe(self) -> str:
+    def bounds(self) -> str:
+        """The bounds alone: ``>= 0.9``, ``<= 0.2``, ``>= 0.05 and <= 0.35``."""
         parts = []
         if self.minimum is not None:
             parts.append(f">= {self.minimum:g}")
         if self.maximum is not None:
             parts.append(f"<= {self.maximum:g}")
-        return f"{self.metric} {' and '.join(parts)}"
+        return " and ".join(parts)
+
+    def describe(self) -> str:
+        return f"{self.metric} {self.bounds()}"
 
     def unmet(self, value: object) -> tuple[UnmetGate, ...]:
         """The bounds `value` breaks; a missing or non-finite value breaks every bound."""

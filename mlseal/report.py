@@ -230,7 +230,7 @@ def _gates(chain: Sequence[Record]) -> str:
         for g in sorted(gates, key=lambda g: g.metric):
             value = r.metrics.get(g.metric)
             verdict = "pass" if g.met_by(value) else "FAIL"
-            threshold = g.describe()[len(g.metric) + 1:]
+            threshold = g.bounds()
             shown = "missing" if value is None else f"{value:.4g}"
             rows.append(f'<tr class="gate {verdict.lower()}"><td>{_e(where)}</td><td>{_e(g.metric)}</td>'
                         f"<td>{_e(threshold)}</td><td>{_e(shown)}</td><td>{verdict}</td></tr>")
