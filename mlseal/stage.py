@@ -535,13 +535,9 @@ class Stage:
             # (4) the bundle verifies over these bytes with a trusted key, granted the stage
             # that produced them (as the loader requires of a model's bundle)
             signer = s.verify_artifact(path, bundle_path, s.trust)
-            if signer is not None and signer.key_id is not None:
-                problem = s.trust.authorization_problem(signer.key_id, record.stage)
-                if problem is not None:
-                    raise VerificationError(
-                        f"signature bundle {bundle_path} is signed by a key not granted the producing stage "
-                        f"{record.stage!r} (record {record.seq}): {problem}"
-                    )
+            if signer is not None:
+                s.trust.require_bundle_grant(signer.key_id, record.stage,
+                                             f"signature bundle {bundle_path} of record {record.seq}'s output")
             return VerifiedInput(name=name, path=path, sha256=sha, producer_seq=record.seq, producer=record)
         finally:
             if cleanup:

@@ -266,13 +266,7 @@ def _signed_manifest(data: bytes, producer: Record, out: OutputRef, sha: str, po
         auth = policy_from_trust(policy.trust).verify(bundle)
     except VerificationError as exc:
         raise VerificationError(f"signature bundle {shown!r} is not signed by a trusted key: {exc}") from None
-    if auth.signer.key_id is not None:
-        problem = policy.trust.authorization_problem(auth.signer.key_id, producer.stage)
-        if problem is not None:
-            raise VerificationError(
-                f"signature bundle {shown!r} is signed by a key not granted the producing stage "
-                f"{producer.stage!r}: {problem}"
-            )
+    policy.trust.require_bundle_grant(auth.signer.key_id, producer.stage, f"signature bundle {shown!r}")
     if auth.message_sha256 is not None:
         manifest = Manifest("model", (Resource(".", auth.message_sha256),), (), False)
     elif auth.payload_type != oms.IN_TOTO_PAYLOAD_TYPE:

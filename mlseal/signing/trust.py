@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from mlseal import _yaml as strict_yaml
-from mlseal.errors import ConfigurationError
+from mlseal.errors import ConfigurationError, VerificationError
 from mlseal.signing.keys import KeyId, PublicKeyVerifier
 
 __all__ = ["Grant", "KeylessIdentity", "TrustRoot", "load_trust", "load_yaml_file"]
@@ -124,6 +124,16 @@ class TrustRoot:
         if why is None:
             return None
         return f"signer {self.signer_name(key_id) or key_id[:16]} {why} (trust file {self.source})"
+
+    def require_bundle_grant(self, key_id: str | None, stage: str, what: str) -> None:
+        """Refuse an artifact bundle (`what`) whose key may not sign `stage` records, the stage
+        that produced the artifact: a bundle speaks for the bytes as their producer does.
+        A keyless identity (``key_id`` None) signs bundles only and carries no grants."""
+        if key_id is None:
+            return
+        problem = self.authorization_problem(key_id, stage)
+        if problem is not None:
+            raise VerificationError(f"{what} is signed by a key not granted the producing stage {stage!r}: {problem}")
 
     def keyless_identities(self) -> list[KeylessIdentity]:
         """The keyless signers the trust file lists (validated when it was loaded)."""
