@@ -321,9 +321,10 @@ class Env:
 
 @dataclass(frozen=True)
 class Handler:
-    """An ``exec`` action the kubelet runs inside a container: a lifecycle hook or a probe."""
+    """What a lifecycle hook or a probe makes the kubelet do for a container: an ``exec``
+    command, or an ``httpGet`` request read as words (its URL, path and header values)."""
 
-    #: e.g. ``spec.containers[0].lifecycle.postStart.exec``
+    #: e.g. ``spec.containers[0].lifecycle.postStart.exec`` or ``….readinessProbe.httpGet``
     where: str
     command: tuple[str, ...]
 
@@ -432,7 +433,7 @@ def _env(c: Mapping[str, Any], where: str) -> tuple[Env, ...]:
     return tuple(out)
 
 
-def _exec_handler(raw: object, where: str) -> list[Handler]:
+def _handler_actions(raw: object, where: str) -> list[Handler]:
     """The hook's or probe's ``exec`` command, and what its ``httpGet`` asks for (a URL of
     the host, port and path, and its header values) as a command, so that both are held to
     the same location rules: a path such as ``/load?url=https://…`` is a remote location."""
@@ -456,15 +457,16 @@ def _exec_handler(raw: object, where: str) -> list[Handler]:
 
 
 def _handlers(c: Mapping[str, Any], where: str) -> tuple[Handler, ...]:
-    """Every exec action of the container: what the kubelet runs in it besides its command."""
+    """Every hook and probe action of the container: what the kubelet runs in it or asks of it
+    besides its command."""
     out: list[Handler] = []
     lifecycle = _opt_obj(c, "lifecycle", where)
     for hook in ("postStart", "preStop"):
         if lifecycle.get(hook) is not None:
-            out.extend(_exec_handler(lifecycle[hook], f"{where}.lifecycle.{hook}"))
+            out.extend(_handler_actions(lifecycle[hook], f"{where}.lifecycle.{hook}"))
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         if c.get(probe) is not None:
-            out.extend(_exec_handler(c[probe], f"{where}.{probe}"))
+            out.extend(_handler_actions(c[probe], f"{where}.{probe}"))
     return tuple(out)
 
 
