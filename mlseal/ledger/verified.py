@@ -412,17 +412,21 @@ class VerifiedView:
         stored = getattr(self.ledger, "checkpoints", None)
         if trust is None or not trust.checkpoint_keys or stored is None:
             return
+        newest = stored(1)  # every refresh (the webhook's follower: ten a second): one row when nothing changed
+        if not newest or newest[0] == self._checkpoint_note:
+            return
         for note in stored(STORED_CHECKPOINTS):
             if note == self._checkpoint_note:
                 return
+            digest = hashlib.sha256(note).digest()
+            if digest in self._bad_notes:
+                continue  # refused before, and warned about once
             try:
                 cp = verify_checkpoint(note, trust)
             except VerificationError as exc:
-                digest = hashlib.sha256(note).digest()
-                if digest not in self._bad_notes:
-                    self._bad_notes.add(digest)
-                    log.warning("verified ledger view: a stored checkpoint does not verify and is ignored "
-                                "(run `mlseal ledger verify` to name its row): %s", exc)
+                self._bad_notes.add(digest)
+                log.warning("verified ledger view: a stored checkpoint does not verify and is ignored "
+                            "(run `mlseal ledger verify` to name its row): %s", exc)
                 continue
             self._extends(cp, "a signed checkpoint")
             self._checkpoint_note = note
