@@ -7,7 +7,8 @@ regression tests.
 Failing on the redteam4 branch: test_the_ca_key_served_as_the_model_is_denied[*],
 test_the_ca_bundle_mounted_as_the_model_dir_is_denied, test_http_handlers_naming_a_remote_location_are_denied[*-get3],
 test_second_model_locations_in_component_specs_are_denied[second_framework_storage_uris_only],
-test_shorthand_remote_hosts_in_a_command_are_denied[4 forms], test_verify_pack_allowed_after_leaving_out_the_failed_evaluation.
+test_shorthand_remote_hosts_in_a_command_are_denied[4 forms],
+test_verify_pack_allowed_after_leaving_out_the_failed_evaluation.
 """
 
 from __future__ import annotations
