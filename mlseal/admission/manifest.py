@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from mlseal._uris import redact_uri
 from mlseal.errors import VerificationError
@@ -433,6 +434,16 @@ def _env(c: Mapping[str, Any], where: str) -> tuple[Env, ...]:
     return tuple(out)
 
 
+def _percent_decoded(text: str) -> str:
+    """``text`` %-decoded until it no longer changes (at most a few rounds)."""
+    for _ in range(4):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
 def _handler_actions(raw: object, where: str) -> list[Handler]:
     """The hook's or probe's ``exec`` command, and what its ``httpGet`` asks for (a URL of
     the host, port and path, and its header values) as a command, so that both are held to
@@ -452,6 +463,8 @@ def _handler_actions(raw: object, where: str) -> list[Handler]:
         for i, hdr in enumerate(_typed(get.get("httpHeaders") or [], list, f"{where}.httpGet.httpHeaders", "a list")):
             value = _typed(hdr, dict, f"{where}.httpGet.httpHeaders[{i}]", "an object").get("value")
             words.append(value if isinstance(value, str) else "")
+        # as the server reads them: a query's %-encoded URL is a URL once decoded
+        words += [d for w in words if (d := _percent_decoded(w)) != w]
         out.append(Handler(f"{where}.httpGet", tuple(w for w in words if w)))
     return out
 

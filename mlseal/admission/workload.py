@@ -279,7 +279,7 @@ def _ipv4_shorthand(labels: list[str], port: str | None) -> bool:
     (``10.1/m``) reads like ``20240101/model.onnx`` and is left to the egress policy."""
     if not 1 <= len(labels) <= 4 or not all(_NUMBER.fullmatch(p) for p in labels):
         return False
-    unusual = any(p[:2].lower() == "0x" or (len(p) > 1 and p.startswith("0")) for p in labels)
+    unusual = any(len(p) > 1 and p.startswith("0") for p in labels)  # octal 012, hex 0xa
     return port is not None or unusual
 
 
@@ -620,13 +620,11 @@ def user_written_sources(volume: Mapping[str, Any]) -> set[str]:
 
 
 def _ca_only(src: Mapping[str, Any]) -> bool:
-    """The projection of kube-root-ca.crt the ServiceAccount admission plugin writes: its
-    ``ca.crt`` key only. A namespace editor can add keys to that ConfigMap (under
+    """The projection of kube-root-ca.crt the ServiceAccount admission plugin writes, exactly:
+    its ``ca.crt`` key at ``ca.crt``. A namespace editor can add keys to that ConfigMap (under
     ``binaryData``, which its publisher does not reset), so any other projection of it is a
     configMap volume like another."""
-    items = src.get("items")
-    return (isinstance(items, list) and bool(items)
-            and all(isinstance(i, dict) and i.get("key") == "ca.crt" for i in items))
+    return src.get("items") == [{"key": "ca.crt", "path": "ca.crt"}]
 
 
 def mount_findings(c: Container, sources: Mapping[str, Mapping[str, Any]], rules: Rules) -> list[Finding]:
@@ -1158,6 +1156,12 @@ def _check_component_spec(w: Workload, spec: Mapping[str, Any], where: str, rule
     for key, sub in spec.items():
         if key in _POD_KEYS or key in _PREDICTOR_NON_MODEL or not isinstance(sub, dict):
             continue
+        for extra in ("storageUris", "storage"):  # before the filter below: alone, they are still locations
+            if sub.get(extra) is not None:
+                out.append(Finding(Reason.NO_LOADER, (
+                    f"{where}.{key}.{extra} names model locations admission does not check; the model comes only "
+                    "from the verified storageUri, so remove it"
+                )))
         if not any(k in sub for k in ("storageUri", "image", "args", "command", "env", "runtime", "modelFormat",
                                       "runtimeVersion", "volumeMounts", "envFrom", "storage", "lifecycle",
                                       "livenessProbe", "readinessProbe", "startupProbe", "securityContext",
@@ -1165,12 +1169,6 @@ def _check_component_spec(w: Workload, spec: Mapping[str, Any], where: str, rule
             continue
         c = container({**sub, "name": sub.get("name", key)}, f"{where}.{key}", "app")
         inlined.append((sub, f"{where}.{key}"))
-        for extra in ("storageUris", "storage"):
-            if sub.get(extra) is not None:
-                out.append(Finding(Reason.NO_LOADER, (
-                    f"{where}.{key}.{extra} names model locations admission does not check; the model comes only "
-                    "from the verified storageUri, so remove it"
-                )))
         out.extend(_kserve_container(c, rules, facts, sources, storage_uri_ok=False))
         if sub.get("runtimeVersion") is not None:
             out.append(Finding(Reason.IMAGE_UNPINNED, (
